@@ -1,0 +1,432 @@
+/**
+ * Loads the config file into an immutable `ConfigSnapshot`: YAML parse with line positions,
+ * schema validation, cross checks over the whole file, secret resolution. Every problem is
+ * collected and reported at once as `file:line path: problem`; nothing is half-loaded. This
+ * module reads files and the environment but never opens a network connection.
+ * @module
+ */
+import { readFileSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
+import path from 'node:path'
+import { isMap, isScalar, LineCounter, parseDocument, type Document } from 'yaml'
+import type * as z from 'zod'
+import { Secret } from '../secret.js'
+import {
+  CONNECTION_NAME_PATTERN,
+  ConfigSchema,
+  type AuthMethodConfig,
+  type AuthType,
+  type ConfigFile,
+  type CredentialExchange,
+  type Principal,
+  type SecretRef,
+} from './schema.js'
+import { hostMatches, isLoopbackHostname } from './hosts.js'
+
+/** The built-in group every authenticated caller belongs to (design.md §2). */
+export const ACCOUNT_USERS_GROUP = 'account users'
+
+export type Env = Readonly<Record<string, string | undefined>>
+
+export interface OAuthSettings {
+  readonly issuer: string | undefined
+  readonly authorizationEndpoint: string | undefined
+  readonly tokenEndpoint: string | undefined
+  readonly revocationEndpoint: string | undefined
+  readonly clientId: string
+  readonly clientSecret: Secret
+  readonly scopes: readonly string[]
+  readonly credentialExchange: CredentialExchange | undefined
+  readonly authorizationParams: Readonly<Record<string, string>>
+  readonly tokenParams: Readonly<Record<string, string>>
+}
+
+export type AuthMethod =
+  | { readonly type: 'bearer_token'; readonly token: Secret }
+  | ({ readonly type: 'oauth_m2m' | 'oauth_u2m_shared' | 'oauth_u2m_per_user' } & OAuthSettings)
+
+export interface Connection {
+  readonly name: string
+  /** Origin only, e.g. `https://api.github.com` (no path, no trailing slash). */
+  readonly origin: string
+  /** Always starts and ends with `/`. */
+  readonly basePath: string
+  readonly isMcpConnection: boolean
+  readonly owner: Principal
+  readonly description: string | undefined
+  readonly readOnly: boolean
+  readonly timeoutMs: number
+  readonly maxResponseBytes: number
+  readonly auth: AuthMethod
+}
+
+export interface Grant {
+  readonly on: string
+  readonly to: Principal
+}
+
+export interface ApiKeyEntry {
+  readonly user: string
+  readonly groups: readonly string[]
+}
+
+export interface OidcSettings {
+  readonly issuer: string
+  readonly audience: string
+  readonly userClaim: string
+  readonly groupsClaim: string
+  readonly requiredScopes: readonly string[]
+  readonly algorithms: readonly string[]
+  readonly introspection: { readonly clientId: string; readonly clientSecret: Secret } | undefined
+  readonly browserClient: { readonly clientId: string; readonly clientSecret: Secret } | undefined
+}
+
+export interface EgressPolicy {
+  readonly allowedHosts: readonly string[] | undefined
+  readonly dangerouslyAllowPrivateNetworks: boolean
+}
+
+export interface ConfigSnapshot {
+  /** Absolute path of the file this snapshot came from. */
+  readonly file: string
+  readonly server: {
+    readonly publicUrl: string
+    readonly host: string
+    readonly port: number
+    readonly allowedHosts: readonly string[] | undefined
+  }
+  readonly identity: {
+    readonly oidc: OidcSettings | undefined
+    /** SHA-256 hex of the key → who presents it. */
+    readonly apiKeys: ReadonlyMap<string, ApiKeyEntry>
+    readonly stdioUser: string | undefined
+  }
+  readonly store: {
+    /** `memory://`, `redis://…`, or `sqlite://<absolute path>`. */
+    readonly url: string
+    readonly encryptionKey: Secret | undefined
+    readonly encryptionKeys: readonly Secret[]
+    readonly dangerouslyUseEphemeralKey: boolean
+  }
+  readonly audit: { readonly file: string }
+  readonly egress: EgressPolicy & { readonly timeoutMs: number; readonly maxResponseBytes: number }
+  /** user → the config groups it belongs to. */
+  readonly groupsOf: ReadonlyMap<string, readonly string[]>
+  readonly groups: Readonly<Record<string, readonly string[]>>
+  readonly connections: ReadonlyMap<string, Connection>
+  readonly grants: readonly Grant[]
+  /** Connections served as tools, sorted by name (deterministic `tools/list`). */
+  readonly tools: readonly Connection[]
+}
+
+export type LoadResult =
+  | { readonly ok: true; readonly snapshot: ConfigSnapshot; readonly warnings: readonly string[] }
+  | { readonly ok: false; readonly problems: readonly string[] }
+
+export interface LoadOptions {
+  readonly env?: Env
+  /** Auth types this build can serve; others are refused at load (no half-working stubs). */
+  readonly supportedAuthTypes?: ReadonlySet<AuthType>
+}
+
+/** Reads and loads a config file. A missing or unreadable file is one problem, not a throw. */
+export async function loadConfigFile(file: string, opts: LoadOptions = {}): Promise<LoadResult> {
+  const abs = path.resolve(file)
+  let text: string
+  try {
+    text = await readFile(abs, 'utf8')
+  } catch (e) {
+    const reason = (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : `cannot read file (${(e as Error).message})`
+    return { ok: false, problems: [`${abs}:1 (file): ${reason}`] }
+  }
+  return loadConfigText(text, abs, opts)
+}
+
+/** Loads config text as if read from `file` (relative paths resolve against its folder). */
+export async function loadConfigText(text: string, file: string, opts: LoadOptions = {}): Promise<LoadResult> {
+  const lines = new LineCounter()
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true })
+  const at = (offset: number | undefined): number => (offset === undefined ? 1 : lines.linePos(offset).line)
+  const problems: string[] = []
+  const report = (pathParts: readonly PropertyKey[], message: string, keyName?: string): void => {
+    problems.push(`${file}:${lineOf(doc, pathParts, at, keyName)} ${formatPath(pathParts, keyName)}: ${message}`)
+  }
+
+  if (doc.errors.length > 0) {
+    for (const e of doc.errors) problems.push(`${file}:${e.linePos?.[0].line ?? 1} (yaml): ${firstLine(e.message)}`)
+    return { ok: false, problems }
+  }
+  const parsed = ConfigSchema.safeParse(doc.toJS() ?? {})
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) reportIssue(issue, report)
+    return { ok: false, problems }
+  }
+  const cfg = parsed.data
+  const warnings: string[] = []
+  crossCheck(cfg, report, warnings, opts.supportedAuthTypes)
+  const dir = path.dirname(file)
+  const secrets = createSecretResolver(dir, opts.env ?? process.env)
+  const snapshot = buildSnapshot(cfg, file, dir, (ref, where) => {
+    const r = secrets(ref)
+    if (typeof r === 'string') {
+      report(where, r)
+      return new Secret('')
+    }
+    return r
+  })
+  if (problems.length > 0) return { ok: false, problems }
+  return { ok: true, snapshot: deepFreeze(snapshot), warnings }
+}
+
+function reportIssue(issue: z.core.$ZodIssue, report: (p: readonly PropertyKey[], m: string, k?: string) => void): void {
+  if (issue.code === 'unrecognized_keys') {
+    for (const key of issue.keys) report(issue.path, 'unknown key', key)
+    return
+  }
+  report(issue.path, issue.message)
+}
+
+
+function crossCheck(
+  cfg: ConfigFile,
+  report: (p: readonly PropertyKey[], m: string, k?: string) => void,
+  warnings: string[],
+  supported: ReadonlySet<AuthType> | undefined,
+): void {
+  const allowPrivate = cfg.egress.dangerouslyAllowPrivateNetworks
+  const allowed = cfg.egress.allowedHosts
+  if (allowPrivate) warnings.push('egress.dangerouslyAllowPrivateNetworks is true: connections may reach loopback and private addresses; use only for local development and tests')
+  if (cfg.store.dangerouslyUseEphemeralKey) warnings.push('store.dangerouslyUseEphemeralKey is true: tokens are encrypted with a key that dies with the process')
+
+  const checkUrl = (url: string, where: readonly PropertyKey[], what: string): void => {
+    const u = new URL(url)
+    if (u.protocol === 'http:' && !allowPrivate) report(where, `${what} uses http://; only https:// is allowed unless egress.dangerouslyAllowPrivateNetworks is true`)
+    if (allowed && !allowed.some((pattern) => hostMatches(u.hostname, pattern)))
+      report(where, `host "${u.hostname}" is not in egress.allowedHosts`)
+    if (!allowPrivate && isLoopbackHostname(u.hostname)) report(where, `${what} points at a loopback address; allowed only with egress.dangerouslyAllowPrivateNetworks`)
+  }
+
+  for (const [name, c] of Object.entries(cfg.connections)) {
+    const where = ['connections', name]
+    if (!CONNECTION_NAME_PATTERN.test(name)) report(where, 'connection name must match ^[A-Za-z0-9_-]{1,64}$ (it is the tool name)')
+    const host = new URL(c.host)
+    if (host.pathname !== '/' || host.search || host.hash || host.username || host.password)
+      report([...where, 'host'], 'host must be an origin only (scheme://host[:port]); put the path in basePath')
+    checkUrl(c.host, [...where, 'host'], 'host')
+    if (/[?#\\]|(^|\/)\.\.?(\/|$)|%2e|%2f|%5c/i.test(c.basePath)) report([...where, 'basePath'], 'basePath must be a plain path without dot segments, encoded separators, query or fragment')
+    if (supported && !supported.has(c.auth.type))
+      report([...where, 'auth', 'type'], `auth type "${c.auth.type}" is not supported by this version of Keyway`)
+    if (c.auth.type !== 'bearer_token') checkOAuth(c.auth, [...where, 'auth'], report, checkUrl)
+  }
+  if (cfg.identity.oidc) checkUrl(cfg.identity.oidc.issuer, ['identity', 'oidc', 'issuer'], 'issuer')
+
+  const names = new Set(Object.keys(cfg.connections))
+  cfg.grants.forEach((g, i) => {
+    if (!names.has(g.on)) report(['grants', i, 'on'], `grant names unknown connection "${g.on}"`)
+  })
+  if (ACCOUNT_USERS_GROUP in cfg.groups) report(['groups', ACCOUNT_USERS_GROUP], `"${ACCOUNT_USERS_GROUP}" is built in (every authenticated caller) and cannot be defined`)
+  const seen = new Map<string, number>()
+  cfg.identity.apiKeys.forEach((k, i) => {
+    const first = seen.get(k.sha256)
+    if (first !== undefined) report(['identity', 'apiKeys', i, 'sha256'], `same key hash as identity.apiKeys[${first}]`)
+    else seen.set(k.sha256, i)
+  })
+  const publicUrl = new URL(cfg.server.publicUrl)
+  if (publicUrl.pathname !== '/' || publicUrl.search || publicUrl.hash)
+    report(['server', 'publicUrl'], 'publicUrl must be an origin (scheme://host[:port]) with no path')
+}
+
+function checkOAuth(
+  auth: Exclude<AuthMethodConfig, { type: 'bearer_token' }>,
+  where: readonly PropertyKey[],
+  report: (p: readonly PropertyKey[], m: string) => void,
+  checkUrl: (url: string, where: readonly PropertyKey[], what: string) => void,
+): void {
+  if (!auth.issuer && !auth.tokenEndpoint) report(where, 'give either issuer (discovery) or tokenEndpoint')
+  if (auth.type !== 'oauth_m2m' && !auth.issuer && !auth.authorizationEndpoint)
+    report(where, `${auth.type} needs issuer (discovery) or authorizationEndpoint`)
+  for (const key of ['issuer', 'authorizationEndpoint', 'tokenEndpoint', 'revocationEndpoint'] as const) {
+    const v = auth[key]
+    if (v) checkUrl(v, [...where, key], key)
+  }
+}
+
+type SecretResolver = (ref: SecretRef) => Secret | string
+
+function createSecretResolver(dir: string, env: Env): SecretResolver {
+  // Each file is read once per load, even when several references name it.
+  const files = new Map<string, string | Error>()
+  return (ref) => {
+    if ('env' in ref) {
+      const v = env[ref.env]
+      return v === undefined || v === '' ? `environment variable ${ref.env} is not set` : new Secret(v)
+    }
+    const abs = path.resolve(dir, ref.file)
+    let v = files.get(abs)
+    if (v === undefined) {
+      try {
+        v = readFileSyncTrimmed(abs)
+      } catch (e) {
+        v = e as Error
+      }
+      files.set(abs, v)
+    }
+    if (v instanceof Error) return `cannot read secret file ${abs} (${(v as NodeJS.ErrnoException).code ?? v.message})`
+    return v === '' ? `secret file ${abs} is empty` : new Secret(v)
+  }
+}
+
+function readFileSyncTrimmed(file: string): string {
+  return readFileSync(file, 'utf8').replace(/\r?\n$/, '')
+}
+
+function buildSnapshot(
+  cfg: ConfigFile,
+  file: string,
+  dir: string,
+  secret: (ref: SecretRef, where: readonly PropertyKey[]) => Secret,
+): ConfigSnapshot {
+  const connections = new Map<string, Connection>()
+  for (const [name, c] of Object.entries(cfg.connections)) {
+    const base = c.basePath.endsWith('/') ? c.basePath : `${c.basePath}/`
+    const where = ['connections', name, 'auth']
+    const auth: AuthMethod =
+      c.auth.type === 'bearer_token'
+        ? { type: 'bearer_token', token: secret(c.auth.token, [...where, 'token']) }
+        : {
+            type: c.auth.type,
+            issuer: c.auth.issuer,
+            authorizationEndpoint: c.auth.authorizationEndpoint,
+            tokenEndpoint: c.auth.tokenEndpoint,
+            revocationEndpoint: c.auth.revocationEndpoint,
+            clientId: c.auth.clientId,
+            clientSecret: secret(c.auth.clientSecret, [...where, 'clientSecret']),
+            scopes: c.auth.scopes,
+            credentialExchange: c.auth.credentialExchange,
+            authorizationParams: c.auth.authorizationParams,
+            tokenParams: c.auth.tokenParams,
+          }
+    connections.set(name, {
+      name,
+      origin: safeOrigin(c.host),
+      basePath: base,
+      isMcpConnection: c.isMcpConnection,
+      owner: c.owner,
+      description: c.description,
+      readOnly: c.readOnly,
+      timeoutMs: c.timeoutMs ?? cfg.egress.timeoutMs,
+      maxResponseBytes: c.maxResponseBytes ?? cfg.egress.maxResponseBytes,
+      auth,
+    })
+  }
+  const groupsOf = new Map<string, string[]>()
+  for (const [group, users] of Object.entries(cfg.groups)) {
+    for (const u of users) groupsOf.set(u, [...(groupsOf.get(u) ?? []), group])
+  }
+  const oidc = cfg.identity.oidc
+  const publicUrl = cfg.server.publicUrl.replace(/\/+$/, '')
+  const storeUrl = cfg.store.url.startsWith('sqlite://')
+    ? `sqlite://${path.resolve(dir, cfg.store.url.slice('sqlite://'.length))}`
+    : cfg.store.url
+  return {
+    file,
+    server: { publicUrl, host: cfg.server.host, port: cfg.server.port, allowedHosts: cfg.server.allowedHosts },
+    identity: {
+      oidc: oidc && {
+        issuer: oidc.issuer,
+        audience: oidc.audience ?? `${publicUrl}/mcp`,
+        userClaim: oidc.userClaim,
+        groupsClaim: oidc.groupsClaim,
+        requiredScopes: oidc.requiredScopes,
+        algorithms: oidc.algorithms,
+        introspection: oidc.introspection && {
+          clientId: oidc.introspection.clientId,
+          clientSecret: secret(oidc.introspection.clientSecret, ['identity', 'oidc', 'introspection', 'clientSecret']),
+        },
+        browserClient: oidc.browserClient && {
+          clientId: oidc.browserClient.clientId,
+          clientSecret: secret(oidc.browserClient.clientSecret, ['identity', 'oidc', 'browserClient', 'clientSecret']),
+        },
+      },
+      apiKeys: new Map(cfg.identity.apiKeys.map((k) => [k.sha256, { user: k.user, groups: k.groups }])),
+      stdioUser: cfg.identity.stdioUser,
+    },
+    store: {
+      url: storeUrl,
+      encryptionKey: cfg.store.encryptionKey && secret(cfg.store.encryptionKey, ['store', 'encryptionKey']),
+      encryptionKeys: cfg.store.encryptionKeys.map((ref, i) => secret(ref, ['store', 'encryptionKeys', i])),
+      dangerouslyUseEphemeralKey: cfg.store.dangerouslyUseEphemeralKey,
+    },
+    audit: { file: path.resolve(dir, cfg.audit.file) },
+    egress: {
+      allowedHosts: cfg.egress.allowedHosts,
+      dangerouslyAllowPrivateNetworks: cfg.egress.dangerouslyAllowPrivateNetworks,
+      timeoutMs: cfg.egress.timeoutMs,
+      maxResponseBytes: cfg.egress.maxResponseBytes,
+    },
+    groupsOf,
+    groups: cfg.groups,
+    connections,
+    grants: cfg.grants.map((g) => ({ on: g.on, to: g.to })),
+    tools: [...connections.values()].filter((c) => c.isMcpConnection).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
+  }
+}
+
+function safeOrigin(url: string): string {
+  try {
+    return new URL(url).origin
+  } catch {
+    return url
+  }
+}
+
+/** Finds the line of the deepest node of `pathParts` present in the document. */
+function lineOf(doc: Document, pathParts: readonly PropertyKey[], at: (o: number | undefined) => number, keyName?: string): number {
+  const parts = pathParts.map((p) => (typeof p === 'symbol' ? String(p) : p)) as (string | number)[]
+  for (let n = parts.length; n >= 0; n--) {
+    const node = n === 0 ? doc.contents : doc.getIn(parts.slice(0, n), true)
+    if (node === undefined || node === null) continue
+    if (n === parts.length && keyName !== undefined && isMap(node)) {
+      const pair = node.items.find((it) => isScalar(it.key) && it.key.value === keyName)
+      if (pair && isScalar(pair.key)) return at(pair.key.range?.[0])
+    }
+    if (n === parts.length && typeof parts[n - 1] === 'string') {
+      // Point at the key of a mapping entry rather than its value.
+      const parent = n === 1 ? doc.contents : doc.getIn(parts.slice(0, n - 1), true)
+      if (isMap(parent)) {
+        const pair = parent.items.find((it) => isScalar(it.key) && it.key.value === parts[n - 1])
+        if (pair && isScalar(pair.key)) return at(pair.key.range?.[0])
+      }
+    }
+    const range = (node as { range?: [number, number, number] }).range
+    return at(range?.[0])
+  }
+  return 1
+}
+
+function formatPath(pathParts: readonly PropertyKey[], keyName?: string): string {
+  const parts = keyName === undefined ? pathParts : [...pathParts, keyName]
+  if (parts.length === 0) return '(root)'
+  let out = ''
+  for (const p of parts) {
+    if (typeof p === 'number') out += `[${p}]`
+    else {
+      const s = String(p)
+      out += /^[A-Za-z0-9_-]+$/.test(s) ? (out ? `.${s}` : s) : `[${JSON.stringify(s)}]`
+    }
+  }
+  return out
+}
+
+function firstLine(s: string): string {
+  return s.split('\n')[0] ?? s
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object' && !Object.isFrozen(value) && !(value instanceof Secret)) {
+    if (value instanceof Map) for (const v of value.values()) deepFreeze(v)
+    else for (const v of Object.values(value)) deepFreeze(v)
+    Object.freeze(value)
+  }
+  return value
+}

@@ -1,0 +1,147 @@
+/**
+ * The config file format (design.md §2) as one zod schema: the single source of truth for the
+ * TypeScript types, for load-time validation and for `config/connections.schema.json`. Every
+ * object is strict, so an unknown key is an error. This module only describes shapes; cross
+ * checks that need the whole file live in `load.ts`.
+ * @module
+ */
+import * as z from 'zod'
+
+/** A reference to a secret; secrets never appear inline in the file. */
+export const SecretRefSchema = z.union([
+  z.strictObject({ env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name') }),
+  z.strictObject({ file: z.string().min(1) }),
+], { error: 'must be a secret reference { env: NAME } or { file: PATH }; secrets are never written inline' }).describe('a secret reference: { env: NAME } or { file: PATH } (relative to the config file)')
+export type SecretRef = z.infer<typeof SecretRefSchema>
+
+export const CONNECTION_NAME_PATTERN = /^[A-Za-z0-9_-]{1,64}$/
+export const ConnectionNameSchema = z
+  .string()
+  .regex(CONNECTION_NAME_PATTERN, 'must match ^[A-Za-z0-9_-]{1,64}$')
+
+const UserIdSchema = z.string().min(1).max(320)
+const GroupNameSchema = z.string().min(1).max(256)
+
+export const PrincipalSchema = z.union([
+  z.strictObject({ user: UserIdSchema }),
+  z.strictObject({ group: GroupNameSchema }),
+], { error: 'must be { user: ID } or { group: NAME }' }).describe('{ user: ID } or { group: NAME }')
+export type Principal = z.infer<typeof PrincipalSchema>
+
+export const CREDENTIAL_EXCHANGES = ['header_and_body', 'body_only', 'header_only'] as const
+export type CredentialExchange = (typeof CREDENTIAL_EXCHANGES)[number]
+
+const httpUrl = z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' })
+
+const oauthClientFields = {
+  issuer: httpUrl.optional().describe('discovery: <issuer>/.well-known/openid-configuration or oauth-authorization-server'),
+  authorizationEndpoint: httpUrl.optional(),
+  tokenEndpoint: httpUrl.optional(),
+  revocationEndpoint: httpUrl.optional(),
+  clientId: z.string().min(1),
+  clientSecret: SecretRefSchema,
+  scopes: z.array(z.string().min(1)).default([]),
+  credentialExchange: z.enum(CREDENTIAL_EXCHANGES).optional()
+    .describe('client authentication at the token endpoint; left out, chosen from the provider metadata'),
+  authorizationParams: z.record(z.string(), z.string()).default({})
+    .describe('extra authorization request parameters, e.g. access_type: offline'),
+  tokenParams: z.record(z.string(), z.string()).default({})
+    .describe('extra token request parameters, e.g. audience or resource'),
+}
+
+export const AuthMethodSchema = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('bearer_token'), token: SecretRefSchema }),
+  z.strictObject({ type: z.literal('oauth_m2m'), ...oauthClientFields }),
+  z.strictObject({ type: z.literal('oauth_u2m_shared'), ...oauthClientFields }),
+  z.strictObject({ type: z.literal('oauth_u2m_per_user'), ...oauthClientFields }),
+])
+export type AuthMethodConfig = z.infer<typeof AuthMethodSchema>
+export type AuthType = AuthMethodConfig['type']
+export type OAuthMethodConfig = Extract<AuthMethodConfig, { type: 'oauth_m2m' | 'oauth_u2m_shared' | 'oauth_u2m_per_user' }>
+
+const positiveMs = z.number().int().positive().max(600_000)
+const positiveBytes = z.number().int().positive().max(64 * 1024 * 1024)
+
+export const ConnectionSchema = z.strictObject({
+  host: httpUrl.describe('origin of the external API, e.g. https://api.github.com'),
+  basePath: z.string().startsWith('/', 'must start with /').default('/'),
+  isMcpConnection: z.boolean().default(false),
+  owner: PrincipalSchema,
+  description: z.string().max(1024).optional(),
+  readOnly: z.boolean().default(false).describe('only GET requests; the tool is annotated readOnlyHint'),
+  timeoutMs: positiveMs.optional(),
+  maxResponseBytes: positiveBytes.optional(),
+  auth: AuthMethodSchema,
+})
+export type ConnectionConfig = z.infer<typeof ConnectionSchema>
+
+export const GrantSchema = z.strictObject({
+  privilege: z.literal('USE CONNECTION'),
+  on: z.string().min(1),
+  to: PrincipalSchema,
+})
+export type GrantConfig = z.infer<typeof GrantSchema>
+
+export const ApiKeySchema = z.strictObject({
+  user: UserIdSchema,
+  groups: z.array(GroupNameSchema).default([]),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex characters (keyway hash-key)'),
+  description: z.string().optional(),
+})
+
+export const OidcSchema = z.strictObject({
+  issuer: httpUrl,
+  audience: z.string().min(1).optional().describe('default: server.publicUrl + /mcp'),
+  userClaim: z.string().min(1).default('sub'),
+  groupsClaim: z.string().min(1).default('groups'),
+  requiredScopes: z.array(z.string().min(1)).default([]),
+  algorithms: z.array(z.enum(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA']))
+    .default(['RS256', 'PS256', 'ES256', 'EdDSA']),
+  introspection: z.strictObject({
+    clientId: z.string().min(1),
+    clientSecret: SecretRefSchema,
+  }).optional().describe('verify opaque access tokens by RFC 7662 introspection'),
+  browserClient: z.strictObject({
+    clientId: z.string().min(1),
+    clientSecret: SecretRefSchema,
+  }).optional().describe("Keyway's own client at the issuer, to sign people in at consent links"),
+})
+
+export const ConfigSchema = z.strictObject({
+  version: z.literal(1),
+  server: z.strictObject({
+    publicUrl: httpUrl.default('http://127.0.0.1:8787'),
+    host: z.string().min(1).default('127.0.0.1'),
+    port: z.number().int().min(0).max(65535).default(8787),
+    allowedHosts: z.array(z.string().min(1)).optional()
+      .describe('Host header values accepted at /mcp when binding beyond loopback'),
+  }).prefault({}),
+  identity: z.strictObject({
+    oidc: OidcSchema.optional(),
+    apiKeys: z.array(ApiKeySchema).default([]),
+    stdioUser: UserIdSchema.optional(),
+  }).prefault({}),
+  store: z.strictObject({
+    url: z.string().regex(/^(sqlite:\/\/|memory:\/\/|redis:\/\/|rediss:\/\/)/, 'must start with sqlite://, memory://, redis:// or rediss://')
+      .default('sqlite://./data/keyway.sqlite'),
+    encryptionKey: SecretRefSchema.optional().describe('32 random bytes, base64 (openssl rand -base64 32)'),
+    encryptionKeys: z.array(SecretRefSchema).default([])
+      .describe('older keys: records they wrote still decrypt, new writes use encryptionKey'),
+    dangerouslyUseEphemeralKey: z.boolean().default(false)
+      .describe('development only: a random key per process, so stored tokens do not survive a restart'),
+  }).prefault({}),
+  audit: z.strictObject({
+    file: z.string().min(1).default('./data/audit.jsonl'),
+  }).prefault({}),
+  egress: z.strictObject({
+    allowedHosts: z.array(z.string().min(1)).optional(),
+    dangerouslyAllowPrivateNetworks: z.boolean().default(false),
+    timeoutMs: positiveMs.default(30_000),
+    maxResponseBytes: positiveBytes.default(262_144),
+  }).prefault({}),
+  groups: z.record(GroupNameSchema, z.array(UserIdSchema)).default({}),
+  connections: z.record(z.string(), ConnectionSchema).default({}),
+  grants: z.array(GrantSchema).default([]),
+})
+export type ConfigFile = z.infer<typeof ConfigSchema>
+export type ConfigFileInput = z.input<typeof ConfigSchema>
