@@ -153,7 +153,7 @@ export async function loadConfigText(text: string, file: string, opts: LoadOptio
   }
 
   if (doc.errors.length > 0) {
-    for (const e of doc.errors) problems.push(`${file}:${e.linePos?.[0].line ?? 1} (yaml): ${firstLine(e.message)}`)
+    for (const e of doc.errors) problems.push(`${file}:${at(e.pos[0])} (yaml): ${firstLine(e.message)}`)
     return { ok: false, problems }
   }
   const parsed = ConfigSchema.safeParse(doc.toJS() ?? {})
@@ -198,10 +198,11 @@ function crossCheck(
   if (allowPrivate) warnings.push('egress.dangerouslyAllowPrivateNetworks is true: connections may reach loopback and private addresses; use only for local development and tests')
   if (cfg.store.dangerouslyUseEphemeralKey) warnings.push('store.dangerouslyUseEphemeralKey is true: tokens are encrypted with a key that dies with the process')
 
-  const checkUrl = (url: string, where: readonly PropertyKey[], what: string): void => {
+  /** `egress`: Keyway itself calls this URL, so the allowlist applies; browser-only URLs skip it. */
+  const checkUrl = (url: string, where: readonly PropertyKey[], what: string, egress = true): void => {
     const u = new URL(url)
     if (u.protocol === 'http:' && !allowPrivate) report(where, `${what} uses http://; only https:// is allowed unless egress.dangerouslyAllowPrivateNetworks is true`)
-    if (allowed && !allowed.some((pattern) => hostMatches(u.hostname, pattern)))
+    if (egress && allowed && !allowed.some((pattern) => hostMatches(u.hostname, pattern)))
       report(where, `host "${u.hostname}" is not in egress.allowedHosts`)
     if (!allowPrivate && isLoopbackHostname(u.hostname)) report(where, `${what} points at a loopback address; allowed only with egress.dangerouslyAllowPrivateNetworks`)
   }
@@ -218,7 +219,7 @@ function crossCheck(
       report([...where, 'auth', 'type'], `auth type "${c.auth.type}" is not supported by this version of Keyway`)
     if (c.auth.type !== 'bearer_token') checkOAuth(c.auth, [...where, 'auth'], report, checkUrl)
   }
-  if (cfg.identity.oidc) checkUrl(cfg.identity.oidc.issuer, ['identity', 'oidc', 'issuer'], 'issuer')
+  if (cfg.identity.oidc) checkUrl(cfg.identity.oidc.issuer, ['identity', 'oidc', 'issuer'], 'issuer', false)
 
   const names = new Set(Object.keys(cfg.connections))
   cfg.grants.forEach((g, i) => {
@@ -240,14 +241,15 @@ function checkOAuth(
   auth: Exclude<AuthMethodConfig, { type: 'bearer_token' }>,
   where: readonly PropertyKey[],
   report: (p: readonly PropertyKey[], m: string) => void,
-  checkUrl: (url: string, where: readonly PropertyKey[], what: string) => void,
+  checkUrl: (url: string, where: readonly PropertyKey[], what: string, egress?: boolean) => void,
 ): void {
   if (!auth.issuer && !auth.tokenEndpoint) report(where, 'give either issuer (discovery) or tokenEndpoint')
   if (auth.type !== 'oauth_m2m' && !auth.issuer && !auth.authorizationEndpoint)
     report(where, `${auth.type} needs issuer (discovery) or authorizationEndpoint`)
   for (const key of ['issuer', 'authorizationEndpoint', 'tokenEndpoint', 'revocationEndpoint'] as const) {
     const v = auth[key]
-    if (v) checkUrl(v, [...where, key], key)
+    // The browser, not Keyway, visits the authorization endpoint.
+    if (v) checkUrl(v, [...where, key], key, key !== 'authorizationEndpoint')
   }
 }
 

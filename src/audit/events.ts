@@ -1,0 +1,59 @@
+/**
+ * The audit event vocabulary (design.md §10): one discriminated union, dotted lowercase types.
+ * Fields are facts an auditor needs; no event carries a secret, token, code or query value.
+ * @module
+ */
+import type { AuthType } from '../config/schema.js'
+import type { IdentitySource } from '../identity/caller.js'
+
+export interface ToolCallEvent {
+  readonly type: 'tool.call'
+  readonly user: string
+  readonly via: IdentitySource
+  readonly connection: string
+  readonly method: string
+  /** The path under basePath, without query. */
+  readonly path: string
+  readonly decision: 'allow' | 'deny'
+  /** What allowed the call: `owner`, or `grant to group data-engineering`. */
+  readonly rule?: string
+  readonly authMethod?: AuthType
+  readonly status?: number
+  readonly error?: string
+  readonly durationMs: number
+}
+
+export interface ConsentEvent {
+  readonly type: 'consent.started' | 'consent.granted' | 'consent.failed'
+  readonly user: string
+  readonly connection: string
+  readonly reason?: string
+  readonly scopes?: string
+  readonly warning?: string
+}
+
+export interface CredentialEvent {
+  readonly type: 'credential.obtained' | 'credential.refreshed' | 'credential.refresh_failed' | 'credential.revoked'
+  readonly connection: string
+  readonly user?: string
+  readonly authMethod: AuthType
+  readonly reason?: string
+  readonly warning?: string
+}
+
+export interface ConfigEvent {
+  readonly type: 'config.reloaded' | 'config.rejected'
+  readonly file: string
+  readonly problems?: number
+  readonly connections?: number
+  readonly grants?: number
+}
+
+export interface GrantEvent {
+  readonly type: 'grant.changed'
+  readonly statement: string
+  readonly file: string
+}
+
+export type AuditEvent = ToolCallEvent | ConsentEvent | CredentialEvent | ConfigEvent | GrantEvent
+export type AuditEventType = AuditEvent['type']

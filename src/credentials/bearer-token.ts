@@ -1,0 +1,11 @@
+/**
+ * `bearer_token`: a static shared token from a secret reference, sent as `Authorization:
+ * Bearer`. Rotation is changing the secret; there is nothing to refresh.
+ * @module
+ */
+import type { Credential } from './credential.js'
+import type { Secret } from '../secret.js'
+
+export function bearerCredential(token: Secret): Credential {
+  return { kind: 'ready', authorization: `Bearer ${token.reveal()}`, refreshable: false }
+}

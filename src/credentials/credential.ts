@@ -1,0 +1,32 @@
+/**
+ * What the orchestrator gets back when it asks for a connection's credential: either the
+ * header to inject, or the fact that the caller must first connect their own account. Failures
+ * (not signed in, revoked grant, store down, provider refusing) are thrown as `AppError`.
+ * @module
+ */
+import type { Connection } from '../config/load.js'
+import type { Caller } from '../identity/caller.js'
+
+export type Credential =
+  | {
+      readonly kind: 'ready'
+      /** The value of the `Authorization` header sent upstream. */
+      readonly authorization: string
+      /** Whether a forced refresh could produce a different token (OAuth methods). */
+      readonly refreshable: boolean
+    }
+  | {
+      readonly kind: 'consent-required'
+      /** `<publicUrl>/connect/<flowId>`: the link the person opens. */
+      readonly url: string
+      readonly flowId: string
+    }
+
+export interface ResolveOptions {
+  /** Ignore a cached access token and refresh (after an upstream 401). */
+  readonly forceRefresh?: boolean
+}
+
+export interface CredentialProvider {
+  resolve(connection: Connection, caller: Caller, opts?: ResolveOptions): Promise<Credential>
+}

@@ -1,0 +1,30 @@
+/**
+ * Chooses how a connection's credential is obtained, by auth method (one file per method).
+ * The orchestrator calls only `resolve`; it never sees which method answered.
+ * @module
+ */
+import type { Connection } from '../config/load.js'
+import { AppError } from '../errors.js'
+import type { Caller } from '../identity/caller.js'
+import { bearerCredential } from './bearer-token.js'
+import type { Credential, CredentialProvider, ResolveOptions } from './credential.js'
+
+export function createCredentialProvider(): CredentialProvider {
+  return {
+    async resolve(connection: Connection, _caller: Caller, _opts?: ResolveOptions): Promise<Credential> {
+      const auth = connection.auth
+      switch (auth.type) {
+        case 'bearer_token':
+          return bearerCredential(auth.token)
+        case 'oauth_m2m':
+        case 'oauth_u2m_shared':
+        case 'oauth_u2m_per_user':
+          throw new AppError('CREDENTIAL_UNAVAILABLE', `auth type "${auth.type}" is not served by this build`)
+        default: {
+          const never: never = auth
+          throw new AppError('INTERNAL', `unknown auth type ${String(never)}`)
+        }
+      }
+    },
+  }
+}

@@ -1,0 +1,169 @@
+/**
+ * The HTTP face of Keyway (design.md §4) as one hono app: `/mcp` behind Host/Origin checks and
+ * bearer authentication, RFC 9728 metadata in OIDC mode, health and readiness. Browser routes
+ * (consent links, the OAuth callback) are mounted by the modules that own them through
+ * `extraRoutes`. This is one of the two places errors are mapped to the wire: non-`AppError`
+ * failures become a logged 500 with a generic body.
+ * @module
+ */
+import { createMcpHandler, type McpHttpHandler, type McpRequestContext, type ServerContext } from '@modelcontextprotocol/server'
+import { hostHeaderValidation, originValidation } from '@modelcontextprotocol/hono'
+import { Hono, type Context } from 'hono'
+import type { ConfigSnapshot } from '../config/load.js'
+import { isAppError } from '../errors.js'
+import { authenticate, type TokenVerifier } from '../identity/authenticate.js'
+import type { Caller } from '../identity/caller.js'
+import { errorMessage } from '../log.js'
+import { createServerFactory, type CallScope, type ServerDeps } from '../mcp/server.js'
+import type { Runtime } from '../runtime.js'
+
+/** Largest JSON-RPC request body accepted at /mcp (tool arguments included). */
+export const MAX_MCP_BODY_BYTES = 1024 * 1024
+
+export interface AppOptions {
+  readonly verifier?: TokenVerifier
+  /** Readiness of dependencies beyond the config (the token store); throws when not ready. */
+  readonly ready?: () => Promise<void>
+  readonly askForConsent?: ServerDeps['askForConsent']
+  /** Mounts browser routes (consent, callback) on the app. */
+  readonly extraRoutes?: (app: Hono) => void
+}
+
+export interface KeywayApp {
+  readonly app: Hono
+  readonly mcp: McpHttpHandler
+}
+
+interface ScopeCarrier {
+  readonly keywayScope?: CallScope
+}
+
+export function createApp(rt: Runtime, opts: AppOptions = {}): KeywayApp {
+  const scopeOf = (ctx: McpRequestContext, reqCtx?: ServerContext): CallScope | undefined => {
+    const extra = (reqCtx?.http?.authInfo?.extra ?? ctx.authInfo?.extra) as ScopeCarrier | undefined
+    return extra?.keywayScope
+  }
+  const mcp = createMcpHandler(
+    createServerFactory({
+      scopeOf,
+      callDeps: (s) => rt.callDeps(s),
+      ...(opts.askForConsent ? { askForConsent: opts.askForConsent } : {}),
+    }),
+    { onerror: (e) => rt.log.debug('mcp request rejected', { error: e.message }) },
+  )
+  rt.onSwap(() => mcp.notify.toolsChanged())
+
+  const app = new Hono()
+  app.onError((e, c) => {
+    if (isAppError(e) && e.expose) return c.json({ error: e.code, message: e.message }, 400)
+    rt.log.error('http request failed', { path: c.req.path, error: errorMessage(e) })
+    return c.json({ error: 'internal_error' }, 500)
+  })
+
+  app.get('/healthz', (c) => c.json({ status: 'ok' }))
+  app.get('/readyz', async (c) => {
+    try {
+      await opts.ready?.()
+      return c.json({ status: 'ready', connections: rt.snapshot().connections.size })
+    } catch (e) {
+      rt.log.warn('not ready', { error: errorMessage(e) })
+      return c.json({ status: 'not_ready', reason: isAppError(e) ? e.code : 'dependency unavailable' }, 503)
+    }
+  })
+
+  const initial = rt.snapshot()
+  const publicHost = new URL(initial.server.publicUrl).hostname
+  const allowedHostnames = [
+    ...new Set([...(initial.server.allowedHosts ?? []), publicHost, 'localhost', '127.0.0.1', '[::1]']),
+  ]
+  app.get('/.well-known/oauth-protected-resource/mcp', (c) => {
+    const oidc = rt.snapshot().identity.oidc
+    if (!oidc) return c.json({ error: 'not_found' }, 404)
+    return c.json(protectedResourceMetadata(rt.snapshot()))
+  })
+
+  app.use('/mcp', hostHeaderValidation(allowedHostnames), originValidation(allowedHostnames))
+  app.all('/mcp', async (c: Context) => {
+    const snapshot = rt.snapshot()
+    const auth = await authenticate(c.req.header('authorization'), snapshot, opts.verifier)
+    if (!auth.ok) {
+      rt.log.info('mcp request refused', { reason: auth.reason, detail: auth.detail })
+      return unauthorized(c, snapshot, auth.reason === 'missing' ? undefined : 'invalid_token')
+    }
+    const missing = missingScopes(auth.caller, snapshot)
+    if (missing.length > 0) return insufficientScope(c, snapshot)
+    const body = await readJsonBody(c)
+    if (body.kind === 'too-large') return c.json(jsonRpcError(`request body exceeds ${MAX_MCP_BODY_BYTES} bytes`), 413)
+    if (body.kind === 'invalid') return c.json({ jsonrpc: '2.0', id: null, error: { code: -32700, message: 'Parse error' } }, 400)
+    const keywayScope: CallScope = { caller: auth.caller, snapshot }
+    return mcp.fetch(c.req.raw, {
+      // The caller's own token is never kept past authentication (design.md §5).
+      authInfo: { token: 'redacted', clientId: auth.caller.via, scopes: [...auth.caller.scopes], extra: { keywayScope } },
+      ...(body.kind === 'json' ? { parsedBody: body.value } : {}),
+    })
+  })
+
+  opts.extraRoutes?.(app)
+  return { app, mcp }
+}
+
+function resourceMetadataUrl(snapshot: ConfigSnapshot): string {
+  return `${snapshot.server.publicUrl}/.well-known/oauth-protected-resource/mcp`
+}
+
+function protectedResourceMetadata(snapshot: ConfigSnapshot): Record<string, unknown> {
+  const oidc = snapshot.identity.oidc
+  return {
+    resource: oidc?.audience ?? `${snapshot.server.publicUrl}/mcp`,
+    authorization_servers: oidc ? [oidc.issuer] : [],
+    ...(oidc && oidc.requiredScopes.length > 0 ? { scopes_supported: oidc.requiredScopes } : {}),
+    bearer_methods_supported: ['header'],
+    resource_name: 'Keyway',
+  }
+}
+
+/** RFC 6750 §3 / RFC 9728 §5.1 challenge; `resource_metadata` only where metadata is served. */
+function unauthorized(c: Context, snapshot: ConfigSnapshot, error: 'invalid_token' | undefined): Response {
+  const oidc = snapshot.identity.oidc
+  const parts = [
+    ...(oidc ? [`resource_metadata="${resourceMetadataUrl(snapshot)}"`] : ['realm="keyway"']),
+    ...(error ? [`error="${error}"`] : []),
+    ...(oidc && oidc.requiredScopes.length > 0 ? [`scope="${oidc.requiredScopes.join(' ')}"`] : []),
+  ]
+  return c.json(jsonRpcError('Unauthorized: a valid bearer token is required'), 401, { 'WWW-Authenticate': `Bearer ${parts.join(', ')}` })
+}
+
+function insufficientScope(c: Context, snapshot: ConfigSnapshot): Response {
+  const oidc = snapshot.identity.oidc
+  const scope = oidc?.requiredScopes.join(' ') ?? ''
+  return c.json(jsonRpcError('Forbidden: insufficient scope'), 403, {
+    'WWW-Authenticate': `Bearer error="insufficient_scope", scope="${scope}", resource_metadata="${resourceMetadataUrl(snapshot)}"`,
+  })
+}
+
+function missingScopes(caller: Caller, snapshot: ConfigSnapshot): string[] {
+  const required = snapshot.identity.oidc?.requiredScopes ?? []
+  if (caller.via !== 'oidc' || required.length === 0) return []
+  return required.filter((s) => !caller.scopes.includes(s))
+}
+
+function jsonRpcError(message: string): Record<string, unknown> {
+  return { jsonrpc: '2.0', id: null, error: { code: -32000, message } }
+}
+
+type JsonBody = { kind: 'json'; value: unknown } | { kind: 'none' } | { kind: 'too-large' } | { kind: 'invalid' }
+
+async function readJsonBody(c: Context): Promise<JsonBody> {
+  if (c.req.method !== 'POST') return { kind: 'none' }
+  const declared = Number(c.req.header('content-length') ?? '0')
+  if (declared > MAX_MCP_BODY_BYTES) return { kind: 'too-large' }
+  const type = c.req.header('content-type') ?? ''
+  if (!/^application\/json\b/i.test(type)) return { kind: 'none' }
+  const text = await c.req.text()
+  if (Buffer.byteLength(text) > MAX_MCP_BODY_BYTES) return { kind: 'too-large' }
+  try {
+    return { kind: 'json', value: JSON.parse(text) }
+  } catch {
+    return { kind: 'invalid' }
+  }
+}

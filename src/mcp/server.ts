@@ -1,0 +1,108 @@
+/**
+ * The MCP face of Keyway: a factory of low-level SDK `Server` instances with two handlers,
+ * `tools/list` (only the connections this caller may use, in name order) and `tools/call`
+ * (argument parsing, then the orchestrator). The same factory serves HTTP (a fresh instance per
+ * request, both protocol eras) and stdio (one instance per connection). Tool definitions are
+ * built once per config snapshot, not per request. How a missing consent is asked for depends
+ * on the client and is decided here.
+ * @module
+ */
+import {
+  ProtocolError,
+  ProtocolErrorCode,
+  Server,
+  type CallToolResult,
+  type Tool,
+  type InputRequiredResult,
+  type McpRequestContext,
+  type McpServerFactory,
+  type ServerContext,
+} from '@modelcontextprotocol/server'
+import type { ConfigSnapshot } from '../config/load.js'
+import { decide } from '../grants/decide.js'
+import type { Caller } from '../identity/caller.js'
+import { callTool, toolError, type CallDeps, type CallOutcome } from './call-tool.js'
+import { ToolInputSchema, toolDefinition, type ToolDefinition } from './tool-schema.js'
+
+export const SERVER_INFO = { name: 'keyway', version: '0.1.0' } as const
+
+/** Who is calling and on which config, as fixed for one request (HTTP) or read live (stdio). */
+export interface CallScope {
+  readonly caller: Caller
+  readonly snapshot: ConfigSnapshot
+}
+
+export interface ServerDeps {
+  /** The caller and snapshot for a request; undefined means unauthenticated (never happens behind the HTTP gate). */
+  readonly scopeOf: (ctx: McpRequestContext, reqCtx?: ServerContext) => CallScope | undefined
+  readonly callDeps: (snapshot: ConfigSnapshot) => CallDeps
+  /** Turns "consent required" into what this client understands (design.md §7 step 2). */
+  readonly askForConsent?: (outcome: Extract<CallOutcome, { kind: 'consent-required' }>, scope: CallScope, ctx: ServerContext, era: McpRequestContext['era']) => Promise<ToolResultOrInput>
+}
+
+type ToolResultOrInput = CallToolResult | InputRequiredResult
+
+const listCache = new WeakMap<ConfigSnapshot, Map<string, readonly ToolDefinition[]>>()
+
+/** The tools a caller may use, cached per snapshot and set of (user, groups). */
+export function visibleTools(scope: CallScope): readonly ToolDefinition[] {
+  const { caller, snapshot } = scope
+  let perSnapshot = listCache.get(snapshot)
+  if (!perSnapshot) listCache.set(snapshot, (perSnapshot = new Map()))
+  const key = `${caller.user}\u0000${[...caller.groups].sort().join('\u0000')}`
+  let tools = perSnapshot.get(key)
+  if (!tools) {
+    tools = snapshot.tools.filter((c) => decide(caller, c, snapshot.grants).effect === 'allow').map(toolDefinition)
+    if (perSnapshot.size > 10_000) perSnapshot.clear()
+    perSnapshot.set(key, tools)
+  }
+  return tools
+}
+
+export function createServerFactory(deps: ServerDeps): McpServerFactory {
+  return (factoryCtx) => {
+    const server = new Server(SERVER_INFO, {
+      capabilities: { tools: { listChanged: true } },
+      instructions:
+        'Each tool is one external API connection. Call it with { method, path, query, headers, body }; ' +
+        'Keyway adds the credential. Errors start with a code such as PERMISSION_DENIED or CONSENT_REQUIRED.',
+      cacheHints: { 'tools/list': { ttlMs: 0, cacheScope: 'private' } },
+    })
+    const scopeFor = (ctx: ServerContext): CallScope => {
+      const scope = deps.scopeOf(factoryCtx, ctx)
+      if (!scope) throw new ProtocolError(ProtocolErrorCode.InvalidRequest, 'unauthenticated')
+      return scope
+    }
+    server.setRequestHandler('tools/list', async (_req, ctx) => ({ tools: visibleTools(scopeFor(ctx)) as Tool[] }))
+    server.setRequestHandler('tools/call', async (req, ctx) => {
+      const scope = scopeFor(ctx)
+      const connection = scope.snapshot.connections.get(req.params.name)
+      if (!connection || !connection.isMcpConnection)
+        throw new ProtocolError(ProtocolErrorCode.InvalidParams, `unknown tool "${req.params.name}"`)
+      const parsed = ToolInputSchema.safeParse(req.params.arguments ?? {})
+      if (!parsed.success) return toolError('INVALID_REQUEST', describeIssues(parsed.error.issues))
+      const outcome = await callTool(deps.callDeps(scope.snapshot), scope.caller, connection, parsed.data)
+      if (outcome.kind === 'result') return outcome.result
+      if (deps.askForConsent) return deps.askForConsent(outcome, scope, ctx, factoryCtx.era)
+      return consentText(outcome.url, connection.name)
+    })
+    return server
+  }
+}
+
+/** The fallback every client understands: a tool error carrying the link. */
+export function consentText(url: string, connection: string): CallToolResult {
+  return toolError(
+    'CONSENT_REQUIRED',
+    `connect your account to "${connection}" first: open ${url} in a browser, sign in, then retry after authorizing`,
+  )
+}
+
+function describeIssues(issues: readonly { path: readonly PropertyKey[]; message: string; code: string; keys?: readonly string[] }[]): string {
+  return issues
+    .map((i) => {
+      const at = i.path.length ? i.path.map(String).join('.') : 'arguments'
+      return i.code === 'unrecognized_keys' && i.keys ? `${at}: unknown argument ${i.keys.join(', ')}` : `${at}: ${i.message}`
+    })
+    .join('; ')
+}

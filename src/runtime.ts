@@ -1,0 +1,89 @@
+/**
+ * The long-lived parts of a running Keyway and the one place they are wired together: the
+ * current config snapshot (swapped whole on reload), the egress client, credential providers,
+ * the audit log and the logger. Transports (HTTP, stdio) and commands receive a `Runtime` and
+ * never construct these themselves.
+ * @module
+ */
+import { createAuditLog, type AuditLog } from './audit/audit-log.js'
+import type { ConfigSnapshot } from './config/load.js'
+import { createCredentialProvider } from './credentials/provider.js'
+import type { CredentialProvider } from './credentials/credential.js'
+import { createEgress, type Egress } from './egress/safe-fetch.js'
+import type { Resolver } from './egress/guard.js'
+import { createLogger, type Logger } from './log.js'
+import type { CallDeps } from './mcp/call-tool.js'
+
+export interface Runtime {
+  /** The live snapshot; a request keeps the one it started with. */
+  snapshot(): ConfigSnapshot
+  /** Replaces the live snapshot (hot reload); calls already running keep theirs. */
+  swap(next: ConfigSnapshot): void
+  readonly egress: Egress
+  readonly credentials: CredentialProvider
+  readonly audit: AuditLog
+  readonly log: Logger
+  readonly now: () => number
+  callDeps(snapshot: ConfigSnapshot): CallDeps
+  /** Subscribe to snapshot swaps (tools/list_changed); returns an unsubscribe function. */
+  onSwap(listener: (next: ConfigSnapshot, previous: ConfigSnapshot) => void): () => void
+  close(): Promise<void>
+}
+
+export interface RuntimeOptions {
+  readonly log?: Logger
+  readonly audit?: AuditLog
+  readonly now?: () => number
+  /** DNS resolver for the egress guard (tests inject one). */
+  readonly resolve?: Resolver
+}
+
+export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOptions = {}): Promise<Runtime> {
+  let current = initial
+  const log = opts.log ?? createLogger()
+  const now = opts.now ?? Date.now
+  const audit = opts.audit ?? createAuditLog(initial.audit.file, { now, onError: (e) => log.error('audit log write failed', { error: e.message }) })
+  // The egress policy is read from the live snapshot at each send, so a reload that narrows
+  // egress.allowedHosts applies to the next call without rebuilding connection pools.
+  const egress = createEgress({
+    policy: {
+      get allowedHosts() {
+        return current.egress.allowedHosts
+      },
+      get dangerouslyAllowPrivateNetworks() {
+        return current.egress.dangerouslyAllowPrivateNetworks
+      },
+    },
+    ...(opts.resolve ? { resolve: opts.resolve } : {}),
+  })
+  const credentials = createCredentialProvider()
+  const listeners = new Set<(next: ConfigSnapshot, previous: ConfigSnapshot) => void>()
+  const depsCache = new WeakMap<ConfigSnapshot, CallDeps>()
+
+  return {
+    snapshot: () => current,
+    swap(next) {
+      const previous = current
+      current = next
+      for (const l of listeners) l(next, previous)
+    },
+    egress,
+    credentials,
+    audit,
+    log,
+    now,
+    callDeps(snapshot) {
+      let deps = depsCache.get(snapshot)
+      if (!deps) depsCache.set(snapshot, (deps = { snapshot, credentials, egress, audit, log, now }))
+      return deps
+    },
+    onSwap(listener) {
+      listeners.add(listener)
+      return () => listeners.delete(listener)
+    },
+    async close() {
+      await egress.close()
+      await audit.close()
+    },
+  }
+}

@@ -1,0 +1,156 @@
+import { expectTypeOf, describe, expect, test } from 'vitest'
+import { readFile } from 'node:fs/promises'
+import { loadConfigText, type ConfigSnapshot } from '../../../src/config/load.js'
+import { configJsonSchemaText } from '../../../src/config/json-schema.js'
+import type { AuthType } from '../../../src/config/schema.js'
+import { Secret } from '../../../src/secret.js'
+
+const FILE = '/cfg/connections.yaml'
+const load = (text: string, env: Record<string, string> = { T: 'tok' }, supported?: ReadonlySet<AuthType>) =>
+  loadConfigText(text, FILE, { env, ...(supported ? { supportedAuthTypes: supported } : {}) })
+
+const VALID = `version: 1
+egress:
+  allowedHosts: [api.github.com, "*.googleapis.com"]
+groups:
+  eng: [alice@example.com]
+connections:
+  gh:
+    host: https://api.github.com
+    isMcpConnection: true
+    owner: { user: admin@example.com }
+    auth: { type: bearer_token, token: { env: T } }
+  drive:
+    host: https://www.googleapis.com
+    basePath: /drive/v3
+    owner: { group: eng }
+    auth:
+      type: oauth_u2m_per_user
+      authorizationEndpoint: https://accounts.google.com/o/oauth2/v2/auth
+      tokenEndpoint: https://oauth2.googleapis.com/token
+      clientId: abc
+      clientSecret: { env: T }
+grants:
+  - { privilege: USE CONNECTION, on: gh, to: { group: eng } }
+`
+
+describe('loadConfigText', () => {
+  test('a valid file becomes a frozen snapshot with defaults applied', async () => {
+    const r = await load(VALID)
+    expect(r.ok).toBe(true)
+    if (!r.ok) return
+    const s = r.snapshot
+    expect(s.server).toEqual({ publicUrl: 'http://127.0.0.1:8787', host: '127.0.0.1', port: 8787, allowedHosts: undefined })
+    expect(s.store.url).toBe('sqlite:///cfg/data/keyway.sqlite')
+    expect(s.audit.file).toBe('/cfg/data/audit.jsonl')
+    expect(s.tools.map((t) => t.name)).toEqual(['gh'])
+    expect(s.connections.get('drive')?.basePath).toBe('/drive/v3/')
+    expect(s.connections.get('gh')?.timeoutMs).toBe(30000)
+    expect(s.groupsOf.get('alice@example.com')).toEqual(['eng'])
+    expect(Object.isFrozen(s)).toBe(true)
+    expect(Object.isFrozen(s.grants[0])).toBe(true)
+  })
+
+  test('secrets resolve to Secret objects that never print [secret:never-logged]', async () => {
+    const r = await load(VALID, { T: 'sk-live-CANARY' })
+    if (!r.ok) throw new Error(r.problems.join('\n'))
+    const auth = r.snapshot.connections.get('gh')?.auth
+    expect(auth?.type).toBe('bearer_token')
+    if (auth?.type !== 'bearer_token') return
+    expect(auth.token).toBeInstanceOf(Secret)
+    expect(auth.token.reveal()).toBe('sk-live-CANARY')
+    expect(JSON.stringify(r.snapshot.connections.get('gh'))).not.toContain('CANARY')
+    expect(String(auth.token)).toBe('[redacted]')
+  })
+
+  test('every problem is reported at once as file:line path: problem', async () => {
+    const r = await load(`version: 1
+server: { port: 70000, colour: blue }
+connections:
+  "bad name":
+    host: https://api.github.com/v3
+    owner: { usr: a }
+    auth: { type: magic }
+  ok:
+    host: https://api.github.com
+    owner: { user: a }
+    auth: { type: bearer_token, token: "inline-secret" }
+`)
+    expect(r.ok).toBe(false)
+    if (r.ok) return
+    expect(r.problems).toEqual([
+      '/cfg/connections.yaml:2 server.port: Too big: expected number to be <=65535',
+      '/cfg/connections.yaml:2 server.colour: unknown key',
+      '/cfg/connections.yaml:6 connections["bad name"].owner: must be { user: ID } or { group: NAME }',
+      "/cfg/connections.yaml:7 connections[\"bad name\"].auth.type: Invalid discriminator value. Expected 'bearer_token' | 'oauth_m2m' | 'oauth_u2m_shared' | 'oauth_u2m_per_user'",
+      '/cfg/connections.yaml:11 connections.ok.auth.token: must be a secret reference { env: NAME } or { file: PATH }; secrets are never written inline',
+    ])
+    expect(r.problems.join('\n')).not.toContain('inline-secret')
+  })
+
+  test('cross checks: names, allowlist, http, loopback, unknown grant targets, missing secrets, reserved group', async () => {
+    const r = await load(`version: 1
+egress: { allowedHosts: [api.github.com] }
+groups: { "account users": [x] }
+identity:
+  apiKeys:
+    - { user: a, sha256: ${'a'.repeat(64)} }
+    - { user: b, sha256: ${'a'.repeat(64)} }
+connections:
+  "has space":
+    host: https://api.github.com
+    owner: { user: a }
+    auth: { type: bearer_token, token: { env: MISSING } }
+  plain:
+    host: http://127.0.0.1:9
+    basePath: /a/../b
+    owner: { user: a }
+    auth: { type: bearer_token, token: { file: ./nope.txt } }
+  m2m:
+    host: https://api.github.com
+    owner: { user: a }
+    auth: { type: oauth_m2m, clientId: c, clientSecret: { env: T } }
+grants:
+  - { privilege: USE CONNECTION, on: ghost, to: { user: a } }
+`)
+    expect(r.ok).toBe(false)
+    if (r.ok) return
+    const text = r.problems.join('\n')
+    expect(text).toContain(':9 connections["has space"]: connection name must match')
+    expect(text).toContain(':14 connections.plain.host: host uses http://')
+    expect(text).toContain('connections.plain.host: host "127.0.0.1" is not in egress.allowedHosts')
+    expect(text).toContain('connections.plain.host: host points at a loopback address')
+    expect(text).toContain(':15 connections.plain.basePath: basePath must be a plain path')
+    expect(text).toContain('connections.m2m.auth: give either issuer (discovery) or tokenEndpoint')
+    expect(text).toContain(':23 grants[0].on: grant names unknown connection "ghost"')
+    expect(text).toContain('groups["account users"]: "account users" is built in')
+    expect(text).toContain('identity.apiKeys[1].sha256: same key hash as identity.apiKeys[0]')
+    expect(text).toContain('connections["has space"].auth.token: environment variable MISSING is not set')
+    expect(text).toMatch(/connections\.plain\.auth\.token: cannot read secret file \/cfg\/nope\.txt \(ENOENT\)/)
+  })
+
+  test('an auth type this build cannot serve is refused at load with a message saying so', async () => {
+    const r = await load(VALID, { T: 't' }, new Set<AuthType>(['bearer_token']))
+    expect(r.ok).toBe(false)
+    if (r.ok) return
+    expect(r.problems).toEqual(['/cfg/connections.yaml:17 connections.drive.auth.type: auth type "oauth_u2m_per_user" is not supported by this version of Keyway'])
+  })
+
+  test('YAML syntax errors and duplicate keys are reported with their line', async () => {
+    const r = await load('version: 1\nconnections:\n  a: 1\n  a: 2\n')
+    expect(r.ok).toBe(false)
+    if (r.ok) return
+    expect(r.problems[0]).toMatch(/^\/cfg\/connections\.yaml:4 \(yaml\): Map keys must be unique/)
+  })
+
+  test('the snapshot type is readonly [type:config-readonly]', () => {
+    expectTypeOf<ConfigSnapshot['grants']>().toEqualTypeOf<readonly { readonly on: string; readonly to: { user: string } | { group: string } }[]>()
+  })
+})
+
+describe('config/connections.schema.json', () => {
+  test('is the JSON Schema generated from the zod schema (npm run schema)', async () => {
+    const shipped = await readFile(new URL('../../../config/connections.schema.json', import.meta.url), 'utf8')
+    expect(shipped).toBe(configJsonSchemaText())
+  })
+})
