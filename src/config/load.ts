@@ -127,6 +127,12 @@ export interface LoadOptions {
   readonly env?: Env
   /** Auth types this build can serve; others are refused at load (no half-working stubs). */
   readonly supportedAuthTypes?: ReadonlySet<AuthType>
+  /**
+   * Check the file without resolving secrets: every reference becomes an empty placeholder
+   * `Secret` and no environment variable or secret file is read. For commands that edit or show
+   * the file but never use a credential (`keyway sql`), run where the secrets are not set.
+   */
+  readonly skipSecrets?: boolean
 }
 
 /** Reads and loads a config file. A missing or unreadable file is one problem, not a throw. */
@@ -165,7 +171,7 @@ export async function loadConfigText(text: string, file: string, opts: LoadOptio
   const warnings: string[] = []
   crossCheck(cfg, report, warnings, opts.supportedAuthTypes)
   const dir = path.dirname(file)
-  const secrets = createSecretResolver(dir, opts.env ?? process.env)
+  const secrets: SecretResolver = opts.skipSecrets ? () => new Secret('') : createSecretResolver(dir, opts.env ?? process.env)
   const snapshot = buildSnapshot(cfg, file, dir, (ref, where) => {
     const r = secrets(ref)
     if (typeof r === 'string') {
