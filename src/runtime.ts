@@ -11,6 +11,8 @@ import { createCredentialProvider } from './credentials/provider.js'
 import type { CredentialProvider } from './credentials/credential.js'
 import { createEgress, type Egress } from './egress/safe-fetch.js'
 import type { Resolver } from './egress/guard.js'
+import type { TokenVerifier } from './identity/authenticate.js'
+import { createOidcVerifier } from './identity/oidc.js'
 import { createLogger, type Logger } from './log.js'
 import type { CallDeps } from './mcp/call-tool.js'
 
@@ -25,6 +27,8 @@ export interface Runtime {
   readonly log: Logger
   readonly now: () => number
   callDeps(snapshot: ConfigSnapshot): CallDeps
+  /** The access-token verifier for a snapshot's `identity.oidc` (undefined without OIDC). */
+  verifier(snapshot: ConfigSnapshot): TokenVerifier | undefined
   /** Subscribe to snapshot swaps (tools/list_changed); returns an unsubscribe function. */
   onSwap(listener: (next: ConfigSnapshot, previous: ConfigSnapshot) => void): () => void
   close(): Promise<void>
@@ -59,6 +63,9 @@ export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOption
   const credentials = createCredentialProvider()
   const listeners = new Set<(next: ConfigSnapshot, previous: ConfigSnapshot) => void>()
   const depsCache = new WeakMap<ConfigSnapshot, CallDeps>()
+  // One verifier per identity.oidc settings object: a reload that keeps the same issuer
+  // settings still gets a new object, so JWKS and token caches restart; that is rare and cheap.
+  const verifiers = new WeakMap<object, TokenVerifier>()
 
   return {
     snapshot: () => current,
@@ -76,6 +83,18 @@ export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOption
       let deps = depsCache.get(snapshot)
       if (!deps) depsCache.set(snapshot, (deps = { snapshot, credentials, egress, audit, log, now }))
       return deps
+    },
+    verifier(snapshot) {
+      const oidc = snapshot.identity.oidc
+      if (!oidc) return undefined
+      let v = verifiers.get(oidc)
+      if (!v) {
+        // The identity provider is the admin's own infrastructure, often on a private network:
+        // its discovery and JWKS fetches do not go through the connection egress guard.
+        v = createOidcVerifier(oidc, { now, allowInsecure: snapshot.egress.dangerouslyAllowPrivateNetworks }).verify
+        verifiers.set(oidc, v)
+      }
+      return v
     },
     onSwap(listener) {
       listeners.add(listener)

@@ -13,7 +13,7 @@ export function createDemoApi(token: string): Hono {
   app.use('*', async (c, next) => {
     const got = Buffer.from(c.req.header('authorization') ?? '')
     if (got.length !== expected.length || !timingSafeEqual(got, expected)) return c.json({ error: 'unauthorized' }, 401)
-    await next()
+    return next()
   })
   app.get('/api/notes', (c) => c.json({ notes }))
   app.post('/api/notes', async (c) => {

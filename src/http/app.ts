@@ -11,7 +11,8 @@ import { hostHeaderValidation, originValidation } from '@modelcontextprotocol/ho
 import { Hono, type Context } from 'hono'
 import type { ConfigSnapshot } from '../config/load.js'
 import { isAppError } from '../errors.js'
-import { authenticate, type TokenVerifier } from '../identity/authenticate.js'
+import { authenticate } from '../identity/authenticate.js'
+import { bearerChallenge, insufficientScopeChallenge, protectedResourceMetadata, resourceMetadataUrl } from '../identity/resource-metadata.js'
 import type { Caller } from '../identity/caller.js'
 import { errorMessage } from '../log.js'
 import { createServerFactory, type CallScope, type ServerDeps } from '../mcp/server.js'
@@ -21,7 +22,6 @@ import type { Runtime } from '../runtime.js'
 export const MAX_MCP_BODY_BYTES = 1024 * 1024
 
 export interface AppOptions {
-  readonly verifier?: TokenVerifier
   /** Readiness of dependencies beyond the config (the token store); throws when not ready. */
   readonly ready?: () => Promise<void>
   readonly askForConsent?: ServerDeps['askForConsent']
@@ -79,13 +79,13 @@ export function createApp(rt: Runtime, opts: AppOptions = {}): KeywayApp {
   app.get('/.well-known/oauth-protected-resource/mcp', (c) => {
     const oidc = rt.snapshot().identity.oidc
     if (!oidc) return c.json({ error: 'not_found' }, 404)
-    return c.json(protectedResourceMetadata(rt.snapshot()))
+    return c.json(protectedResourceMetadata({ resource: oidc.audience, issuer: oidc.issuer, scopes: oidc.requiredScopes }))
   })
 
   app.use('/mcp', hostHeaderValidation(allowedHostnames), originValidation(allowedHostnames))
   app.all('/mcp', async (c: Context) => {
     const snapshot = rt.snapshot()
-    const auth = await authenticate(c.req.header('authorization'), snapshot, opts.verifier)
+    const auth = await authenticate(c.req.header('authorization'), snapshot, rt.verifier(snapshot))
     if (!auth.ok) {
       rt.log.info('mcp request refused', { reason: auth.reason, detail: auth.detail })
       return unauthorized(c, snapshot, auth.reason === 'missing' ? undefined : 'invalid_token')
@@ -107,38 +107,21 @@ export function createApp(rt: Runtime, opts: AppOptions = {}): KeywayApp {
   return { app, mcp }
 }
 
-function resourceMetadataUrl(snapshot: ConfigSnapshot): string {
-  return `${snapshot.server.publicUrl}/.well-known/oauth-protected-resource/mcp`
-}
-
-function protectedResourceMetadata(snapshot: ConfigSnapshot): Record<string, unknown> {
-  const oidc = snapshot.identity.oidc
-  return {
-    resource: oidc?.audience ?? `${snapshot.server.publicUrl}/mcp`,
-    authorization_servers: oidc ? [oidc.issuer] : [],
-    ...(oidc && oidc.requiredScopes.length > 0 ? { scopes_supported: oidc.requiredScopes } : {}),
-    bearer_methods_supported: ['header'],
-    resource_name: 'Keyway',
-  }
-}
-
-/** RFC 6750 §3 / RFC 9728 §5.1 challenge; `resource_metadata` only where metadata is served. */
+/** RFC 6750 §3 / RFC 9728 §5.1 challenge; `resource_metadata` only in OIDC mode, where metadata is served. */
 function unauthorized(c: Context, snapshot: ConfigSnapshot, error: 'invalid_token' | undefined): Response {
   const oidc = snapshot.identity.oidc
-  const parts = [
-    ...(oidc ? [`resource_metadata="${resourceMetadataUrl(snapshot)}"`] : ['realm="keyway"']),
-    ...(error ? [`error="${error}"`] : []),
-    ...(oidc && oidc.requiredScopes.length > 0 ? [`scope="${oidc.requiredScopes.join(' ')}"`] : []),
-  ]
-  return c.json(jsonRpcError('Unauthorized: a valid bearer token is required'), 401, { 'WWW-Authenticate': `Bearer ${parts.join(', ')}` })
+  const challenge = oidc
+    ? bearerChallenge({ resourceMetadataUrl: resourceMetadataUrl(snapshot.server.publicUrl), ...(error ? { error } : {}), scope: oidc.requiredScopes })
+    : `Bearer realm="keyway"${error ? `, error="${error}"` : ''}`
+  return c.json(jsonRpcError('Unauthorized: a valid bearer token is required'), 401, { 'WWW-Authenticate': challenge })
 }
 
 function insufficientScope(c: Context, snapshot: ConfigSnapshot): Response {
-  const oidc = snapshot.identity.oidc
-  const scope = oidc?.requiredScopes.join(' ') ?? ''
-  return c.json(jsonRpcError('Forbidden: insufficient scope'), 403, {
-    'WWW-Authenticate': `Bearer error="insufficient_scope", scope="${scope}", resource_metadata="${resourceMetadataUrl(snapshot)}"`,
+  const challenge = insufficientScopeChallenge({
+    resourceMetadataUrl: resourceMetadataUrl(snapshot.server.publicUrl),
+    scope: snapshot.identity.oidc?.requiredScopes ?? [],
   })
+  return c.json(jsonRpcError('Forbidden: insufficient scope'), 403, { 'WWW-Authenticate': challenge })
 }
 
 function missingScopes(caller: Caller, snapshot: ConfigSnapshot): string[] {

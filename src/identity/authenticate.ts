@@ -8,12 +8,7 @@
 import type { ConfigSnapshot } from '../config/load.js'
 import { matchApiKey } from './api-keys.js'
 import { createCaller, type Caller } from './caller.js'
-
-export interface VerifiedToken {
-  readonly user: string
-  readonly groups: readonly string[]
-  readonly scopes: readonly string[]
-}
+import type { VerifiedToken } from './oidc-claims.js'
 
 /** Verifies an access token; throws AppError('IDENTITY_INVALID') when it is not acceptable. */
 export type TokenVerifier = (token: string) => Promise<VerifiedToken>
