@@ -72,7 +72,7 @@ export async function callTool(deps: CallDeps, caller: Caller, connection: Conne
         'PERMISSION_DENIED',
         `user ${caller.user} does not hold USE CONNECTION on connection "${connection.name}"; ` +
           `its owner (${describePrincipal(connection.owner)}) can grant it: ` +
-          `keyway sql "GRANT USE CONNECTION ON CONNECTION ${connection.name} TO USER \`${caller.user}\`"`,
+          `keyway sql 'GRANT USE CONNECTION ON CONNECTION ${connection.name} TO USER \`${caller.user}\`'`,
       ),
     )
   }
