@@ -1,0 +1,24 @@
+/**
+ * The token store's public surface: open a backend from `store.url`, build the keyring from the
+ * `store` settings, and create the typed store over both. Other modules import from here and
+ * never reach into a backend, the envelope or the key schema directly.
+ * @module
+ */
+export { createBackend, type BackendKind, type BackendOptions, type LockHandle, type StoreBackend } from './backend.js'
+export { createKeyring, keyIdOf, type Keyring, type KeyringOptions } from './crypto.js'
+export { openTokenStore, type OpenTokenStoreOptions, type StoreSettings } from './open.js'
+export { createMemoryBackend, type MemoryBackend, type MemoryBackendOptions } from './memory-backend.js'
+export {
+  createTokenStore,
+  isFlowId,
+  newFlowId,
+  tokenLockName,
+  type FlowRecord,
+  type ResealResult,
+  type TokenMethod,
+  type TokenRecord,
+  type TokenRef,
+  type TokenStore,
+  type TokenStoreOptions,
+  type WithLockOptions,
+} from './token-store.js'

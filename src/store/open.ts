@@ -1,0 +1,45 @@
+/**
+ * Wiring for start-up: turns the config's `store` settings into an open token store. The keyring
+ * is built first, so a missing or malformed key fails before any file or connection is opened.
+ * This module holds no state and makes no decision the modules it calls do not already make.
+ * @module
+ */
+import type { Secret } from '../secret.js'
+import { createBackend, type BackendOptions } from './backend.js'
+import { createKeyring } from './crypto.js'
+import { createTokenStore, type TokenStore } from './token-store.js'
+
+/** The `store` part of a `ConfigSnapshot`. */
+export interface StoreSettings {
+  readonly url: string
+  readonly encryptionKey: Secret | undefined
+  readonly encryptionKeys: readonly Secret[]
+  readonly dangerouslyUseEphemeralKey: boolean
+}
+
+export interface OpenTokenStoreOptions {
+  /** Receives the one loud warning of `dangerouslyUseEphemeralKey`. */
+  readonly warn: (message: string) => void
+  readonly now?: () => number
+  readonly namespace?: string
+  readonly backend?: BackendOptions
+}
+
+/**
+ * Opens the store the settings describe.
+ * @throws AppError `CONFIG_INVALID` for a missing or malformed key or an unusable `store.url`
+ * @throws AppError `STORE_UNAVAILABLE` when a SQLite file cannot be opened (Redis connects lazily)
+ */
+export async function openTokenStore(settings: StoreSettings, opts: OpenTokenStoreOptions): Promise<TokenStore> {
+  const keyring = createKeyring({
+    current: settings.encryptionKey,
+    previous: settings.encryptionKeys,
+    dangerouslyUseEphemeralKey: settings.dangerouslyUseEphemeralKey,
+    warn: opts.warn,
+  })
+  const backend = await createBackend(settings.url, { ...opts.backend, ...(opts.now === undefined ? {} : { now: opts.now }) })
+  return createTokenStore(backend, keyring, {
+    ...(opts.now === undefined ? {} : { now: opts.now }),
+    ...(opts.namespace === undefined ? {} : { namespace: opts.namespace }),
+  })
+}
