@@ -77,9 +77,14 @@ export function createApp(rt: Runtime, opts: AppOptions = {}): KeywayApp {
     ...new Set([...(initial.server.allowedHosts ?? []), publicHost, 'localhost', '127.0.0.1', '[::1]']),
   ]
   app.get('/.well-known/oauth-protected-resource/mcp', (c) => {
-    const oidc = rt.snapshot().identity.oidc
+    const snapshot = rt.snapshot()
+    const oidc = snapshot.identity.oidc
     if (!oidc) return c.json({ error: 'not_found' }, 404)
-    return c.json(protectedResourceMetadata({ resource: oidc.audience, issuer: oidc.issuer, scopes: oidc.requiredScopes }))
+    // `resource` is the URL clients reach, never the configured audience: RFC 9728 §3.3 makes
+    // clients drop metadata whose resource differs from it, and IdPs that put their own API id
+    // in `aud` (Okta authorization servers, Entra ID) need `audience` set to something else.
+    const resource = `${snapshot.server.publicUrl}/mcp`
+    return c.json(protectedResourceMetadata({ resource, issuer: oidc.issuer, scopes: oidc.requiredScopes }))
   })
 
   app.use('/mcp', hostHeaderValidation(allowedHostnames), originValidation(allowedHostnames))
