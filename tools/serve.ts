@@ -1,31 +1,67 @@
 /**
- * `keyway serve [--config F]` and `keyway serve --stdio [--user ID]`: starts Keyway and keeps
- * it running until SIGINT/SIGTERM, then drains in-flight calls and exits.
+ * `keyway serve [--config F] [--no-watch]` and `keyway serve --stdio [--user ID]`: starts Keyway,
+ * reloads the config when the file changes (unless `--no-watch`) and on SIGHUP (always), and
+ * keeps running until SIGINT/SIGTERM, then drains in-flight calls and exits.
  * @module
  */
 import { parseArgs } from 'node:util'
+import { loadConfigText, type ConfigSnapshot } from '../src/config/load.js'
+import { createConfigReloader, hashConfigFile, watchConfig, type ConfigReloader } from '../src/config/watch.js'
+import { SUPPORTED_AUTH_TYPES } from '../src/credentials/supported.js'
 import { startHttp, startStdio, type HttpKeyway } from '../src/start.js'
 import { configPath, loadOrReport, type Command } from './cli.js'
 
 export const run: Command = async (argv, io) => {
   const { values } = parseArgs({
     args: argv,
-    options: { config: { type: 'string' }, stdio: { type: 'boolean', default: false }, user: { type: 'string' }, port: { type: 'string' } },
+    options: {
+      config: { type: 'string' },
+      stdio: { type: 'boolean', default: false },
+      user: { type: 'string' },
+      port: { type: 'string' },
+      'no-watch': { type: 'boolean', default: false },
+    },
     strict: true,
   })
   const file = configPath(values.config, io)
+  // Hashed before loading: if the file changes in between, the first check reloads it (never misses it).
+  const initialHash = await hashConfigFile(file)
   const snapshot = await loadOrReport(file, io)
   if (!snapshot) return 1
   const port = values.port === undefined ? undefined : Number(values.port)
   let keyway: HttpKeyway
+  let listening: string
   if (values.stdio) {
     const s = await startStdio(snapshot, { ...(values.user ? { user: values.user } : {}), ...(port === undefined ? {} : { port }) })
-    io.err(`keyway: serving MCP on stdio as ${s.user}${s.http ? `; browser routes on ${s.http.url}` : ''} (config ${file})`)
+    listening = `keyway: serving MCP on stdio as ${s.user}${s.http ? `; browser routes on ${s.http.url}` : ''} (config ${file})`
     keyway = s
   } else {
     keyway = await startHttp(snapshot, port === undefined ? {} : { port })
-    io.err(`keyway: listening on ${keyway.http?.url}/mcp (public URL ${snapshot.server.publicUrl}, config ${file})`)
+    listening = `keyway: listening on ${keyway.http?.url}/mcp (public URL ${snapshot.server.publicUrl}, config ${file})`
   }
+  const runtime = keyway.runtime
+  const reloaderOptions = {
+    load: (text: string, f: string) => loadConfigText(text, f, { env: io.env, supportedAuthTypes: SUPPORTED_AUTH_TYPES }),
+    onLoad: (next: ConfigSnapshot) => runtime.swap(next),
+    // Seam for the token store: credentials stored under a removed name are orphaned.
+    onConnectionsRemoved: (names: readonly string[]) =>
+      runtime.log.warn('connections removed from the config; credentials stored under these names are no longer used (see keyway credentials)', { connections: names }),
+    initial: snapshot,
+    ...(initialHash === undefined ? {} : { initialHash }),
+    log: runtime.log,
+    audit: runtime.audit,
+  }
+  let reloader: ConfigReloader
+  if (values['no-watch']) reloader = createConfigReloader(file, reloaderOptions)
+  else {
+    const watcher = watchConfig(file, reloaderOptions)
+    await watcher.ready
+    reloader = watcher
+  }
+  // SIGHUP re-reads even unchanged content (secret files referenced by the config may have changed).
+  const onHangup = (): void => void reloader.reload('SIGHUP', { force: true })
+  process.on('SIGHUP', onHangup)
+  io.err(listening)
   await new Promise<void>((resolve) => {
     const stop = (): void => resolve()
     process.once('SIGINT', stop)
@@ -33,6 +69,8 @@ export const run: Command = async (argv, io) => {
     if (values.stdio) process.stdin.once('end', stop)
   })
   io.err('keyway: shutting down')
+  process.off('SIGHUP', onHangup)
+  await reloader.close()
   await keyway.close()
   return 0
 }
