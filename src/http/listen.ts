@@ -32,10 +32,14 @@ export function listen(app: Hono, host: string, port: number): Promise<Listening
         port: bound,
         close: (drainMs = DRAIN_TIMEOUT_MS) =>
           new Promise<void>((done) => {
-            const timer = setTimeout(() => server.closeAllConnections(), drainMs)
-            timer.unref()
+            const deadline = setTimeout(() => server.closeAllConnections(), drainMs)
+            // Connections become idle as their last response ends; close them as they do.
+            const sweep = setInterval(() => server.closeIdleConnections(), 50)
+            deadline.unref()
+            sweep.unref()
             server.close(() => {
-              clearTimeout(timer)
+              clearTimeout(deadline)
+              clearInterval(sweep)
               done()
             })
             server.closeIdleConnections()
