@@ -8,16 +8,29 @@ import { AppError } from '../errors.js'
 import type { Caller } from '../identity/caller.js'
 import { bearerCredential } from './bearer-token.js'
 import type { Credential, CredentialProvider, ResolveOptions } from './credential.js'
+import type { OAuthClients } from './oauth-client.js'
+import { resolveM2m } from './oauth-m2m.js'
+import { resolveSharedU2m } from './oauth-u2m-shared.js'
+import type { Refresher } from './refresh.js'
 
-export function createCredentialProvider(): CredentialProvider {
+/** What the OAuth methods share: provider clients, the refresher (over the token store), a clock. */
+export interface CredentialDeps {
+  readonly clients: OAuthClients
+  readonly refresher: Refresher
+  readonly now: () => number
+}
+
+export function createCredentialProvider(deps: CredentialDeps): CredentialProvider {
   return {
-    async resolve(connection: Connection, _caller: Caller, _opts?: ResolveOptions): Promise<Credential> {
+    async resolve(connection: Connection, _caller: Caller, opts: ResolveOptions = {}): Promise<Credential> {
       const auth = connection.auth
       switch (auth.type) {
         case 'bearer_token':
           return bearerCredential(auth.token)
         case 'oauth_m2m':
+          return resolveM2m(connection, deps, opts)
         case 'oauth_u2m_shared':
+          return resolveSharedU2m(connection, deps, opts)
         case 'oauth_u2m_per_user':
           throw new AppError('CREDENTIAL_UNAVAILABLE', `auth type "${auth.type}" is not served by this build`)
         default: {

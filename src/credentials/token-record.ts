@@ -1,0 +1,52 @@
+/**
+ * Turning a provider's token response into the record the store keeps, and a stored record into
+ * the `Authorization` header sent upstream. Pure: no I/O, no clock of its own. The one wording of
+ * the "no refresh token" warning lives here so the callback page, the audit log, `keyway
+ * authorize` and `keyway credentials` all say the same thing.
+ * @module
+ */
+import type { TokenMethod, TokenRecord } from '../store/index.js'
+import type { TokenSet } from './oauth-client.js'
+
+/** Stored with the record and shown everywhere it is listed (design.md §7 step 4). */
+export const NO_REFRESH_TOKEN_WARNING =
+  "no refresh token was issued: access will stop at first expiry; add offline_access or the provider's equivalent (auth.scopes or auth.authorizationParams) and sign in again"
+
+export interface RecordOptions {
+  readonly method: TokenMethod
+  readonly now: number
+  /** The record being refreshed: its refresh token, scope and subject carry over when the response omits them. */
+  readonly previous?: TokenRecord
+  /** Who signed in at the provider, when known (ID token `sub`). */
+  readonly subject?: string
+}
+
+/**
+ * The record for a token response. A refresh response without `refresh_token` keeps the old one
+ * (RFC 6749 §6: the server MAY issue a new one); without `scope` keeps the old scope (§5.1: scope
+ * is omitted when unchanged). m2m tokens never have a refresh token and carry no warning.
+ */
+export function recordFromTokenSet(set: TokenSet, opts: RecordOptions): TokenRecord {
+  const prev = opts.previous
+  const refreshToken = set.refreshToken ?? prev?.refreshToken
+  const scope = set.scope ?? prev?.scope
+  const subject = opts.subject ?? (typeof set.idTokenClaims?.sub === 'string' ? set.idTokenClaims.sub : undefined) ?? prev?.subject
+  const warnings = opts.method !== 'oauth_m2m' && refreshToken === undefined ? [NO_REFRESH_TOKEN_WARNING] : undefined
+  return {
+    method: opts.method,
+    accessToken: set.accessToken,
+    ...(refreshToken === undefined ? {} : { refreshToken }),
+    tokenType: set.tokenType,
+    ...(scope === undefined ? {} : { scope }),
+    ...(set.expiresAt === undefined ? {} : { expiresAt: set.expiresAt }),
+    obtainedAt: prev?.obtainedAt ?? opts.now,
+    ...(prev === undefined ? {} : { lastRefreshAt: opts.now }),
+    ...(subject === undefined ? {} : { subject }),
+    ...(warnings ? { warnings } : {}),
+  }
+}
+
+/** RFC 6750 §2.1: the header value sent upstream. */
+export function authorizationHeader(record: TokenRecord): string {
+  return `Bearer ${record.accessToken}`
+}
