@@ -1,0 +1,271 @@
+/**
+ * Consent flows in the token store (design.md §7): the records that carry a sign-in from the link
+ * a person opens to the provider's callback, each single use with a 10-minute lifetime. A flow is
+ * made for *whose token is stored* (`tokenUser`: null for a shared connection) and *who must
+ * complete it* (`completer`: the owner of a shared connection, the caller of a per-user one); the
+ * browser routes and `consent.ts` treat both kinds alike, so per-user OAuth only makes flows with
+ * other values. Records, by key:
+ *
+ * - `consent` under the flow id (the link `<publicUrl>/connect/<flowId>`), taken once when the
+ *   browser user is confirmed;
+ * - `provider-callback` under the provider `state`, taken once by the callback;
+ * - `sign-in-callback` under the state of Keyway's own sign-in at the identity provider (OIDC mode);
+ * - `outcome` under an id derived from the flow id, so whoever waits (`keyway authorize`, a
+ *   waiting tool call) learns how it ended.
+ *
+ * Every id and `state` is 256 random bits (RFC 9700 §4.7 asks for at least 128). The store hashes
+ * ids in keys and encrypts the records, so the PKCE verifier never sits in clear. This module
+ * holds no HTTP and no OAuth; it validates what it reads back and fails closed on anything else.
+ * @module
+ */
+import { createHash, randomBytes } from 'node:crypto'
+import { setTimeout as sleep } from 'node:timers/promises'
+import * as z from 'zod'
+import type { Principal } from '../config/schema.js'
+import { AppError } from '../errors.js'
+import { newFlowId, type TokenStore } from '../store/index.js'
+
+/** How long a consent link and everything it starts stays valid (design.md §7). */
+export const FLOW_TTL_MS = 10 * 60_000
+/** How often a waiter re-reads the store for the outcome: quick enough to feel immediate, cheap on Redis. */
+export const OUTCOME_POLL_MS = 500
+/** How long an outcome stays readable after the flow ends (a waiter polls well within this). */
+const OUTCOME_TTL_MS = FLOW_TTL_MS
+
+/** The methods whose tokens come from a person signing in. */
+export type ConsentMethod = 'oauth_u2m_shared' | 'oauth_u2m_per_user'
+
+const PrincipalRecordSchema = z.union([z.strictObject({ user: z.string().min(1) }), z.strictObject({ group: z.string().min(1) })])
+const epochMs = z.number().int().nonnegative()
+const randomId = z.string().regex(/^[A-Za-z0-9_-]{43,128}$/)
+
+const flowFields = {
+  connection: z.string().min(1),
+  method: z.enum(['oauth_u2m_shared', 'oauth_u2m_per_user']),
+  tokenUser: z.string().min(1).nullable(),
+  completer: PrincipalRecordSchema,
+  createdAt: epochMs,
+  expiresAt: epochMs,
+}
+
+const ConsentLinkSchema = z.strictObject({
+  purpose: z.literal('consent'),
+  ...flowFields,
+  state: randomId,
+  codeVerifier: randomId,
+})
+
+const ProviderCallbackSchema = z.strictObject({
+  purpose: z.literal('provider-callback'),
+  ...flowFields,
+  flowId: randomId,
+  codeVerifier: randomId,
+  /** SHA-256 hex of the browser-binding cookie value set when the browser left for the provider. */
+  bindingHash: z.string().regex(/^[0-9a-f]{64}$/),
+  /** The user Keyway confirmed at the browser (OIDC sign-in), when it did. */
+  confirmedUser: z.string().min(1).optional(),
+})
+
+const SignInCallbackSchema = z.strictObject({
+  purpose: z.literal('sign-in-callback'),
+  flowId: randomId,
+  codeVerifier: randomId,
+  nonce: randomId,
+  bindingHash: z.string().regex(/^[0-9a-f]{64}$/),
+  createdAt: epochMs,
+  expiresAt: epochMs,
+})
+
+const OutcomeSchema = z.strictObject({
+  purpose: z.literal('outcome'),
+  status: z.enum(['granted', 'failed']),
+  connection: z.string().min(1),
+  at: epochMs,
+  reason: z.string().optional(),
+  scope: z.string().optional(),
+  expiresAt: epochMs.optional(),
+  refreshToken: z.boolean().optional(),
+  warnings: z.array(z.string()).optional(),
+})
+
+/** The record behind a consent link. */
+export type ConsentLink = z.infer<typeof ConsentLinkSchema>
+/** What the provider's callback redeems (stored under `state`). */
+export type ProviderCallback = z.infer<typeof ProviderCallbackSchema>
+/** What the identity provider's callback redeems in OIDC mode (stored under its own state). */
+export type SignInCallback = z.infer<typeof SignInCallbackSchema>
+/** How a flow ended. */
+export type FlowOutcome = z.infer<typeof OutcomeSchema>
+export type CallbackRecord = ProviderCallback | SignInCallback
+
+const CallbackSchema = z.discriminatedUnion('purpose', [ProviderCallbackSchema, SignInCallbackSchema])
+
+/** What a new flow is for. */
+export interface NewConsentFlow {
+  readonly connection: string
+  readonly method: ConsentMethod
+  /** Whose token is stored: `null` for a shared connection's one token. */
+  readonly tokenUser: string | null
+  /** Who must complete it at the browser. */
+  readonly completer: Principal
+}
+
+export interface CreatedFlow {
+  readonly flowId: string
+  /** `<publicUrl>/connect/<flowId>` */
+  readonly url: string
+  readonly expiresAt: number
+}
+
+/** 256 random bits, base64url: `state`, PKCE verifier (RFC 7636 §4.1: 43–128 chars), nonce, binding. */
+export function randomSecret(): string {
+  return randomBytes(32).toString('base64url')
+}
+
+/** SHA-256 hex. */
+export function sha256Hex(v: string): string {
+  return createHash('sha256').update(v, 'utf8').digest('hex')
+}
+
+/** The path of a consent link. */
+export function connectPath(flowId: string): string {
+  return `/connect/${flowId}`
+}
+
+/** Records a new flow and returns its link. */
+export async function createConsentFlow(store: TokenStore, flow: NewConsentFlow, opts: { publicUrl: string; now: number }): Promise<CreatedFlow> {
+  const flowId = newFlowId()
+  const link: ConsentLink = {
+    purpose: 'consent',
+    connection: flow.connection,
+    method: flow.method,
+    tokenUser: flow.tokenUser,
+    completer: flow.completer,
+    createdAt: opts.now,
+    expiresAt: opts.now + FLOW_TTL_MS,
+    state: randomSecret(),
+    codeVerifier: randomSecret(),
+  }
+  await store.putFlow(flowId, link, FLOW_TTL_MS)
+  return { flowId, url: `${opts.publicUrl.replace(/\/+$/, '')}${connectPath(flowId)}`, expiresAt: link.expiresAt }
+}
+
+/** The live link record, without consuming it; undefined when unknown, expired or used. */
+export async function readConsentLink(store: TokenStore, flowId: string): Promise<ConsentLink | undefined> {
+  return parseRecord(ConsentLinkSchema, await store.getFlow(flowId), 'consent link')
+}
+
+/** Consumes the link: of concurrent takers exactly one gets it. */
+export async function takeConsentLink(store: TokenStore, flowId: string): Promise<ConsentLink | undefined> {
+  return takeChecked(store, flowId, ConsentLinkSchema, 'consent link')
+}
+
+/**
+ * Hands the flow to the provider's callback: stored under the link's `state` for what is left of
+ * the flow's lifetime, bound to the browser by `bindingHash`.
+ */
+export async function putProviderCallback(
+  store: TokenStore,
+  flowId: string,
+  link: ConsentLink,
+  opts: { bindingHash: string; confirmedUser?: string; now: number },
+): Promise<void> {
+  const ttl = link.expiresAt - opts.now
+  if (ttl <= 0) throw new AppError('FLOW_INVALID', 'the sign-in link expired')
+  const { purpose: _purpose, state, ...rest } = link
+  const record: ProviderCallback = {
+    ...rest,
+    purpose: 'provider-callback',
+    flowId,
+    bindingHash: opts.bindingHash,
+    ...(opts.confirmedUser === undefined ? {} : { confirmedUser: opts.confirmedUser }),
+  }
+  await store.putFlow(state, record, ttl)
+}
+
+/** Starts Keyway's own sign-in for a flow (OIDC mode); returns its state. */
+export async function putSignInCallback(
+  store: TokenStore,
+  flowId: string,
+  link: ConsentLink,
+  opts: { codeVerifier: string; nonce: string; bindingHash: string; now: number },
+): Promise<string> {
+  const ttl = link.expiresAt - opts.now
+  if (ttl <= 0) throw new AppError('FLOW_INVALID', 'the sign-in link expired')
+  const state = randomSecret()
+  const record: SignInCallback = {
+    purpose: 'sign-in-callback',
+    flowId,
+    codeVerifier: opts.codeVerifier,
+    nonce: opts.nonce,
+    bindingHash: opts.bindingHash,
+    createdAt: opts.now,
+    expiresAt: link.expiresAt,
+  }
+  await store.putFlow(state, record, ttl)
+  return state
+}
+
+/** Consumes the record a callback's `state` names; replays get undefined. */
+export async function takeCallback(store: TokenStore, state: string): Promise<CallbackRecord | undefined> {
+  return takeChecked(store, state, CallbackSchema, 'callback record')
+}
+
+/**
+ * Takes a record only if it is of the expected kind: an id presented at the wrong route (a state
+ * as a link, a link id as a state) must not consume, and so cancel, someone's flow.
+ */
+async function takeChecked<T>(store: TokenStore, id: string, schema: z.ZodType<T>, what: string): Promise<T | undefined> {
+  if (parseRecord(schema, await store.getFlow(id), what) === undefined) return undefined
+  return parseRecord(schema, await store.takeFlow(id), what)
+}
+
+/** The id an outcome is stored under: derived, so only holders of the flow id can read it. */
+export function outcomeId(flowId: string): string {
+  return createHash('sha256').update(`outcome:${flowId}`, 'utf8').digest('base64url')
+}
+
+/** Records how a flow ended, for whoever waits on it. */
+export async function putOutcome(store: TokenStore, flowId: string, outcome: Omit<FlowOutcome, 'purpose'>): Promise<void> {
+  await store.putFlow(outcomeId(flowId), { purpose: 'outcome', ...outcome }, OUTCOME_TTL_MS)
+}
+
+export async function readOutcome(store: TokenStore, flowId: string): Promise<FlowOutcome | undefined> {
+  return parseRecord(OutcomeSchema, await store.getFlow(outcomeId(flowId)), 'flow outcome')
+}
+
+export interface WaitOptions {
+  /** Stop waiting after this long (the link expires anyway after `FLOW_TTL_MS`). */
+  readonly timeoutMs: number
+  readonly pollMs?: number
+  readonly signal?: AbortSignal
+  /** Called after every poll with the time left, for progress output. */
+  readonly onPoll?: (leftMs: number) => void
+}
+
+/** Polls the store until the flow's outcome is known; undefined on timeout or abort. */
+export async function waitForOutcome(store: TokenStore, flowId: string, opts: WaitOptions): Promise<FlowOutcome | undefined> {
+  const deadline = Date.now() + opts.timeoutMs
+  const poll = opts.pollMs ?? OUTCOME_POLL_MS
+  for (;;) {
+    const outcome = await readOutcome(store, flowId)
+    if (outcome) return outcome
+    const left = deadline - Date.now()
+    opts.onPoll?.(Math.max(0, left))
+    if (left <= 0 || opts.signal?.aborted) return undefined
+    try {
+      await sleep(Math.min(poll, left), undefined, opts.signal ? { signal: opts.signal } : {})
+    } catch {
+      return undefined
+    }
+  }
+}
+
+function parseRecord<T>(schema: z.ZodType<T>, raw: unknown, what: string): T | undefined {
+  if (raw === undefined) return undefined
+  const r = schema.safeParse(raw)
+  // A record under a flow id that is not what this id should hold: another purpose (a state used
+  // as a link, say) or a damaged record. Either way the flow cannot go on; nothing is guessed.
+  if (!r.success) throw new AppError('FLOW_INVALID', `the ${what} is not valid for this step`, { detail: { reason: 'wrong-record' } })
+  return r.data
+}
