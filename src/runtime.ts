@@ -1,7 +1,7 @@
 /**
  * The long-lived parts of a running Keyway and the one place they are wired together: the
- * current config snapshot (swapped whole on reload), the egress client, credential providers,
- * the audit log and the logger. Transports (HTTP, stdio) and commands receive a `Runtime` and
+ * current config snapshot (swapped whole on reload), the token store, the egress client, OAuth
+ * provider clients and credential providers, the audit log and the logger. Transports (HTTP, stdio) and commands receive a `Runtime` and
  * never construct these themselves.
  * @module
  */
@@ -9,12 +9,16 @@ import { createAuditLog, type AuditLog } from './audit/audit-log.js'
 import type { ConfigSnapshot } from './config/load.js'
 import { createCredentialProvider } from './credentials/provider.js'
 import type { CredentialProvider } from './credentials/credential.js'
+import { createOAuthClients, type OAuthClients } from './credentials/oauth-client.js'
+import { createRefresher } from './credentials/refresh.js'
 import { createEgress, type Egress } from './egress/safe-fetch.js'
 import type { Resolver } from './egress/guard.js'
 import type { TokenVerifier } from './identity/authenticate.js'
+import { createBrowserSignIn, type BrowserSignIn } from './identity/browser-sign-in.js'
 import { createOidcVerifier } from './identity/oidc.js'
 import { createLogger, type Logger } from './log.js'
 import type { CallDeps } from './mcp/call-tool.js'
+import { openTokenStore, type TokenStore } from './store/index.js'
 
 export interface Runtime {
   /** The live snapshot; a request keeps the one it started with. */
@@ -22,6 +26,10 @@ export interface Runtime {
   /** Replaces the live snapshot (hot reload); calls already running keep theirs. */
   swap(next: ConfigSnapshot): void
   readonly egress: Egress
+  /** The token store opened from the initial `store` settings (a reload does not reopen it). */
+  readonly store: TokenStore
+  /** Per-connection OAuth clients (provider requests go through `egress`). */
+  readonly oauth: OAuthClients
   readonly credentials: CredentialProvider
   readonly audit: AuditLog
   readonly log: Logger
@@ -29,6 +37,8 @@ export interface Runtime {
   callDeps(snapshot: ConfigSnapshot): CallDeps
   /** The access-token verifier for a snapshot's `identity.oidc` (undefined without OIDC). */
   verifier(snapshot: ConfigSnapshot): TokenVerifier | undefined
+  /** Keyway's relying party for consent links in OIDC mode (`identity.oidc.browserClient`), else undefined. */
+  browserSignIn(snapshot: ConfigSnapshot): BrowserSignIn | undefined
   /** Subscribe to snapshot swaps (tools/list_changed); returns an unsubscribe function. */
   onSwap(listener: (next: ConfigSnapshot, previous: ConfigSnapshot) => void): () => void
   close(): Promise<void>
@@ -40,12 +50,16 @@ export interface RuntimeOptions {
   readonly now?: () => number
   /** DNS resolver for the egress guard (tests inject one). */
   readonly resolve?: Resolver
+  /** An already open token store (tests); the runtime then neither opens nor closes one. */
+  readonly store?: TokenStore
 }
 
 export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOptions = {}): Promise<Runtime> {
   let current = initial
   const log = opts.log ?? createLogger()
   const now = opts.now ?? Date.now
+  // First, so that a missing encryption key stops start-up before anything else is opened.
+  const store = opts.store ?? (await openTokenStore(initial.store, { warn: (message) => log.warn(message) }))
   const audit = opts.audit ?? createAuditLog(initial.audit.file, { now, onError: (e) => log.error('audit log write failed', { error: e.message }) })
   // The egress policy is read from the live snapshot at each send, so a reload that narrows
   // egress.allowedHosts applies to the next call without rebuilding connection pools.
@@ -60,7 +74,14 @@ export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOption
     },
     ...(opts.resolve ? { resolve: opts.resolve } : {}),
   })
-  const credentials = createCredentialProvider()
+  const oauth = createOAuthClients({
+    fetchFor: (timeoutMs) => egress.fetchFor(timeoutMs),
+    allowInsecure: () => current.egress.dangerouslyAllowPrivateNetworks,
+    now,
+  })
+  const refresher = createRefresher({ store, now, audit, log })
+  const credentials = createCredentialProvider({ clients: oauth, refresher, now })
+  const signIns = new WeakMap<object, BrowserSignIn | undefined>()
   const listeners = new Set<(next: ConfigSnapshot, previous: ConfigSnapshot) => void>()
   const depsCache = new WeakMap<ConfigSnapshot, CallDeps>()
   // One verifier per identity.oidc settings object: a reload that keeps the same issuer
@@ -75,6 +96,8 @@ export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOption
       for (const l of listeners) l(next, previous)
     },
     egress,
+    store,
+    oauth,
     credentials,
     audit,
     log,
@@ -96,6 +119,12 @@ export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOption
       }
       return v
     },
+    browserSignIn(snapshot) {
+      const oidc = snapshot.identity.oidc
+      if (!oidc?.browserClient) return undefined
+      if (!signIns.has(oidc)) signIns.set(oidc, createBrowserSignIn(oidc, { allowInsecure: snapshot.egress.dangerouslyAllowPrivateNetworks }))
+      return signIns.get(oidc)
+    },
     onSwap(listener) {
       listeners.add(listener)
       return () => listeners.delete(listener)
@@ -103,6 +132,7 @@ export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOption
     async close() {
       await egress.close()
       await audit.close()
+      if (!opts.store) await store.close()
     },
   }
 }

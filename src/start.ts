@@ -11,6 +11,7 @@ import { StdioServerTransport } from '@modelcontextprotocol/server/stdio'
 import type { ConfigSnapshot } from './config/load.js'
 import { AppError } from './errors.js'
 import { createApp, type AppOptions, type KeywayApp } from './http/app.js'
+import { browserRouteDeps, mountBrowserRoutes } from './http/browser-routes.js'
 import { listen, type Listening } from './http/listen.js'
 import { createCaller } from './identity/caller.js'
 import { errorMessage } from './log.js'
@@ -31,9 +32,24 @@ export interface StartOptions extends RuntimeOptions {
   readonly port?: number
 }
 
+/** The app options every Keyway gets: readiness includes the token store, and the consent routes are mounted. */
+export function appOptions(runtime: Runtime, opts: AppOptions = {}): AppOptions {
+  return {
+    ...opts,
+    ready: async () => {
+      await runtime.store.ping()
+      await opts.ready?.()
+    },
+    extraRoutes: (app) => {
+      mountBrowserRoutes(app, browserRouteDeps(runtime))
+      opts.extraRoutes?.(app)
+    },
+  }
+}
+
 export async function startHttp(snapshot: ConfigSnapshot, opts: StartOptions = {}): Promise<HttpKeyway> {
   const runtime = await createRuntime(snapshot, opts)
-  const app = createApp(runtime, opts.app)
+  const app = createApp(runtime, appOptions(runtime, opts.app))
   let http: Listening
   try {
     http = await listen(app.app, snapshot.server.host, opts.port ?? snapshot.server.port)
@@ -46,8 +62,9 @@ export async function startHttp(snapshot: ConfigSnapshot, opts: StartOptions = {
     app,
     http,
     async close() {
-      await http.close()
+      // MCP first: it ends open subscription streams, so the HTTP server can drain promptly.
       await app.mcp.close()
+      await http.close()
       await runtime.close()
     },
   }
@@ -96,7 +113,7 @@ export async function startStdio(snapshot: ConfigSnapshot, opts: StdioOptions = 
   runtime.onSwap(() => {
     for (const s of servers) s.sendToolListChanged().catch((e: unknown) => runtime.log.debug('list_changed not sent', { error: errorMessage(e) }))
   })
-  const app = createApp(runtime, opts.app)
+  const app = createApp(runtime, appOptions(runtime, opts.app))
   let http: Listening | undefined
   try {
     http = await listen(app.app, snapshot.server.host, opts.port ?? snapshot.server.port)
@@ -111,8 +128,8 @@ export async function startStdio(snapshot: ConfigSnapshot, opts: StdioOptions = 
     http,
     async close() {
       await stdio.close()
-      await http?.close()
       await app.mcp.close()
+      await http?.close()
       await runtime.close()
     },
   }

@@ -135,6 +135,7 @@ identity:
   apiKeys:
 ${apiKeyLines({ carol: [ENG] })}
 egress: { dangerouslyAllowPrivateNetworks: true, timeoutMs: 5000 }
+store: { url: "memory://", dangerouslyUseEphemeralKey: true }
 connections:
   issues:
     host: ${upstream.origin}

@@ -25,6 +25,7 @@ server: { port: 0 }
 identity: { stdioUser: alice@example.com }
 audit: { file: ./audit.jsonl }
 egress: { dangerouslyAllowPrivateNetworks: true }
+store: { url: "memory://", dangerouslyUseEphemeralKey: true }
 groups: { team: [bob@example.com] }
 connections:
   notes:

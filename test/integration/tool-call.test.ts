@@ -28,6 +28,7 @@ identity:
   apiKeys:
 ${apiKeyLines({ bob: ['key-group'] })}
 egress: { dangerouslyAllowPrivateNetworks: true, timeoutMs: 2000, maxResponseBytes: 4096 }
+store: { url: "memory://", dangerouslyUseEphemeralKey: true }
 groups:
   team: [bob@example.com]
 connections:
