@@ -1,0 +1,113 @@
+import { describe, expect, test } from 'vitest'
+import { classifyAddress, isIpLiteral, type AddressClass } from '../../../src/egress/address.js'
+
+describe('classifyAddress [egress:block-private-ip]', () => {
+  test.each<[string, AddressClass]>([
+    // IPv4
+    ['8.8.8.8', 'public'],
+    ['1.1.1.1', 'public'],
+    ['140.82.112.3', 'public'],
+    ['10.1.2.3', 'private'],
+    ['10.0.0.0', 'private'],
+    ['172.16.0.1', 'private'],
+    ['172.31.255.255', 'private'],
+    ['172.15.0.1', 'public'],
+    ['172.32.0.1', 'public'],
+    ['192.168.1.1', 'private'],
+    ['100.64.0.1', 'private'],
+    ['100.127.255.255', 'private'],
+    ['100.63.255.255', 'public'],
+    ['100.128.0.0', 'public'],
+    ['127.0.0.1', 'loopback'],
+    ['127.255.255.254', 'loopback'],
+    ['169.254.169.254', 'link-local'],
+    ['169.254.0.1', 'link-local'],
+    ['0.0.0.0', 'unspecified'],
+    ['0.1.2.3', 'reserved'],
+    ['224.0.0.1', 'multicast'],
+    ['239.255.255.250', 'multicast'],
+    ['240.0.0.1', 'reserved'],
+    ['255.255.255.255', 'reserved'],
+    ['192.0.0.8', 'reserved'],
+    ['192.0.2.1', 'reserved'],
+    ['198.51.100.7', 'reserved'],
+    ['203.0.113.9', 'reserved'],
+    ['198.18.0.1', 'reserved'],
+    ['198.19.255.255', 'reserved'],
+    ['198.20.0.1', 'public'],
+    ['192.88.99.1', 'reserved'],
+    // IPv6
+    ['::1', 'loopback'],
+    ['0:0:0:0:0:0:0:1', 'loopback'],
+    ['::', 'unspecified'],
+    ['2606:4700::1111', 'public'],
+    ['2001:4860:4860::8888', 'public'],
+    ['2a00:1450:4001:80b::200e', 'public'],
+    ['fd00::1', 'private'],
+    ['fc00::1', 'private'],
+    ['fd00:ec2::254', 'private'],
+    ['fe80::1', 'link-local'],
+    ['fe80::1%eth0', 'link-local'],
+    ['febf::1', 'link-local'],
+    ['fec0::1', 'private'],
+    ['ff02::1', 'multicast'],
+    ['ff0e::1', 'multicast'],
+    ['2001:db8::1', 'reserved'],
+    ['2001::1', 'reserved'],
+    ['100::1', 'reserved'],
+    ['3fff::1', 'reserved'],
+    ['5f00::1', 'reserved'],
+    ['4000::1', 'reserved'],
+    ['::7f00:1', 'reserved'],
+    ['::127.0.0.1', 'reserved'],
+    // IPv4 embedded in IPv6: classified by the IPv4 address, in every text form
+    ['::ffff:127.0.0.1', 'loopback'],
+    ['::ffff:7f00:1', 'loopback'],
+    ['0:0:0:0:0:ffff:7f00:0001', 'loopback'],
+    ['::FFFF:7F00:1', 'loopback'],
+    ['::ffff:a9fe:a9fe', 'link-local'],
+    ['::ffff:169.254.169.254', 'link-local'],
+    ['::ffff:10.0.0.5', 'private'],
+    ['::ffff:0.0.0.0', 'unspecified'],
+    ['::ffff:8.8.8.8', 'public'],
+    ['::ffff:0808:0808', 'public'],
+    ['::ffff:0:7f00:1', 'loopback'],
+    ['64:ff9b::a9fe:a9fe', 'link-local'],
+    ['64:ff9b::169.254.169.254', 'link-local'],
+    ['64:ff9b::7f00:1', 'loopback'],
+    ['64:ff9b::808:808', 'public'],
+    ['64:ff9b:1::1', 'private'],
+    ['2002:7f00:1::1', 'loopback'],
+    ['2002:a00:1::', 'private'],
+    ['2002:808:808::1', 'public'],
+    // brackets as in URL.hostname
+    ['[::1]', 'loopback'],
+    ['[::ffff:7f00:1]', 'loopback'],
+    // not an IP
+    ['', 'invalid'],
+    ['localhost', 'invalid'],
+    ['example.com', 'invalid'],
+    ['127.1', 'invalid'],
+    ['2130706433', 'invalid'],
+    ['0x7f.0.0.1', 'invalid'],
+    ['256.1.1.1', 'invalid'],
+    ['1.2.3.4.5', 'invalid'],
+    ['::g', 'invalid'],
+    ['1::2::3', 'invalid'],
+    ['[::1', 'invalid'],
+  ])('%s is %s', (ip, expected) => {
+    expect(classifyAddress(ip)).toBe(expected)
+  })
+})
+
+describe('isIpLiteral', () => {
+  test.each([
+    ['127.0.0.1', true],
+    ['[::1]', true],
+    ['::1', true],
+    ['api.github.com', false],
+    ['localhost', false],
+  ])('%s → %s', (host, expected) => {
+    expect(isIpLiteral(host)).toBe(expected)
+  })
+})
