@@ -1,0 +1,60 @@
+/**
+ * Flow pages: every interpolated value is escaped, every page carries the headers that keep it
+ * out of frames, caches and Referer, and the no-refresh-token warning is impossible to miss.
+ */
+import { describe, expect, test } from 'vitest'
+import { confirmPage, escapeHtml, grantedPage, html, pageHeaders, providerErrorPage } from '../../../src/http/pages.js'
+
+describe('pages', () => {
+  test('html escapes interpolations and keeps nested safe markup [consent:escape]', () => {
+    expect(escapeHtml(`<a href="x">'&'</a>`)).toBe('&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;')
+    const inner = html`<b>${'<i>'}</b>`
+    expect(html`<p>${inner}${'"'}</p>`.__html).toBe('<p><b>&lt;i&gt;</b>&quot;</p>')
+  })
+
+  test('headers: CSP with frame-ancestors none and provider form-action, no framing, no referrer, no cache [consent:headers]', () => {
+    const h = pageHeaders(['https://accounts.example.com', "https://bad'origin"])
+    expect(h['content-security-policy']).toBe(
+      "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' https://accounts.example.com; frame-ancestors 'none'; base-uri 'none'",
+    )
+    expect(h['x-frame-options']).toBe('DENY')
+    expect(h['referrer-policy']).toBe('no-referrer')
+    expect(h['cache-control']).toBe('no-store')
+  })
+
+  test('confirmation page names user and connection, escapes them, posts a form token', () => {
+    const p = confirmPage({
+      connection: 'crm',
+      description: '<script>alert(1)</script>',
+      completer: 'user a"b@example.com',
+      usedBy: 'everyone granted USE CONNECTION on crm',
+      scopes: ['read', 'offline_access'],
+      providerOrigin: 'https://idp.example',
+      action: '/connect/abc',
+      formToken: 'tok-123',
+      expiresAt: 600_000,
+      now: 0,
+    })
+    expect(p.body).not.toContain('<script>')
+    expect(p.body).toContain('&lt;script&gt;')
+    expect(p.body).toContain('user a&quot;b@example.com')
+    expect(p.body).toContain('<form method="post" action="/connect/abc">')
+    expect(p.body).toContain('name="token" value="tok-123"')
+    expect(p.headers['content-security-policy']).toContain("form-action 'self' https://idp.example;")
+  })
+
+  test('granted page without a refresh token carries a loud warning [consent:no-refresh-token-warning]', () => {
+    const common = { connection: 'crm', usedBy: 'x', completedBy: 'alice', scope: 'read', expiresAt: 3_600_000, warnings: [], now: 0 }
+    const warned = grantedPage({ ...common, refreshToken: false })
+    expect(warned.body).toContain('role="alert"')
+    expect(warned.body).toContain('Access will stop at first expiry')
+    expect(warned.body).toContain('offline_access')
+    expect(grantedPage({ ...common, refreshToken: true }).body).not.toContain('role="alert"')
+  })
+
+  test('redirect_uri_mismatch shows the exact URI to register', () => {
+    const p = providerErrorPage({ connection: 'crm', error: 'redirect_uri_mismatch', description: undefined, redirectUri: 'https://kw.example/login/oauth/http.html', clientId: 'cid', retry: 'run keyway authorize crm again' })
+    expect(p.status).toBe(400)
+    expect(p.body).toContain('<code>https://kw.example/login/oauth/http.html</code>')
+  })
+})
