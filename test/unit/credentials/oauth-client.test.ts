@@ -61,6 +61,11 @@ function bodyError(error: string, status: number, description?: string): oidc.Re
   })
 }
 
+/** openid-client's typings omit the `code` option its constructor reads. */
+function clientError(message: string, code: string): oidc.ClientError {
+  return Object.assign(new oidc.ClientError(message), { code })
+}
+
 const ctx = (operation: Operation, exchange: CredentialExchange = 'header_only', sent: string[] = []) =>
   ({ connection: 'crm', operation, exchange, timeoutMs: 10_000, sent: ['client-secret-value', ...sent] }) as const
 
@@ -109,7 +114,7 @@ describe('mapOAuthError [oauth:errors-name-the-setting]', () => {
   })
 
   test('timeouts and network failures are transient CREDENTIAL_UNAVAILABLE', () => {
-    const timeout = mapOAuthError(new oidc.ClientError('operation timed out', { code: 'OAUTH_TIMEOUT' }), ctx('client_credentials'))
+    const timeout = mapOAuthError(clientError('operation timed out', 'OAUTH_TIMEOUT'), ctx('client_credentials'))
     expect(timeout).toMatchObject({ code: 'CREDENTIAL_UNAVAILABLE', message: 'connection "crm": the provider did not answer the client_credentials token request within 10000 ms' })
     expect(isTransient(timeout)).toBe(true)
     const net = mapOAuthError(new TypeError('fetch failed'), ctx('refresh_token'))
@@ -127,7 +132,7 @@ describe('mapOAuthError [oauth:errors-name-the-setting]', () => {
   })
 
   test('plain http refused names the dev flag', () => {
-    const e = mapOAuthError(new oidc.ClientError('only requests to HTTPS are allowed', { code: 'OAUTH_HTTP_REQUEST_FORBIDDEN' }), ctx('discovery'))
+    const e = mapOAuthError(clientError('only requests to HTTPS are allowed', 'OAUTH_HTTP_REQUEST_FORBIDDEN'), ctx('discovery'))
     expect(e.message).toContain('egress.dangerouslyAllowPrivateNetworks')
   })
 
