@@ -435,7 +435,7 @@ export function mapOAuthError(e: unknown, ctx: MapContext): AppError {
         const status = responseStatus(e)
         const transient = status === undefined || status >= 500 || status === 429
         const where = ctx.operation === 'discovery' ? ': check auth.issuer' : ''
-        return fail('CREDENTIAL_UNAVAILABLE', `the provider answered ${what} with ${status === undefined ? 'an unexpected response' : `status ${status}`} and no OAuth error${where}`, 'bad-response', transient)
+        return fail('CREDENTIAL_UNAVAILABLE', `the provider answered ${what} with ${status === undefined ? 'an unexpected response' : `status ${status}`}${where}`, 'bad-response', transient)
       }
       case 'OAUTH_JSON_ATTRIBUTE_COMPARISON':
         if (ctx.operation === 'discovery')

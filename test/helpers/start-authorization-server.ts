@@ -58,6 +58,12 @@ export interface StartAuthorizationServerOptions {
   readonly ttl?: TtlOverrides
   /** JWS algorithm of JWT access tokens. Default RS256. */
   readonly accessTokenAlg?: 'RS256' | 'PS256' | 'ES256'
+  /**
+   * Accept only the client's registered `token_endpoint_auth_method` at the token endpoint, as
+   * strict providers do. oidc-provider itself takes `client_secret_basic` and `client_secret_post`
+   * interchangeably; with this, the other one is answered 401 `invalid_client`.
+   */
+  readonly strictClientAuthMethod?: boolean
   /** Last word on the configuration object before the provider is built (escape hatch). */
   readonly configure?: (configuration: Record<string, unknown>) => void
 }
@@ -207,6 +213,7 @@ export async function startAuthorizationServer(opts: StartAuthorizationServerOpt
     requests.set(ctx.path, (requests.get(ctx.path) ?? 0) + 1)
     try {
       await next()
+      if (opts.strictClientAuthMethod) enforceRegisteredAuthMethod(ctx)
     } finally {
       if (ctx.method === 'POST' && ctx.path === '/token') {
         const id = ctx.oidc?.client?.clientId ?? basicClientId(ctx.headers.authorization) ?? bodyClientId(ctx) ?? '(unknown)'
@@ -339,6 +346,18 @@ export async function startAuthorizationServer(opts: StartAuthorizationServerOpt
       pathname === undefined ? [...requests.values()].reduce((a, b) => a + b, 0) : (requests.get(pathname) ?? 0),
     close,
     [Symbol.asyncDispose]: close,
+  }
+}
+
+/** After a successful token request: refuse it if the client authenticated with a method other than its registered one. */
+function enforceRegisteredAuthMethod(ctx: ProviderContext): void {
+  if (ctx.method !== 'POST' || ctx.path !== '/token' || ctx.status !== 200) return
+  const registered = (ctx.oidc?.client as { readonly clientAuthMethod?: string } | undefined)?.clientAuthMethod
+  const usedBasic = typeof ctx.headers.authorization === 'string' && /^basic /i.test(ctx.headers.authorization)
+  if ((registered === 'client_secret_post' && usedBasic) || (registered === 'client_secret_basic' && !usedBasic)) {
+    const writable = ctx as unknown as { status: number; body: unknown }
+    writable.status = 401
+    writable.body = { error: 'invalid_client', error_description: 'client authentication failed: not the registered method' }
   }
 }
 

@@ -1,0 +1,93 @@
+/**
+ * A tiny, permissive OAuth token endpoint on 127.0.0.1 that records exactly what it receives
+ * (the Authorization header and the form body), for the cases a strict server cannot show: what
+ * `header_and_body` puts on the wire, discovery metadata with a chosen
+ * `token_endpoint_auth_methods_supported`, and a token endpoint that fails or hangs on demand.
+ * It issues opaque tokens `tok-<n>` and checks nothing. Tests only; never beyond loopback.
+ * @module
+ */
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+
+export interface RecordedTokenRequest {
+  readonly authorization: string | undefined
+  readonly body: URLSearchParams
+}
+
+/** `ok`: issue tokens; `fail`: 503 `temporarily_unavailable`; `hang`: never answer. */
+export type TokenEndpointMode = 'ok' | 'fail' | 'hang'
+
+export interface TokenEndpoint extends AsyncDisposable {
+  /** `http://127.0.0.1:<port>`: also the issuer of the discovery document. */
+  readonly issuer: string
+  readonly tokenUrl: string
+  readonly requests: RecordedTokenRequest[]
+  /** Serve `/.well-known/openid-configuration` with these extra fields (undefined: 404). */
+  setMetadata(extra: Readonly<Record<string, unknown>> | undefined): void
+  setMode(mode: TokenEndpointMode): void
+  /** Lifetime of the next tokens, seconds (default 600). */
+  setExpiresIn(seconds: number): void
+  close(): Promise<void>
+}
+
+export async function startTokenEndpoint(): Promise<TokenEndpoint> {
+  const requests: RecordedTokenRequest[] = []
+  let metadata: Readonly<Record<string, unknown>> | undefined
+  let mode: TokenEndpointMode = 'ok'
+  let expiresIn = 600
+  let issued = 0
+  let issuer = ''
+  const hanging = new Set<ServerResponse>()
+
+  const json = (res: ServerResponse, status: number, body: unknown): void => {
+    res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' })
+    res.end(JSON.stringify(body))
+  }
+
+  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      const path = new URL(req.url ?? '/', issuer).pathname
+      if (req.method === 'GET' && path === '/.well-known/openid-configuration') {
+        if (!metadata) return json(res, 404, { error: 'not_found' })
+        return json(res, 200, { issuer, token_endpoint: `${issuer}/token`, ...metadata })
+      }
+      if (req.method === 'POST' && path === '/token') {
+        requests.push({ authorization: req.headers.authorization, body: new URLSearchParams(Buffer.concat(chunks).toString('utf8')) })
+        if (mode === 'hang') {
+          hanging.add(res)
+          return
+        }
+        if (mode === 'fail') return json(res, 503, { error: 'temporarily_unavailable' })
+        issued++
+        return json(res, 200, { access_token: `tok-${issued}`, token_type: 'Bearer', expires_in: expiresIn, scope: 'api:read' })
+      }
+      json(res, 404, { error: 'not_found' })
+    })
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  issuer = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  const close = (): Promise<void> =>
+    new Promise((r) => {
+      for (const h of hanging) h.destroy()
+      server.closeAllConnections()
+      server.close(() => r())
+    })
+  return {
+    issuer,
+    tokenUrl: `${issuer}/token`,
+    requests,
+    setMetadata: (m) => {
+      metadata = m
+    },
+    setMode: (m) => {
+      mode = m
+    },
+    setExpiresIn: (s) => {
+      expiresIn = s
+    },
+    close,
+    [Symbol.asyncDispose]: close,
+  }
+}
