@@ -12,6 +12,8 @@ const COMMANDS: Readonly<Record<string, { summary: string; load: () => Promise<{
   'hash-key': { summary: 'make a new API key and its config line', load: () => import('./hash-key.js') },
   'redirect-uri': { summary: 'print the OAuth redirect URI to register at providers', load: () => import('./redirect-uri.js') },
   sql: { summary: 'GRANT / REVOKE / SHOW / DESCRIBE / ALTER on connections', load: () => import('./sql.js') },
+  authorize: { summary: 'sign in the owner of an oauth_u2m_shared connection: prints a link, waits', load: () => import('./authorize.js') },
+  credentials: { summary: 'stored credentials: list (--connection, --user, --json) or revoke CONNECTION [--user U]', load: () => import('./credentials.js') },
   audit: { summary: 'read the audit log: --user, --connection, --since, --decision, --type, --json', load: () => import('./audit.js') },
   'check-provider': { summary: 'check an OAuth provider against the six per-user connection prerequisites', load: () => import('./check-provider.js') },
 }
