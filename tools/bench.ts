@@ -26,6 +26,7 @@ const { values: opts } = parseArgs({
     seconds: { type: 'string', default: '3' },
     rounds: { type: 'string', default: '3' },
     concurrency: { type: 'string', default: '1,8' },
+    profile: { type: 'string' },
   },
 })
 const SECONDS = Number(opts.seconds)
@@ -165,7 +166,9 @@ grants:
   - { privilege: USE CONNECTION, on: bench_api, to: { group: bench } }
 `,
   )
-  const keyway = await startChild([path.join(root, 'dist/tools/keyway.js'), 'serve', '--no-watch', '--config', config], /listening on (http:\/\/[^\s]+)\/mcp/, { BENCH_UPSTREAM_TOKEN: UPSTREAM_TOKEN })
+  // --profile DIR writes a V8 CPU profile of the Keyway process (open it in Chrome DevTools).
+  const profile = opts.profile ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(opts.profile)] : []
+  const keyway = await startChild([...profile, path.join(root, 'dist/tools/keyway.js'), 'serve', '--no-watch', '--config', config], /listening on (http:\/\/[^\s]+)\/mcp/, { BENCH_UPSTREAM_TOKEN: UPSTREAM_TOKEN })
   const keywayOrigin = keyway.match[1] ?? ''
   const mcpUrl = `${keywayOrigin}/mcp`
   try {
