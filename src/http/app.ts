@@ -15,6 +15,7 @@ import { authenticate } from '../identity/authenticate.js'
 import { bearerChallenge, insufficientScopeChallenge, protectedResourceMetadata, resourceMetadataUrl } from '../identity/resource-metadata.js'
 import type { Caller } from '../identity/caller.js'
 import { errorMessage } from '../log.js'
+import { tryFastToolCall } from '../mcp/fast-path.js'
 import { createServerFactory, type CallScope, type ServerDeps } from '../mcp/server.js'
 import type { Runtime } from '../runtime.js'
 
@@ -25,6 +26,8 @@ export interface AppOptions {
   /** Readiness of dependencies beyond the config (the token store); throws when not ready. */
   readonly ready?: () => Promise<void>
   readonly askForConsent?: ServerDeps['askForConsent']
+  /** Answer plain 2026-07-28 tool calls without the SDK's per-request machinery (default true). */
+  readonly fastPath?: boolean
   /** Mounts browser routes (consent, callback) on the app. */
   readonly extraRoutes?: (app: Hono) => void
 }
@@ -53,6 +56,7 @@ export function createApp(rt: Runtime, opts: AppOptions = {}): KeywayApp {
   )
   rt.onSwap(() => mcp.notify.toolsChanged())
 
+  const fastPath = opts.fastPath ?? true
   const app = new Hono()
   app.onError((e, c) => {
     if (isAppError(e) && e.expose) return c.json({ error: e.code, message: e.message }, 400)
@@ -101,6 +105,10 @@ export function createApp(rt: Runtime, opts: AppOptions = {}): KeywayApp {
     if (body.kind === 'too-large') return c.json(jsonRpcError(`request body exceeds ${MAX_MCP_BODY_BYTES} bytes`), 413)
     if (body.kind === 'invalid') return c.json({ jsonrpc: '2.0', id: null, error: { code: -32700, message: 'Parse error' } }, 400)
     const keywayScope: CallScope = { caller: auth.caller, snapshot }
+    if (fastPath && body.kind === 'json') {
+      const answer = await tryFastToolCall({ header: (n) => c.req.header(n), body: body.value }, keywayScope, rt.callDeps(snapshot))
+      if (answer !== undefined) return c.body(answer, 200, { 'content-type': 'application/json' })
+    }
     return mcp.fetch(c.req.raw, {
       // The caller's own token is never kept past authentication (design.md §5).
       authInfo: { token: 'redacted', clientId: auth.caller.via, scopes: [...auth.caller.scopes], extra: { keywayScope } },

@@ -76,18 +76,38 @@ export function createServerFactory(deps: ServerDeps): McpServerFactory {
     server.setRequestHandler('tools/list', async (_req, ctx) => ({ tools: visibleTools(scopeFor(ctx)) as Tool[] }))
     server.setRequestHandler('tools/call', async (req, ctx) => {
       const scope = scopeFor(ctx)
-      const connection = scope.snapshot.connections.get(req.params.name)
-      if (!connection || !connection.isMcpConnection)
-        throw new ProtocolError(ProtocolErrorCode.InvalidParams, `unknown tool "${req.params.name}"`)
-      const parsed = ToolInputSchema.safeParse(req.params.arguments ?? {})
-      if (!parsed.success) return toolError('INVALID_REQUEST', describeIssues(parsed.error.issues))
-      const outcome = await callTool(deps.callDeps(scope.snapshot), scope.caller, connection, parsed.data)
-      if (outcome.kind === 'result') return outcome.result
-      if (deps.askForConsent) return deps.askForConsent(outcome, scope, ctx, factoryCtx.era)
-      return consentText(outcome.url, connection.name)
+      const step = await runToolCall(deps.callDeps(scope.snapshot), scope, req.params.name, req.params.arguments)
+      switch (step.kind) {
+        case 'unknown-tool':
+          throw new ProtocolError(ProtocolErrorCode.InvalidParams, `unknown tool "${req.params.name}"`)
+        case 'result':
+          return step.result
+        case 'consent-required':
+          if (deps.askForConsent) return deps.askForConsent(step, scope, ctx, factoryCtx.era)
+          return consentText(step.url, step.connection.name)
+        default: {
+          const never: never = step
+          throw new Error(`unexpected step ${String(never)}`)
+        }
+      }
     })
     return server
   }
+}
+
+export type ToolCallStep = { readonly kind: 'unknown-tool' } | CallOutcome
+
+/**
+ * One `tools/call` up to the point where the client's way of asking for consent matters:
+ * tool lookup, argument parsing, then the orchestrator. Shared by the SDK handler above and
+ * the fast path, so both answer with the same result for the same request.
+ */
+export async function runToolCall(callDeps: CallDeps, scope: CallScope, name: string, args: unknown): Promise<ToolCallStep> {
+  const connection = scope.snapshot.connections.get(name)
+  if (!connection || !connection.isMcpConnection) return { kind: 'unknown-tool' }
+  const parsed = ToolInputSchema.safeParse(args ?? {})
+  if (!parsed.success) return { kind: 'result', result: toolError('INVALID_REQUEST', describeIssues(parsed.error.issues)) }
+  return callTool(callDeps, scope.caller, connection, parsed.data)
 }
 
 /** The fallback every client understands: a tool error carrying the link. */
