@@ -142,8 +142,11 @@ function describeRevoke(r: RevokeResult): string {
   const who = `${r.ref.connection} ${r.ref.user ?? '(shared)'}`
   const local = r.deleted ? 'deleted' : 'already gone'
   switch (r.provider.kind) {
-    case 'revoked':
-      return `${who}: ${local}; revoked at the provider (${r.provider.tokens.join(' and ').replace(/_/g, ' ')})`
+    case 'revoked': {
+      const done = r.provider.tokens.length > 0 ? `revoked at the provider (${r.provider.tokens.join(' and ').replace(/_/g, ' ')})` : undefined
+      const kept = r.provider.unsupported.includes('access_token') ? 'the provider does not revoke this kind of access token, so it stays valid until it expires' : undefined
+      return `${who}: ${[local, done, kept].filter(Boolean).join('; ')}`
+    }
     case 'no-endpoint':
       return `${who}: ${local}; the provider has no revocation endpoint (set auth.revocationEndpoint if it has one), so the grant may still be live there`
     case 'not-in-config':

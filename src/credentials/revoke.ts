@@ -14,7 +14,13 @@ import type { OAuthClients } from './oauth-client.js'
 
 /** What happened at the provider for one token. */
 export type ProviderRevocation =
-  | { readonly kind: 'revoked'; readonly tokens: readonly ('refresh_token' | 'access_token')[] }
+  | {
+      readonly kind: 'revoked'
+      /** What the provider revoked. */
+      readonly tokens: readonly ('refresh_token' | 'access_token')[]
+      /** What it answered `unsupported_token_type` for (RFC 7009 §2.2.1), e.g. JWT access tokens. */
+      readonly unsupported: readonly ('refresh_token' | 'access_token')[]
+    }
   | { readonly kind: 'no-endpoint' }
   | { readonly kind: 'not-in-config' }
   | { readonly kind: 'failed'; readonly message: string }
@@ -62,9 +68,18 @@ async function revokeAtProvider(deps: RevokeDeps, snapshot: ConfigSnapshot, ref:
     const client = await deps.clients.get(connection)
     if (!client.revocationEndpoint) return { kind: 'no-endpoint' }
     const tokens: ('refresh_token' | 'access_token')[] = []
-    if (record.refreshToken !== undefined && (await client.revoke(record.refreshToken, 'refresh_token'))) tokens.push('refresh_token')
-    if (await client.revoke(record.accessToken, 'access_token')) tokens.push('access_token')
-    return { kind: 'revoked', tokens }
+    const unsupported: ('refresh_token' | 'access_token')[] = []
+    const attempt = async (token: string, hint: 'refresh_token' | 'access_token'): Promise<void> => {
+      try {
+        if (await client.revoke(token, hint)) tokens.push(hint)
+      } catch (e) {
+        if (isAppError(e) && e.detail?.reason === 'unsupported_token_type') unsupported.push(hint)
+        else throw e
+      }
+    }
+    if (record.refreshToken !== undefined) await attempt(record.refreshToken, 'refresh_token')
+    await attempt(record.accessToken, 'access_token')
+    return { kind: 'revoked', tokens, unsupported }
   } catch (e) {
     return { kind: 'failed', message: isAppError(e) ? e.message : 'unexpected failure' }
   }

@@ -108,15 +108,14 @@ export function mountBrowserRoutes(app: Hono, deps: BrowserRouteDeps): void {
     }
   }
 
-  // A side-effect-free probe: `keyway authorize` asks a Keyway already on the port whether it sees the flow (same store and key).
-  app.on('HEAD', '/connect/:flowId', async (c) => {
-    const id = c.req.param('flowId')
-    const link = isFlowId(id) ? await readConsentLink(deps.store, id).catch(() => undefined) : undefined
-    return new Response(null, { status: link ? 204 : 404, headers: pageHeaders() })
-  })
-
   app.get('/connect/:flowId', guarded(async (c) => {
     const flowId = c.req.param('flowId') ?? ''
+    // HEAD (hono routes it here) is a side-effect-free probe: `keyway authorize` asks a Keyway
+    // already on the port whether it sees the flow, i.e. uses the same store and key.
+    if (c.req.method === 'HEAD') {
+      const live = isFlowId(flowId) ? await readConsentLink(deps.store, flowId).catch(() => undefined) : undefined
+      return new Response(null, { status: live ? 204 : 404, headers: pageHeaders() })
+    }
     const link = isFlowId(flowId) ? await readConsentLink(deps.store, flowId) : undefined
     if (!link) return send(flowGonePage(retry(undefined)))
     const snapshot = deps.snapshot()
