@@ -107,7 +107,7 @@ export function createApp(rt: Runtime, opts: AppOptions = {}): KeywayApp {
     const keywayScope: CallScope = { caller: auth.caller, snapshot }
     if (fastPath && body.kind === 'json') {
       const answer = await tryFastToolCall({ header: (n) => c.req.header(n), body: body.value }, keywayScope, rt.callDeps(snapshot))
-      if (answer !== undefined) return c.body(answer, 200, { 'content-type': 'application/json' })
+      if (answer !== undefined) return c.body(answer.body, 200, answer.headers)
     }
     return mcp.fetch(c.req.raw, {
       // The caller's own token is never kept past authentication (design.md §5).

@@ -1,6 +1,7 @@
 /**
- * A narrow fast path for the one request that dominates traffic: a well-formed 2026-07-28
- * `tools/call` of a connection whose credential never needs the user's consent. It answers
+ * A narrow fast path for the one request that dominates traffic: a well-formed `tools/call`
+ * (2026-07-28, or 2025-era served statelessly) of a connection whose credential never needs
+ * the user's consent. It answers
  * exactly as the SDK would (same result via `runToolCall`, same JSON-RPC envelope, same
  * `resultType` and `_meta`), and declines everything else, before any side effect, so the SDK
  * serves it. `test/integration/fast-path.test.ts` proves the answers are byte-identical.
@@ -26,26 +27,46 @@ export interface FastRequest {
   readonly body: unknown
 }
 
-/** The JSON response body, or undefined when this request is not for the fast path. */
-export async function tryFastToolCall(req: FastRequest, scope: CallScope, callDeps: CallDeps): Promise<string | undefined> {
+/** The HTTP answer, or undefined when this request is not for the fast path. */
+export interface FastAnswer {
+  readonly body: string
+  readonly headers: Readonly<Record<string, string>>
+}
+
+/** What the SDK's stateless 2025-era transport sends with its one-event SSE answer. */
+const LEGACY_HEADERS = { 'content-type': 'text/event-stream', 'cache-control': 'no-cache, no-transform', 'x-accel-buffering': 'no' }
+const MODERN_HEADERS = { 'content-type': 'application/json' }
+
+export async function tryFastToolCall(req: FastRequest, scope: CallScope, callDeps: CallDeps): Promise<FastAnswer | undefined> {
   const call = eligible(req, scope.snapshot)
   if (!call) return undefined
   const step = await runToolCall(callDeps, scope, call.name, call.args)
   // Eligibility excluded unknown tools and consent-capable connections, so this is a result.
   if (step.kind !== 'result') throw new Error(`fast path reached a ${step.kind} step`)
+  if (call.era === 'legacy') {
+    return { body: `event: message\ndata: ${JSON.stringify({ result: step.result, jsonrpc: '2.0', id: call.id })}\n\n`, headers: LEGACY_HEADERS }
+  }
   const result = { ...step.result, resultType: 'complete', _meta: RESULT_META }
-  return JSON.stringify({ result, jsonrpc: '2.0', id: call.id })
+  return { body: JSON.stringify({ result, jsonrpc: '2.0', id: call.id }), headers: MODERN_HEADERS }
 }
 
 export interface EligibleCall {
+  readonly era: 'modern' | 'legacy'
   readonly id: string | number
   readonly name: string
   readonly args: unknown
 }
 
+/** 2025-era revisions whose tool results carry `structuredContent` unchanged. */
+const LEGACY_VERSIONS: ReadonlySet<string> = new Set(['2025-11-25', '2025-06-18'])
+
 /** Whether the fast path answers this request (exported for the differential test). */
 export function eligible(req: FastRequest, snapshot: ConfigSnapshot): EligibleCall | undefined {
-  if (req.header('mcp-method') !== 'tools/call' || req.header('mcp-protocol-version') !== MODERN) return undefined
+  const version = req.header('mcp-protocol-version') ?? ''
+  const era = version === MODERN ? 'modern' : LEGACY_VERSIONS.has(version) ? 'legacy' : undefined
+  if (!era) return undefined
+  if (era === 'modern' && req.header('mcp-method') !== 'tools/call') return undefined
+  if (era === 'legacy' && (req.header('mcp-method') !== undefined || req.header('mcp-name') !== undefined)) return undefined
   const accept = req.header('accept') ?? ''
   if (!accept.includes('application/json') || !accept.includes('text/event-stream')) return undefined
   const body = req.body
@@ -54,20 +75,25 @@ export function eligible(req: FastRequest, snapshot: ConfigSnapshot): EligibleCa
   const id = body.id
   if (!(typeof id === 'string' || (typeof id === 'number' && Number.isInteger(id)))) return undefined
   const params = body.params
-  if (!isRecord(params) || typeof params.name !== 'string' || req.header('mcp-name') !== params.name) return undefined
+  if (!isRecord(params) || typeof params.name !== 'string') return undefined
+  if (era === 'modern' && req.header('mcp-name') !== params.name) return undefined
   for (const key of Object.keys(params)) if (key !== 'name' && key !== 'arguments' && key !== '_meta') return undefined
   if (params.arguments !== undefined && !isRecord(params.arguments)) return undefined
-  const meta = isRecord(params._meta) ? params._meta : undefined
-  const capabilities = meta?.[CLIENT_CAPABILITIES_KEY]
-  if (!isRecord(meta) || meta[PROTOCOL_VERSION_KEY] !== MODERN || !isRecord(capabilities)) return undefined
-  if (!Object.values(capabilities).every(isRecord)) return undefined
-  for (const key of Object.keys(meta)) if (!ENVELOPE_KEYS.has(key)) return undefined
-  if (meta[CLIENT_INFO_KEY] !== undefined && !isClientInfo(meta[CLIENT_INFO_KEY])) return undefined
+  if (era === 'modern' ? !isPlainEnvelope(params._meta) : params._meta !== undefined) return undefined
   const connection = snapshot.connections.get(params.name)
   if (!connection || !connection.isMcpConnection) return undefined
   // Per-user connections may need consent, which is asked differently per client: SDK path.
   if (connection.auth.type === 'oauth_u2m_per_user') return undefined
-  return { id, name: params.name, args: params.arguments }
+  return { era, id, name: params.name, args: params.arguments }
+}
+
+/** The 2026-07-28 request envelope with nothing else in `_meta` (no progress token, no log level). */
+function isPlainEnvelope(meta: unknown): boolean {
+  if (!isRecord(meta) || meta[PROTOCOL_VERSION_KEY] !== MODERN) return false
+  const capabilities = meta[CLIENT_CAPABILITIES_KEY]
+  if (!isRecord(capabilities) || !Object.values(capabilities).every(isRecord)) return false
+  for (const key of Object.keys(meta)) if (!ENVELOPE_KEYS.has(key)) return false
+  return meta[CLIENT_INFO_KEY] === undefined || isClientInfo(meta[CLIENT_INFO_KEY])
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {

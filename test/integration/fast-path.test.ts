@@ -68,6 +68,9 @@ const ENVELOPE = {
   'io.modelcontextprotocol/clientCapabilities': {},
 }
 
+const LEGACY = { 'mcp-protocol-version': '2025-11-25', 'mcp-method': undefined, 'mcp-name': undefined }
+const legacyCall = (args: unknown, tool = 'api'): Record<string, unknown> => ({ method: 'tools/call', params: { name: tool, arguments: args }, jsonrpc: '2.0', id: 3 })
+
 interface Case {
   readonly name: string
   readonly fastPath: boolean
@@ -102,7 +105,15 @@ const CASES: readonly Case[] = [
   { name: 'arguments that are not an object', fastPath: false, body: call(['path']) },
   { name: 'a capability that is not an object', fastPath: false, body: call({ path: '/x' }, { _meta: { ...ENVELOPE, 'io.modelcontextprotocol/clientCapabilities': { elicitation: 1 } } }) },
   { name: 'a notification (no id)', fastPath: false, body: { method: 'tools/call', params: { name: 'api', arguments: { path: '/x' }, _meta: ENVELOPE }, jsonrpc: '2.0' } },
-  { name: 'a 2025-era call', fastPath: false, headers: { 'mcp-protocol-version': '2025-11-25', 'mcp-method': undefined, 'mcp-name': undefined }, body: { method: 'tools/call', params: { name: 'api', arguments: { path: '/x' } }, jsonrpc: '2.0', id: 3 } },
+  { name: '2025-era: a plain GET', fastPath: true, headers: LEGACY, body: legacyCall({ path: '/items' }) },
+  { name: '2025-06-18: a POST with a body', fastPath: true, headers: { ...LEGACY, 'mcp-protocol-version': '2025-06-18' }, body: legacyCall({ method: 'POST', path: '/i', body: 'raw' }) },
+  { name: '2025-era: no grant', fastPath: true, user: 'carol', headers: LEGACY, body: legacyCall({ path: '/items' }) },
+  { name: '2025-era: invalid arguments', fastPath: true, headers: LEGACY, body: legacyCall({ path: 1 }) },
+  { name: '2025-era: an upstream 404', fastPath: true, headers: LEGACY, body: legacyCall({ path: '/missing' }) },
+  { name: '2025-era: an unknown tool', fastPath: false, headers: LEGACY, body: legacyCall({ path: '/x' }, 'nope') },
+  { name: '2025-era: a progress token', fastPath: false, headers: LEGACY, body: { ...legacyCall({ path: '/x' }), params: { name: 'api', arguments: { path: '/x' }, _meta: { progressToken: 1 } } } },
+  { name: '2025-03-26 (older than structured content)', fastPath: false, headers: { ...LEGACY, 'mcp-protocol-version': '2025-03-26' }, body: legacyCall({ path: '/x' }) },
+  { name: '2025-era without a version header', fastPath: false, headers: { ...LEGACY, 'mcp-protocol-version': undefined }, body: legacyCall({ path: '/x' }) },
 ]
 
 function headersFor(c: Case): Record<string, string> {
@@ -118,9 +129,10 @@ function headersFor(c: Case): Record<string, string> {
   return Object.fromEntries(Object.entries(base).filter((e): e is [string, string] => e[1] !== undefined))
 }
 
-async function send(k: HttpKeyway, c: Case): Promise<{ status: number; type: string | null; body: string }> {
+async function send(k: HttpKeyway, c: Case): Promise<Record<string, string | number | null>> {
   const res = await fetch(`${k.http?.url}/mcp`, { method: 'POST', headers: headersFor(c), body: JSON.stringify(c.body) })
-  return { status: res.status, type: res.headers.get('content-type'), body: await res.text() }
+  const h = (n: string): string | null => res.headers.get(n)
+  return { status: res.status, type: h('content-type'), cacheControl: h('cache-control'), buffering: h('x-accel-buffering'), body: await res.text() }
 }
 
 describe('the fast path answers exactly as the SDK does [mcp:fast-path-identical]', () => {
