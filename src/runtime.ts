@@ -80,7 +80,7 @@ export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOption
     now,
   })
   const refresher = createRefresher({ store, now, audit, log })
-  const credentials = createCredentialProvider({ clients: oauth, refresher, now })
+  const credentials = createCredentialProvider({ clients: oauth, refresher, now, consent: { store, publicUrl: () => current.server.publicUrl, audit } })
   const signIns = new WeakMap<object, BrowserSignIn | undefined>()
   const listeners = new Set<(next: ConfigSnapshot, previous: ConfigSnapshot) => void>()
   const depsCache = new WeakMap<ConfigSnapshot, CallDeps>()

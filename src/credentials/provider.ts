@@ -10,19 +10,24 @@ import { bearerCredential } from './bearer-token.js'
 import type { Credential, CredentialProvider, ResolveOptions } from './credential.js'
 import type { OAuthClients } from './oauth-client.js'
 import { resolveM2m } from './oauth-m2m.js'
+import { resolvePerUserU2m } from './oauth-u2m-per-user.js'
 import { resolveSharedU2m } from './oauth-u2m-shared.js'
 import type { Refresher } from './refresh.js'
+import type { AuditLog } from '../audit/audit-log.js'
+import type { TokenStore } from '../store/index.js'
 
 /** What the OAuth methods share: provider clients, the refresher (over the token store), a clock. */
 export interface CredentialDeps {
   readonly clients: OAuthClients
   readonly refresher: Refresher
   readonly now: () => number
+  /** Per-user consent flows (`oauth_u2m_per_user`): the store they live in and the live `server.publicUrl`. */
+  readonly consent?: { readonly store: TokenStore; readonly publicUrl: () => string; readonly audit?: AuditLog }
 }
 
 export function createCredentialProvider(deps: CredentialDeps): CredentialProvider {
   return {
-    async resolve(connection: Connection, _caller: Caller, opts: ResolveOptions = {}): Promise<Credential> {
+    async resolve(connection: Connection, caller: Caller, opts: ResolveOptions = {}): Promise<Credential> {
       const auth = connection.auth
       switch (auth.type) {
         case 'bearer_token':
@@ -32,7 +37,8 @@ export function createCredentialProvider(deps: CredentialDeps): CredentialProvid
         case 'oauth_u2m_shared':
           return resolveSharedU2m(connection, deps, opts)
         case 'oauth_u2m_per_user':
-          throw new AppError('CREDENTIAL_UNAVAILABLE', `auth type "${auth.type}" is not served by this build`)
+          if (!deps.consent) throw new AppError('CREDENTIAL_UNAVAILABLE', `auth type "${auth.type}" needs a token store for consent flows`)
+          return resolvePerUserU2m(connection, caller, { ...deps, ...deps.consent }, opts)
         default: {
           const never: never = auth
           throw new AppError('INTERNAL', `unknown auth type ${String(never)}`)

@@ -5,4 +5,4 @@
  */
 import type { AuthType } from '../config/schema.js'
 
-export const SUPPORTED_AUTH_TYPES: ReadonlySet<AuthType> = new Set<AuthType>(['bearer_token', 'oauth_m2m', 'oauth_u2m_shared'])
+export const SUPPORTED_AUTH_TYPES: ReadonlySet<AuthType> = new Set<AuthType>(['bearer_token', 'oauth_m2m', 'oauth_u2m_shared', 'oauth_u2m_per_user'])
