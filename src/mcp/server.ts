@@ -12,6 +12,7 @@ import {
   ProtocolErrorCode,
   Server,
   type CallToolResult,
+  type ClientCapabilities,
   type Tool,
   type InputRequiredResult,
   type McpRequestContext,
@@ -37,7 +38,24 @@ export interface ServerDeps {
   readonly scopeOf: (ctx: McpRequestContext, reqCtx?: ServerContext) => CallScope | undefined
   readonly callDeps: (snapshot: ConfigSnapshot) => CallDeps
   /** Turns "consent required" into what this client understands (design.md §7 step 2). */
-  readonly askForConsent?: (outcome: Extract<CallOutcome, { kind: 'consent-required' }>, scope: CallScope, ctx: ServerContext, era: McpRequestContext['era']) => Promise<ToolResultOrInput>
+  readonly askForConsent?: (
+    outcome: Extract<CallOutcome, { kind: 'consent-required' }>,
+    scope: CallScope,
+    ctx: ServerContext,
+    era: McpRequestContext['era'],
+    call: ConsentCall,
+  ) => Promise<ToolResultOrInput>
+}
+
+/** What the consent hook gets besides the outcome: the same call to run again, and a live connection's client capabilities. */
+export interface ConsentCall {
+  /** Runs the same `tools/call` again (once the token has landed: design.md §7 step 5). */
+  readonly rerun: () => Promise<ToolCallStep>
+  /**
+   * What the client declared: at `initialize` on a live 2025-era connection (stdio), from the
+   * request envelope on the 2026-07-28 era; undefined on per-request 2025-era HTTP serving.
+   */
+  readonly clientCapabilities: ClientCapabilities | undefined
 }
 
 type ToolResultOrInput = CallToolResult | InputRequiredResult
@@ -83,7 +101,11 @@ export function createServerFactory(deps: ServerDeps): McpServerFactory {
         case 'result':
           return step.result
         case 'consent-required':
-          if (deps.askForConsent) return deps.askForConsent(step, scope, ctx, factoryCtx.era)
+          if (deps.askForConsent)
+            return deps.askForConsent(step, scope, ctx, factoryCtx.era, {
+              rerun: () => runToolCall(deps.callDeps(scope.snapshot), scope, req.params.name, req.params.arguments),
+              clientCapabilities: server.getClientCapabilities(),
+            })
           return consentText(step.url, step.connection.name)
         default: {
           const never: never = step
