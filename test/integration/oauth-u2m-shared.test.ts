@@ -222,6 +222,10 @@ describe.skipIf(skipBrowserTests())('oauth_u2m_shared: authorize, use, refresh, 
     expect(stored?.refreshToken).toBeDefined()
     // The link worked once.
     expect(await keyway.runtime.store.getFlow(link.slice(link.lastIndexOf('/') + 1))).toBeUndefined()
+    const auditFile = readFileSync(path.join(dir, 'audit.jsonl'), 'utf8')
+    expect(auditFile).toMatch(/"type":"consent\.started","user":"alice@example\.com","connection":"crm"/)
+    expect(auditFile).toMatch(/"type":"consent\.granted","user":"alice@example\.com","connection":"crm","scopes":"[^"]*crm:read/)
+    expect(auditFile).not.toContain(stored?.accessToken ?? 'x')
   })
 
   test("a grantee's call uses the owner's token [consent:grantee-uses-owner-token]", async () => {
@@ -395,6 +399,49 @@ describe.skipIf(skipBrowserTests())('oauth_u2m_shared: authorize, use, refresh, 
     expect(io.outLines.join('') + io.errLines.join('')).not.toContain(stored.accessToken)
     const none = captureIo()
     expect(await credentials(['revoke', 'crm_nort', '--config', file], none)).toBe(1)
+  })
+
+  test('the owner cancels at the provider: an explaining page, consent.failed, and authorize reports it [consent:provider-error]', async () => {
+    const { exit, io, link } = await startAuthorize('crm')
+    const page = await browser.newPage()
+    try {
+      await page.goto(link)
+      await page.click('button[type="submit"]')
+      await page.waitForURL((u) => u.origin === as.issuer, { timeout: 10_000 })
+      await page.fill('input[name="login"]', OWNER)
+      await page.fill('input[name="password"]', 'any')
+      await page.click('form button[type="submit"]')
+      await page.waitForSelector('input[name="prompt"][value="consent"]', { state: 'attached', timeout: 10_000 })
+      await page.click('a[href$="/abort"]') // devInteractions' "Cancel": error=access_denied
+      await page.waitForURL((u) => u.pathname === CALLBACK_PATH)
+      const text = await page.locator('main').innerText()
+      expect(text).toContain('Access was not granted')
+      expect(text).toContain('access_denied')
+      expect(text).toContain('keyway authorize crm')
+    } finally {
+      await page.context().close()
+    }
+    expect(await exit).toBe(1)
+    expect(io.errLines.join('\n')).toContain('the sign-in for "crm" failed (access_denied)')
+    expect(readFileSync(path.join(dir, 'audit.jsonl'), 'utf8')).toMatch(/"type":"consent\.failed","user":"alice@example\.com","connection":"crm","reason":"access_denied"/)
+  })
+
+  test('unknown, expired or replayed links and callbacks get an explaining page with the flow-page headers [consent:headers]', async () => {
+    const base = keyway.http?.url ?? ''
+    for (const url of [`${base}/connect/${randomBytes(32).toString('base64url')}`, `${base}/connect/not-an-id`, `${base}${CALLBACK_PATH}?state=${randomBytes(32).toString('base64url')}&code=x`]) {
+      const res = await fetch(url)
+      expect(res.status, url).toBe(410)
+      expect(res.headers.get('content-security-policy')).toBe("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+      expect(res.headers.get('x-frame-options')).toBe('DENY')
+      expect(res.headers.get('referrer-policy')).toBe('no-referrer')
+      expect(res.headers.get('cache-control')).toBe('no-store')
+      expect(await res.text()).toContain('This link has expired or was already used')
+    }
+    const mismatch = await fetch(`${base}${CALLBACK_PATH}?error=redirect_uri_mismatch`)
+    expect(mismatch.status).toBe(400)
+    expect(await mismatch.text()).toContain(`<code>${publicUrl}${CALLBACK_PATH}</code>`)
+    const ready = await fetch(`${base}/readyz`)
+    expect(ready.status).toBe(200)
   })
 
   test('keyway authorize refuses a memory store and a connection of another method', async () => {
