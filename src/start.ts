@@ -15,6 +15,7 @@ import { browserRouteDeps, mountBrowserRoutes } from './http/browser-routes.js'
 import { listen, type Listening } from './http/listen.js'
 import { createCaller } from './identity/caller.js'
 import { errorMessage } from './log.js'
+import { createConsentAsker, requestStateKey } from './mcp/consent.js'
 import { createServerFactory } from './mcp/server.js'
 import { createRuntime, type Runtime, type RuntimeOptions } from './runtime.js'
 
@@ -32,10 +33,20 @@ export interface StartOptions extends RuntimeOptions {
   readonly port?: number
 }
 
-/** The app options every Keyway gets: readiness includes the token store, and the consent routes are mounted. */
+/**
+ * The app options every Keyway gets: readiness includes the token store, the consent routes are
+ * mounted, and consent is asked for each client its own way (`mcp/consent.ts`) unless the
+ * caller brings its own `askForConsent`.
+ */
 export function appOptions(runtime: Runtime, opts: AppOptions = {}): AppOptions {
+  const asker = opts.askForConsent
+    ? undefined
+    : createConsentAsker({ store: runtime.store, key: requestStateKey(runtime.snapshot().store), log: runtime.log, now: runtime.now })
   return {
     ...opts,
+    ...(asker
+      ? { askForConsent: asker.askForConsent, onLegacyInitialize: opts.onLegacyInitialize ?? ((caller, params) => asker.rememberInitialize(caller.user, params)) }
+      : {}),
     ready: async () => {
       await runtime.store.ping()
       await opts.ready?.()
@@ -89,6 +100,7 @@ export async function startStdio(snapshot: ConfigSnapshot, opts: StdioOptions = 
   const user = opts.user ?? snapshot.identity.stdioUser
   if (!user) throw new AppError('CONFIG_INVALID', 'stdio mode needs a user: pass --user ID or set identity.stdioUser in the config')
   const runtime = await createRuntime(snapshot, opts)
+  const options = appOptions(runtime, opts.app)
   const servers = new Set<Server>()
   const factory = createServerFactory({
     scopeOf: () => {
@@ -96,7 +108,7 @@ export async function startStdio(snapshot: ConfigSnapshot, opts: StdioOptions = 
       return { caller: createCaller(live, user, 'stdio'), snapshot: live }
     },
     callDeps: (s) => runtime.callDeps(s),
-    ...(opts.app?.askForConsent ? { askForConsent: opts.app.askForConsent } : {}),
+    ...(options.askForConsent ? { askForConsent: options.askForConsent } : {}),
   })
   const stdio = serveStdio(
     async (ctx) => {
@@ -113,7 +125,7 @@ export async function startStdio(snapshot: ConfigSnapshot, opts: StdioOptions = 
   runtime.onSwap(() => {
     for (const s of servers) s.sendToolListChanged().catch((e: unknown) => runtime.log.debug('list_changed not sent', { error: errorMessage(e) }))
   })
-  const app = createApp(runtime, appOptions(runtime, opts.app))
+  const app = createApp(runtime, options)
   let http: Listening | undefined
   try {
     http = await listen(app.app, snapshot.server.host, opts.port ?? snapshot.server.port)

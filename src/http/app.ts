@@ -30,6 +30,11 @@ export interface AppOptions {
   readonly fastPath?: boolean
   /** Mounts browser routes (consent, callback) on the app. */
   readonly extraRoutes?: (app: Hono) => void
+  /**
+   * Told of every 2025-era `initialize` (params as sent) before it is served: per-request serving
+   * never sees it, so what the client declared (URL elicitation) is remembered per user here.
+   */
+  readonly onLegacyInitialize?: (caller: Caller, params: unknown) => Promise<void>
 }
 
 export interface KeywayApp {
@@ -105,6 +110,7 @@ export function createApp(rt: Runtime, opts: AppOptions = {}): KeywayApp {
     if (body.kind === 'too-large') return c.json(jsonRpcError(`request body exceeds ${MAX_MCP_BODY_BYTES} bytes`), 413)
     if (body.kind === 'invalid') return c.json({ jsonrpc: '2.0', id: null, error: { code: -32700, message: 'Parse error' } }, 400)
     const keywayScope: CallScope = { caller: auth.caller, snapshot }
+    if (opts.onLegacyInitialize && body.kind === 'json' && isInitialize(body.value)) await opts.onLegacyInitialize(auth.caller, body.value.params)
     if (fastPath && body.kind === 'json') {
       const answer = await tryFastToolCall({ header: (n) => c.req.header(n), body: body.value }, keywayScope, rt.callDeps(snapshot))
       if (answer !== undefined) return c.body(answer.body, 200, answer.headers)
@@ -141,6 +147,11 @@ function missingScopes(caller: Caller, snapshot: ConfigSnapshot): string[] {
   const required = snapshot.identity.oidc?.requiredScopes ?? []
   if (caller.via !== 'oidc' || required.length === 0) return []
   return required.filter((s) => !caller.scopes.includes(s))
+}
+
+/** A single 2025-era `initialize` request (2026-07-28 has no handshake; batches are not looked into). */
+function isInitialize(v: unknown): v is { readonly method: 'initialize'; readonly params?: unknown } {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && (v as { method?: unknown }).method === 'initialize'
 }
 
 function jsonRpcError(message: string): Record<string, unknown> {
