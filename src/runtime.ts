@@ -60,7 +60,13 @@ export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOption
   const now = opts.now ?? Date.now
   // First, so that a missing encryption key stops start-up before anything else is opened.
   const store = opts.store ?? (await openTokenStore(initial.store, { warn: (message) => log.warn(message) }))
-  const audit = opts.audit ?? createAuditLog(initial.audit.file, { now, onError: (e) => log.error('audit log write failed', { error: e.message }) })
+  let audit: AuditLog
+  try {
+    audit = opts.audit ?? createAuditLog(initial.audit.file, { now, onError: (e) => log.error('audit log write failed', { error: e.message }) })
+  } catch (e) {
+    if (!opts.store) await store.close()
+    throw e
+  }
   // The egress policy is read from the live snapshot at each send, so a reload that narrows
   // egress.allowedHosts applies to the next call without rebuilding connection pools.
   const egress = createEgress({
@@ -92,6 +98,8 @@ export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOption
     snapshot: () => current,
     swap(next) {
       const previous = current
+      if (next.store.url !== previous.store.url || next.store.encryptionKey?.reveal() !== previous.store.encryptionKey?.reveal())
+        log.warn('store settings changed in the config; the token store keeps its current settings until a restart')
       current = next
       for (const l of listeners) l(next, previous)
     },

@@ -162,6 +162,11 @@ export function mountBrowserRoutes(app: Hono, deps: BrowserRouteDeps): void {
     const cookieToken = getCookie(c, CONFIRM_COOKIE) ?? ''
     if (!isFlowId(flowId) || !sameSecret(posted, cookieToken))
       return send(failurePage({ title: 'Confirmation failed', message: 'The confirmation form did not match this browser. Open the link again and press the button on that page.', retry: '', status: 403 }))
+    // Everything that can fail for reasons other than the flow (discovery, say) happens before
+    // the link is consumed, so such a failure leaves the link usable.
+    const peek = await readConsentLink(deps.store, flowId)
+    if (!peek) return send(flowGonePage(retry(undefined)))
+    await deps.clients.get(flowConnection(snapshot, peek))
     const link = await takeConsentLink(deps.store, flowId)
     if (!link) return send(flowGonePage(retry(undefined)))
     const out = await toProvider(flowId, link, snapshot, undefined)
