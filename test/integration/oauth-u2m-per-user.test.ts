@@ -418,7 +418,7 @@ describe.skipIf(skipBrowserTests())('first use through each kind of MCP client (
     expect(linkIn(textOf(await plainCall(oidcUrl, 'bob')))).not.toBe(first)
   })
 
-  test("each user reaches the API with their own token; bob never receives alice's [consent:per-user-isolation]", async () => {
+  test("each user reaches the API with their own token; bob never receives alice's [credential:per-user-isolation]", async () => {
     await consentInBrowser(linkIn(textOf(await plainCall(oidcUrl, 'alice'))), ALICE)
     const bobFirst = await plainCall(oidcUrl, 'bob')
     expect(textOf(bobFirst)).toMatch(/^CONSENT_REQUIRED: /)
