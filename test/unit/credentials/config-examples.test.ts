@@ -13,6 +13,7 @@ describe('config/examples', () => {
   test.each([
     ['oauth-m2m.yaml', 'billing', 'oauth_m2m'],
     ['oauth-u2m-shared.yaml', 'team_drive', 'oauth_u2m_shared'],
+    ['oauth-u2m-per-user.yaml', 'my_drive', 'oauth_u2m_per_user'],
   ])('%s loads and uses %s with %s', async (file, connection, type) => {
     const r = await loadConfigFile(path.resolve('config/examples', file), { env, supportedAuthTypes: SUPPORTED_AUTH_TYPES })
     if (!r.ok) throw new Error(r.problems.join('\n'))
