@@ -218,7 +218,7 @@ function explainProviderError(p: ProviderErrorInput): { title: string; fix: Safe
     case 'consent_required':
       return {
         title: 'Your organisation blocked this app',
-        fix: html`<p>The provider's administrator policy does not allow this app${p.clientId ? html` (client <code>${p.clientId}</code>)` : ''} for your account. Ask the provider administrator to approve it, then ${p.retry}.</p>`,
+        fix: html`<p>The provider's administrator policy does not allow this app${p.clientId ? html` (client <code>${p.clientId}</code>)` : ''} for your account. Ask the provider's administrator to allowlist ${p.clientId ? html`the client id <code>${p.clientId}</code>` : "Keyway's client id"} in the provider's admin console (Google Workspace: Security → Access and data control → API controls → Manage third-party app access), then ${p.retry}.</p>`,
       }
     case 'redirect_uri_mismatch':
       return {

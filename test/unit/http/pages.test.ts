@@ -57,4 +57,14 @@ describe('pages', () => {
     expect(p.status).toBe(400)
     expect(p.body).toContain('<code>https://kw.example/login/oauth/http.html</code>')
   })
+
+  test('per-user flows: each provider error page says what to do, with the per-user retry hint', () => {
+    const page = (error: string, clientId: string | null = 'cid-123') =>
+      providerErrorPage({ connection: 'drive', error, description: undefined, redirectUri: 'https://kw.example/login/oauth/http.html', clientId: clientId ?? undefined, retry: 'call the tool again from your agent to get a new link' }).body
+    expect(page('access_denied')).toContain('consent was declined at the provider. Nothing was stored.')
+    expect(page('access_denied')).toContain('call the tool again from your agent to get a new link')
+    expect(page('admin_policy_enforced')).toContain("allowlist the client id <code>cid-123</code> in the provider's admin console")
+    expect(page('admin_policy_enforced', null)).toContain("allowlist Keyway&#39;s client id in the provider's admin console")
+    expect(page('redirect_uri_mismatch')).toContain('Register exactly this redirect URI for the client <code>cid-123</code>')
+  })
 })
