@@ -104,6 +104,8 @@ export interface ConfigSnapshot {
   readonly store: {
     /** `memory://`, `redis://…`, or `sqlite://<absolute path>`. */
     readonly url: string
+    /** Redis AUTH password, kept out of `url` so the URL can be logged. */
+    readonly password: Secret | undefined
     readonly encryptionKey: Secret | undefined
     readonly encryptionKeys: readonly Secret[]
     readonly dangerouslyUseEphemeralKey: boolean
@@ -361,6 +363,7 @@ function buildSnapshot(
     },
     store: {
       url: storeUrl,
+      password: cfg.store.password && secret(cfg.store.password, ['store', 'password']),
       encryptionKey: cfg.store.encryptionKey && secret(cfg.store.encryptionKey, ['store', 'encryptionKey']),
       encryptionKeys: cfg.store.encryptionKeys.map((ref, i) => secret(ref, ['store', 'encryptionKeys', i])),
       dangerouslyUseEphemeralKey: cfg.store.dangerouslyUseEphemeralKey,

@@ -124,6 +124,7 @@ export const ConfigSchema = z.strictObject({
   store: z.strictObject({
     url: z.string().regex(/^(sqlite:\/\/|memory:\/\/|redis:\/\/|rediss:\/\/)/, 'must start with sqlite://, memory://, redis:// or rediss://')
       .default('sqlite://./data/keyway.sqlite'),
+    password: SecretRefSchema.optional().describe('Redis password (AUTH); keep it out of store.url'),
     encryptionKey: SecretRefSchema.optional().describe('32 random bytes, base64 (openssl rand -base64 32)'),
     encryptionKeys: z.array(SecretRefSchema).default([])
       .describe('older keys: records they wrote still decrypt, new writes use encryptionKey'),

@@ -8,6 +8,7 @@
  * @module
  */
 import { randomBytes } from 'node:crypto'
+import type { Secret } from '../secret.js'
 import { AppError, isAppError } from '../errors.js'
 
 /** Which backend a store URL selected. */
@@ -62,6 +63,8 @@ export interface BackendOptions {
   readonly commandTimeoutMs?: number
   /** sqlite: how long to wait for another process's write lock before failing. */
   readonly busyTimeoutMs?: number
+  /** redis: the AUTH password (`store.password`), kept out of the URL. */
+  readonly password?: Secret
 }
 
 /**
@@ -130,6 +133,7 @@ export async function createBackend(url: string, opts: BackendOptions = {}): Pro
     return createRedisBackend(url, {
       ...(opts.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: opts.connectTimeoutMs }),
       ...(opts.commandTimeoutMs === undefined ? {} : { commandTimeoutMs: opts.commandTimeoutMs }),
+      ...(opts.password === undefined ? {} : { password: opts.password }),
     })
   }
   // The URL may carry a Redis password: never echo it.

@@ -12,6 +12,7 @@ import { createTokenStore, type TokenStore } from './token-store.js'
 /** The `store` part of a `ConfigSnapshot`. */
 export interface StoreSettings {
   readonly url: string
+  readonly password?: Secret | undefined
   readonly encryptionKey: Secret | undefined
   readonly encryptionKeys: readonly Secret[]
   readonly dangerouslyUseEphemeralKey: boolean
@@ -37,7 +38,11 @@ export async function openTokenStore(settings: StoreSettings, opts: OpenTokenSto
     dangerouslyUseEphemeralKey: settings.dangerouslyUseEphemeralKey,
     warn: opts.warn,
   })
-  const backend = await createBackend(settings.url, { ...opts.backend, ...(opts.now === undefined ? {} : { now: opts.now }) })
+  const backend = await createBackend(settings.url, {
+    ...opts.backend,
+    ...(opts.now === undefined ? {} : { now: opts.now }),
+    ...(settings.password === undefined ? {} : { password: settings.password }),
+  })
   return createTokenStore(backend, keyring, {
     ...(opts.now === undefined ? {} : { now: opts.now }),
     ...(opts.namespace === undefined ? {} : { namespace: opts.namespace }),

@@ -11,6 +11,7 @@
  * may carry a password; it is never logged or put in an error message.
  * @module
  */
+import type { Secret } from '../secret.js'
 import KeyvRedis, { createClient } from '@keyv/redis'
 import { Keyv, type DeserializedData } from 'keyv'
 import { acquireLockWithCas, assertTtl, closedFailure, storeFailure, type StoreBackend } from './backend.js'
@@ -27,9 +28,10 @@ export const REDIS_PING_INTERVAL_MS = 10_000
 const SCAN_COUNT = 500
 
 /** The node-redis client as this backend configures it: fail fast instead of queueing or hanging. */
-function createRawClient(url: string, connectTimeoutMs: number) {
+function createRawClient(url: string, connectTimeoutMs: number, password: Secret | undefined) {
   return createClient({
     url,
+    ...(password === undefined ? {} : { password: password.reveal() }),
     // Without this, commands issued while disconnected wait in a queue for ever.
     disableOfflineQueue: true,
     pingInterval: REDIS_PING_INTERVAL_MS,
@@ -43,6 +45,8 @@ function createRawClient(url: string, connectTimeoutMs: number) {
 type RedisClient = ReturnType<typeof createRawClient>
 
 export interface RedisBackendOptions {
+  /** The AUTH password (`store.password`). */
+  readonly password?: Secret
   readonly connectTimeoutMs?: number
   readonly commandTimeoutMs?: number
 }
@@ -90,7 +94,7 @@ export async function createRedisBackend(url: string, opts: RedisBackendOptions 
   let lastError: unknown
   let failing = false // an error was seen since the current client last became ready
   const newClient = (): RedisClient => {
-    const c = createRawClient(url, connectTimeoutMs)
+    const c = createRawClient(url, connectTimeoutMs, opts.password)
     // node-redis emits 'error' on every failed (re)connect; an EventEmitter without a listener would
     // crash the process. Events of a client that has been replaced are ignored.
     c.on('error', (e: unknown) => {
