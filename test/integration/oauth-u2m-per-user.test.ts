@@ -495,7 +495,12 @@ describe.skipIf(skipBrowserTests())('no refresh token, revocation and keyway cre
     expect(bodyOf(await plainCall(oidcUrl, 'alice', 'drive_nort'))).toMatchObject({ sub: ALICE })
     const io = captureIo()
     expect(await credentials(['--config', oidcFile, '--user', ALICE, '--connection', 'drive_nort'], io)).toBe(0)
-    expect(io.outLines.join('\n')).toMatch(/^drive_nort\s+alice@example\.com\s+oauth_u2m_per_user\s+.*NO\s+never\s+WARNING: no refresh token was issued/m)
+    expect(io.outLines.join('\n')).toMatch(/^drive_nort\s+alice@example\.com\s+oauth_u2m_per_user\s.*\bNO\b.*WARNING: no refresh token was issued/m)
+    const json = captureIo()
+    expect(await credentials(['--config', oidcFile, '--user', ALICE, '--connection', 'drive_nort', '--json'], json)).toBe(0)
+    expect(json.outLines.map((l) => JSON.parse(l) as unknown)).toEqual([
+      expect.objectContaining({ connection: 'drive_nort', user: ALICE, method: 'oauth_u2m_per_user', refreshable: false, subject: ALICE, warnings: expect.arrayContaining([expect.stringContaining('no refresh token was issued')]) }),
+    ])
   })
 
   test('keyway credentials --user lists only that user; revoke C --user deletes theirs (and revokes at the provider); their next call asks again [cli:credentials-per-user]', async () => {
@@ -546,22 +551,25 @@ describe.skipIf(skipBrowserTests())('API-key mode (confirmation page), expiry an
     const link = linkIn(textOf(await plainCall(keyUrl, 'carol')))
     const context = await browser.newContext()
     const page = await context.newPage()
-    // Hold the provider's answer back (signInAtProvider still reports where it was sent).
-    await page.route(`${keyUrl}${CALLBACK_PATH}?**`, (route) => route.abort())
+    // The browser goes to the provider; the provider's answer is obtained by a scripted sign-in
+    // with the same authorization request, so it is held back instead of reaching Keyway.
+    const authorizationRequests: string[] = []
+    page.on('request', (r) => {
+      if (r.url().startsWith(`${as.issuer}/auth?`)) authorizationRequests.push(r.url())
+    })
     try {
       await page.goto(link)
       await page.click('button[type="submit"]')
       await page.waitForURL((u) => u.origin === as.issuer, { timeout: 10_000 })
-      const held = await signInAtProvider(page, CAROL)
-      expect(held.pathname).toBe(CALLBACK_PATH)
-      await page.unroute(`${keyUrl}${CALLBACK_PATH}?**`)
-      const forged = new URL(held)
+      const answer = await as.completeLogin(authorizationRequests[0] ?? '', CAROL)
+      expect(answer.pathname).toBe(CALLBACK_PATH)
+      const forged = new URL(answer)
       forged.searchParams.set('state', randomBytes(32).toString('base64url'))
       const refused = await page.goto(forged.href)
       expect(refused?.status()).toBe(410)
       expect(await page.locator('main').innerText()).toContain('This link has expired or was already used')
       expect(await tokenOf(keyStore, CAROL)).toBeUndefined()
-      const real = await page.goto(held.href)
+      const real = await page.goto(answer.href)
       expect(real?.status()).toBe(200)
       expect(await page.locator('main').innerText()).toContain('Connected drive')
     } finally {
@@ -585,6 +593,46 @@ describe.skipIf(skipBrowserTests())('API-key mode (confirmation page), expiry an
     }
     // And the caller is simply given a new link.
     expect(linkIn(textOf(await plainCall(keyUrl, 'bob')))).not.toBe(link)
+  })
+
+  test('cancelled at the provider while the client waits: an explaining page, and the waiting call answers with the reason and a new link [consent:per-user-provider-error]', async () => {
+    let background: Promise<string> | undefined
+    const cancelAtProvider = async (link: string): Promise<string> => {
+      const page = await browser.newPage()
+      try {
+        await page.goto(link)
+        await page.click('button[type="submit"]')
+        await page.waitForURL((u) => u.origin === as.issuer, { timeout: 10_000 })
+        await page.fill('input[name="login"]', BOB)
+        await page.fill('input[name="password"]', 'any')
+        await page.click('form button[type="submit"]')
+        await page.waitForSelector('input[name="prompt"][value="consent"]', { state: 'attached', timeout: 10_000 })
+        await page.click('a[href$="/abort"]') // devInteractions' "Cancel": error=access_denied
+        await page.waitForURL((u) => u.pathname === CALLBACK_PATH, { timeout: 10_000 })
+        return await page.locator('main').innerText()
+      } finally {
+        await page.context().close()
+      }
+    }
+    const client = await modernClient(keyUrl, 'bob', { elicitation: { url: {} } })
+    client.setRequestHandler('elicitation/create', async (request) => {
+      background = cancelAtProvider((request.params as { url: string }).url)
+      background.catch(() => undefined)
+      return { action: 'accept' }
+    })
+    try {
+      const r = (await client.callTool({ name: 'drive', arguments: { ...CALL } })) as ToolCallResult
+      expect(r.isError).toBe(true)
+      expect(textOf(r)).toMatch(/^CONSENT_REQUIRED: the sign-in for "drive" did not complete \(access_denied\); open http:\/\/127\.0\.0\.1:\d+\/connect\/\S+ in a browser, sign in, then retry after authorizing$/)
+    } finally {
+      await client.close()
+    }
+    const page = (await background) ?? ''
+    expect(page).toContain('Access was not granted')
+    expect(page).toContain('access_denied')
+    expect(page).toContain('call the tool again from your agent to get a new link')
+    expect(await tokenOf(keyStore, BOB)).toBeUndefined()
+    expect(keyAudit.events).toContainEqual(expect.objectContaining({ type: 'consent.failed', connection: 'drive', reason: 'access_denied' }))
   })
 
   test('invalid_grant on refresh deletes the record and leads back to consent; consenting again works [refresh:per-user-invalid-grant]', async () => {
