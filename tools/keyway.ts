@@ -32,8 +32,10 @@ const COMMANDS: Readonly<Record<string, CommandEntry>> = {
   },
   authorize: { summary: 'sign in the owner of an oauth_u2m_shared connection: prints a link, waits', synopsis: 'keyway authorize CONNECTION [--config F] [--timeout 10m]', load: () => import('./authorize.js') },
   credentials: {
-    summary: 'stored credentials: list (--connection, --user, --json) or revoke CONNECTION [--user U]',
-    synopsis: 'keyway credentials [--connection C] [--user U] [--json] [--config F]\nkeyway credentials revoke CONNECTION [--user U] [--config F]',
+    summary: 'credentials of every method: list (--connection, --user, --json), --prune orphans, or revoke CONNECTION [--user U]',
+    synopsis:
+      'keyway credentials [--connection C] [--user U] [--json] [--config F]\nkeyway credentials --prune [--connection C] [--user U] [--json] [--config F]\n' +
+      'keyway credentials revoke CONNECTION [--user U] [--config F]',
     load: () => import('./credentials.js'),
   },
   audit: {

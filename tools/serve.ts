@@ -1,13 +1,17 @@
 /**
  * `keyway serve [--config F] [--no-watch]` and `keyway serve --stdio [--user ID]`: starts Keyway,
- * reloads the config when the file changes (unless `--no-watch`) and on SIGHUP (always), and
- * keeps running until SIGINT/SIGTERM, then drains in-flight calls and exits.
+ * reloads the config when the file changes (unless `--no-watch`) and on SIGHUP (always), warns
+ * when a reload removed connections that still hold stored credentials, and keeps running until
+ * SIGINT/SIGTERM, then drains in-flight calls and exits.
  * @module
  */
 import { parseArgs } from 'node:util'
 import { loadConfigText, type ConfigSnapshot } from '../src/config/load.js'
 import { createConfigReloader, hashConfigFile, watchConfig, type ConfigReloader } from '../src/config/watch.js'
+import { countStoredCredentials, removedConnectionsWarning } from '../src/credentials/orphans.js'
+import { reasonOf } from '../src/credentials/store-access.js'
 import { SUPPORTED_AUTH_TYPES } from '../src/credentials/supported.js'
+import type { Runtime } from '../src/runtime.js'
 import { startHttp, startStdio, type HttpKeyway } from '../src/start.js'
 import { configPath, loadOrReport, type Command } from './cli.js'
 
@@ -43,9 +47,8 @@ export const run: Command = async (argv, io) => {
   const reloaderOptions = {
     load: (text: string, f: string) => loadConfigText(text, f, { env: io.env, supportedAuthTypes: SUPPORTED_AUTH_TYPES }),
     onLoad: (next: ConfigSnapshot) => runtime.swap(next),
-    // Seam for the token store: credentials stored under a removed name are orphaned.
-    onConnectionsRemoved: (names: readonly string[]) =>
-      runtime.log.warn('connections removed from the config; credentials stored under these names are no longer used (see keyway credentials)', { connections: names }),
+    // Credentials stored under a removed (or renamed-away) name are orphaned: say which and how many.
+    onConnectionsRemoved: (names: readonly string[]) => warnAboutOrphans(runtime, names),
     initial: snapshot,
     ...(initialHash === undefined ? {} : { initialHash }),
     log: runtime.log,
@@ -73,4 +76,23 @@ export const run: Command = async (argv, io) => {
   await reloader.close()
   await keyway.close()
   return 0
+}
+
+/**
+ * After a reload removed connections: looks them up in the token store and warns, naming each
+ * one that still holds credentials and how many, with the command that prunes them.
+ */
+async function warnAboutOrphans(runtime: Runtime, names: readonly string[]): Promise<void> {
+  let counts: Map<string, number>
+  try {
+    counts = await countStoredCredentials(runtime.store, names)
+  } catch (e) {
+    runtime.log.warn('connections removed from the config; could not check the token store for credentials stored under them (keyway credentials lists them)', {
+      connections: names,
+      error: reasonOf(e),
+    })
+    return
+  }
+  const message = removedConnectionsWarning(counts)
+  if (message) runtime.log.warn(message, { connections: [...counts.keys()], credentials: Object.fromEntries(counts) })
 }

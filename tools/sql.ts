@@ -6,8 +6,10 @@
  * `grant.changed`. Secrets are never resolved here: the file is checked with secret references
  * left unresolved, because an admin's shell rarely holds the server's secrets and no statement
  * needs them; nor are the auth types this build serves, which no statement changes (`keyway
- * validate` reports both). Exit codes: 0 done (or nothing to do), 1 refused or failed, 2 usage or
- * syntax error.
+ * validate` reports both). SHOW CONNECTIONS and DESCRIBE CONNECTION add each connection's
+ * credential state from the token store, resolving only the `store` settings' secrets; a store out
+ * of reach is a state with its reason, not a failure. Exit codes: 0 done (or nothing to do), 1
+ * refused or failed, 2 usage or syntax error.
  * @module
  */
 import { readFile } from 'node:fs/promises'
@@ -26,8 +28,10 @@ import {
   type MutatingStatement,
   type ReadStatement,
 } from '../src/config/sql/parse.js'
-import { formatTable, renderStatement, type RenderOptions } from '../src/config/sql/render.js'
+import { formatTable, renderStatement, type RenderOptions, type RenderResult } from '../src/config/sql/render.js'
 import { writeFileAtomic } from '../src/config/write-atomic.js'
+import { createStoreCredentialState } from '../src/credentials/credential-state.js'
+import { openStoreToInspect, storeSettingsFromText } from '../src/credentials/store-access.js'
 import { decide, describePrincipal } from '../src/grants/decide.js'
 import { createCaller } from '../src/identity/caller.js'
 import { configPath, type CliIo, type Command } from './cli.js'
@@ -46,14 +50,16 @@ which explicitly. Put the statement in single quotes so the shell leaves the bac
   keyway sql 'GRANT USE CONNECTION ON CONNECTION my_github_conn TO \`data-engineering\`'`
 
 /**
- * Builds the command. `opts.credentialState` is where the token store will report what is stored
- * for a connection (a `credentials` line in DESCRIBE CONNECTION); without it that line is left out.
+ * Builds the command. `opts.credentialState` says what is stored for a connection (a
+ * `credentials` column in SHOW CONNECTIONS and line in DESCRIBE CONNECTION); without it the
+ * command reads the token store itself (`createStoreCredentialState`), resolving only the
+ * `store` settings' secrets.
  */
 export function createSqlCommand(opts: RenderOptions = {}): Command {
   return (argv, io) => runSql(argv, io, opts)
 }
 
-/** `keyway sql`, as dispatched by `tools/keyway.ts`. */
+/** `keyway sql`, as dispatched by `tools/keyway.ts`: credential state from the token store. */
 export const run: Command = createSqlCommand()
 
 async function runSql(argv: string[], io: CliIo, opts: RenderOptions): Promise<number> {
@@ -110,12 +116,30 @@ function parseSqlArgs(argv: string[]): { readonly config: string | undefined; re
   }
 }
 
-/** Prints the answer of SHOW or DESCRIBE. `opts.credentialState` is the seam for stored-token state. */
+/**
+ * Prints the answer of SHOW or DESCRIBE. Credential state comes from `opts.credentialState`, else
+ * from the token store, opened only if the statement asks for it and closed afterwards.
+ */
 async function show(io: CliIo, file: string, source: string, snapshot: ConfigSnapshot, statement: ReadStatement, opts: RenderOptions): Promise<number> {
   // The loader accepted this text, so the schema accepts it too; the raw data carries the secret
   // references and which limits a connection sets itself.
   const raw = ConfigSchema.parse(parseDocument(source).toJS() ?? {})
-  const r = await renderStatement({ snapshot, file: raw }, statement, opts)
+  const fromStore = opts.credentialState
+    ? undefined
+    : createStoreCredentialState({
+        connections: snapshot.connections,
+        now: Date.now(),
+        open: async () => {
+          const settings = await storeSettingsFromText(source, file, io.env)
+          return settings.ok ? openStoreToInspect(settings.settings) : { kind: 'unavailable', reason: settings.reason }
+        },
+      })
+  let r: RenderResult
+  try {
+    r = await renderStatement({ snapshot, file: raw }, statement, fromStore ? { ...opts, credentialState: fromStore.state } : opts)
+  } finally {
+    await fromStore?.close()
+  }
   if (!r.ok) {
     io.err(unknownConnection(r.connection, file, io))
     return 1

@@ -1,10 +1,18 @@
 /**
  * `keyway validate [--config F]`: loads the file exactly as `serve` would and prints every
- * problem at once as `file:line path: problem`; exit 1 if there is any.
+ * problem at once as `file:line path: problem`; exit 1 if there is any. A valid file is then
+ * checked against the token store: credentials stored under a connection the file no longer has
+ * (removed or renamed) or that now uses another auth type are warned about, with the command
+ * that prunes them. That check only lists the store; when the store cannot be read from here (no
+ * encryption key in this shell, Redis down) it says it was skipped and why, and never fails
+ * validation.
  * @module
  */
 import { parseArgs } from 'node:util'
-import { configPath, loadOrReport, type Command } from './cli.js'
+import type { ConfigSnapshot } from '../src/config/load.js'
+import { findOrphans, groupOrphans, orphanWarnings } from '../src/credentials/orphans.js'
+import { openStoreToInspect, reasonOf } from '../src/credentials/store-access.js'
+import { configPath, loadOrReport, type CliIo, type Command } from './cli.js'
 
 export const run: Command = async (argv, io) => {
   const { values } = parseArgs({ args: argv, options: { config: { type: 'string' } }, strict: true })
@@ -13,5 +21,24 @@ export const run: Command = async (argv, io) => {
   if (!snapshot) return 1
   const tools = snapshot.tools.length
   io.out(`${file}: ok (${snapshot.connections.size} connection${snapshot.connections.size === 1 ? '' : 's'}, ${tools} tool${tools === 1 ? '' : 's'}, ${snapshot.grants.length} grant${snapshot.grants.length === 1 ? '' : 's'})`)
+  await checkStoredCredentials(snapshot, io)
   return 0
+}
+
+/** Warns about orphaned credentials in the store; notes why when the store cannot be read. */
+async function checkStoredCredentials(snapshot: ConfigSnapshot, io: CliIo): Promise<void> {
+  // Nothing outlives a memory store's process, so there is nothing to check.
+  if (snapshot.store.url.startsWith('memory://')) return
+  const skipped = (reason: string): void => io.err(`keyway: note: stored credentials were not checked against this config: ${reason}`)
+  const opened = await openStoreToInspect(snapshot.store)
+  if (opened.kind === 'empty') return
+  if (opened.kind === 'unavailable') return skipped(opened.reason)
+  try {
+    const groups = groupOrphans(await findOrphans(opened.store, snapshot), snapshot)
+    for (const w of orphanWarnings(groups)) io.err(`keyway: warning: ${w}`)
+  } catch (e) {
+    skipped(reasonOf(e))
+  } finally {
+    await opened.store.close().catch(() => undefined)
+  }
 }

@@ -273,13 +273,15 @@ describe('keyway sql: SHOW and DESCRIBE', () => {
 
   test('SHOW CONNECTIONS', async () => {
     const { cwd } = await workspace()
+    // The fixture's SQLite store file does not exist: nothing is stored (and looking creates nothing).
     expect((await sql(cwd, ['SHOW CONNECTIONS'])).out).toEqual([
-      'name            url                                   auth                owner                   mcp_tool  grants',
-      '--------------  ------------------------------------  ------------------  ----------------------  --------  ------',
-      'google_drive    https://www.googleapis.com/drive/v3/  oauth_u2m_per_user  group data-engineering  yes       1',
-      'internal_api    https://api.example.com/              bearer_token        group platform          no        2',
-      'my_github_conn  https://api.github.com/               bearer_token        user admin@example.com  yes       2',
+      'name            url                                   auth                owner                   mcp_tool  grants  credentials',
+      '--------------  ------------------------------------  ------------------  ----------------------  --------  ------  -------------------------------------------------------',
+      'google_drive    https://www.googleapis.com/drive/v3/  oauth_u2m_per_user  group data-engineering  yes       1       no user connected yet (each user consents at first use)',
+      'internal_api    https://api.example.com/              bearer_token        group platform          no        2       static secret',
+      'my_github_conn  https://api.github.com/               bearer_token        user admin@example.com  yes       2       static secret',
     ])
+    expect(await readdir(path.join(cwd, 'config'))).toEqual(['connections.yaml'])
   })
 
   test('DESCRIBE CONNECTION shows references, never secret values [secret:never-logged]', async () => {

@@ -33,7 +33,7 @@ export interface ConfigView {
 export type CredentialState = (connection: string) => Promise<string | undefined>
 
 export interface RenderOptions {
-  /** Adds a `credentials` line to DESCRIBE CONNECTION. */
+  /** Adds a `credentials` column to SHOW CONNECTIONS and a `credentials` line to DESCRIBE CONNECTION. */
   readonly credentialState?: CredentialState
 }
 
@@ -44,8 +44,10 @@ export type RenderResult =
 /** Answers a read-only statement. */
 export async function renderStatement(view: ConfigView, statement: ReadStatement, opts: RenderOptions = {}): Promise<RenderResult> {
   switch (statement.kind) {
-    case 'show_connections':
-      return { ok: true, table: showConnections(view) }
+    case 'show_connections': {
+      const table = showConnections(view)
+      return { ok: true, table: opts.credentialState ? await withCredentialColumn(table, opts.credentialState) : table }
+    }
     case 'show_grants':
       return orUnknown(statement.connection, showGrants(view, statement.connection))
     case 'describe_connection':
@@ -89,6 +91,13 @@ export function showConnections(view: ConfigView): Table {
       String(grantsOn(view.snapshot, c.name).length),
     ]),
   }
+}
+
+/** SHOW CONNECTIONS with a last `credentials` column (`-` where the callback has nothing to say). */
+async function withCredentialColumn(table: Table, state: CredentialState): Promise<Table> {
+  const rows: (readonly string[])[] = []
+  for (const row of table.rows) rows.push([...row, (await state(row[0] ?? '')) ?? '-'])
+  return { columns: [...table.columns, 'credentials'], rows }
 }
 
 /**
