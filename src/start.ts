@@ -45,7 +45,11 @@ export function appOptions(runtime: Runtime, opts: AppOptions = {}): AppOptions 
   return {
     ...opts,
     ...(asker
-      ? { askForConsent: asker.askForConsent, onLegacyInitialize: opts.onLegacyInitialize ?? ((caller, params) => asker.rememberInitialize(caller.user, params)) }
+      ? {
+          askForConsent: asker.askForConsent,
+          awaitConsent: asker.awaitConsent,
+          onLegacyInitialize: opts.onLegacyInitialize ?? ((caller, params) => asker.rememberInitialize(caller.user, params)),
+        }
       : {}),
     ready: async () => {
       await runtime.store.ping()
@@ -109,6 +113,7 @@ export async function startStdio(snapshot: ConfigSnapshot, opts: StdioOptions = 
     },
     callDeps: (s) => runtime.callDeps(s),
     ...(options.askForConsent ? { askForConsent: options.askForConsent } : {}),
+    ...(options.awaitConsent ? { awaitConsent: options.awaitConsent } : {}),
   })
   const stdio = serveStdio(
     async (ctx) => {

@@ -26,6 +26,7 @@ export interface AppOptions {
   /** Readiness of dependencies beyond the config (the token store); throws when not ready. */
   readonly ready?: () => Promise<void>
   readonly askForConsent?: ServerDeps['askForConsent']
+  readonly awaitConsent?: ServerDeps['awaitConsent']
   /** Answer plain 2026-07-28 tool calls without the SDK's per-request machinery (default true). */
   readonly fastPath?: boolean
   /** Mounts browser routes (consent, callback) on the app. */
@@ -56,6 +57,7 @@ export function createApp(rt: Runtime, opts: AppOptions = {}): KeywayApp {
       scopeOf,
       callDeps: (s) => rt.callDeps(s),
       ...(opts.askForConsent ? { askForConsent: opts.askForConsent } : {}),
+      ...(opts.awaitConsent ? { awaitConsent: opts.awaitConsent } : {}),
     }),
     { onerror: (e) => rt.log.debug('mcp request rejected', { error: e.message }) },
   )

@@ -1,7 +1,8 @@
 /**
  * Asking an MCP client to send its user to a consent link (design.md §7 step 2), each client the
  * way it understands, and waiting a bounded time for the consent to land when the client retries
- * after its user accepted (§7 step 5). Implements `ServerDeps.askForConsent`:
+ * after its user accepted (§7 step 5). Implements `ServerDeps.askForConsent` and
+ * `ServerDeps.awaitConsent` (which runs before the retried call, so the call finds the token):
  *
  * - a 2026-07-28 client that declares URL elicitation (request envelope
  *   `clientCapabilities.elicitation.url`) gets `input_required` with a URL elicitation and a
@@ -25,8 +26,6 @@ import { createHash, hkdfSync, randomBytes, randomUUID } from 'node:crypto'
 import {
   inputRequired,
   inputResponse,
-  ProtocolError,
-  ProtocolErrorCode,
   UrlElicitationRequiredError,
   createRequestStateCodec,
   type CallToolResult,
@@ -35,14 +34,15 @@ import {
   type ServerContext,
 } from '@modelcontextprotocol/server'
 import * as z from 'zod'
-import { waitForPerUserToken, type ConsentWait } from '../credentials/oauth-u2m-per-user.js'
+import { readOutcome } from '../credentials/consent-flow.js'
+import { waitForPerUserToken } from '../credentials/oauth-u2m-per-user.js'
 import type { Logger } from '../log.js'
 import { errorMessage } from '../log.js'
 import type { Secret } from '../secret.js'
 import { parseStoreKey } from '../store/crypto.js'
 import type { TokenStore } from '../store/index.js'
 import { toolError, type CallOutcome } from './call-tool.js'
-import { consentText, type CallScope, type ConsentCall, type ServerDeps } from './server.js'
+import { consentText, type ServerDeps } from './server.js'
 
 /** The key of the one input request Keyway makes (`inputRequests.consent`). */
 export const CONSENT_INPUT_KEY = 'consent'
@@ -67,6 +67,7 @@ const CLIENT_CAPABILITIES_META_KEY = 'io.modelcontextprotocol/clientCapabilities
 
 type ConsentOutcome = Extract<CallOutcome, { kind: 'consent-required' }>
 type AskForConsent = NonNullable<ServerDeps['askForConsent']>
+type AwaitConsent = NonNullable<ServerDeps['awaitConsent']>
 
 /** The signed payload of `requestState`. */
 const ConsentStateSchema = z.strictObject({ connection: z.string().min(1), flowId: z.string().min(1) })
@@ -154,8 +155,10 @@ export interface ConsentAskerDeps {
 }
 
 export interface ConsentAsker {
-  /** `ServerDeps.askForConsent` (design.md §7 step 2 and 5). */
+  /** `ServerDeps.askForConsent` (design.md §7 step 2). */
   readonly askForConsent: AskForConsent
+  /** `ServerDeps.awaitConsent`: the bounded wait of a retry whose person accepted (design.md §7 step 5). */
+  readonly awaitConsent: AwaitConsent
   /**
    * Records what a 2025-era `initialize` over HTTP declared, for the user's next tool calls.
    * Never throws: a store failure only means the plain link is used.
@@ -213,34 +216,36 @@ export function createConsentAsker(deps: ConsentAskerDeps): ConsentAsker {
     })
   }
 
-  /** The person accepted: wait for the token, then run the call again; never ask in-band twice. */
-  const afterAccept = async (state: ConsentState, scope: CallScope, ctx: ServerContext, call: ConsentCall): Promise<CallToolResult> => {
-    const waited: ConsentWait = await waitForPerUserToken(
+  /**
+   * Before the retry runs: if it answers our question with "accept" and a valid state, wait until
+   * the token lands (or the flow fails, or time is up); the call itself then runs as usual and
+   * finds the token. Nothing here answers the call.
+   */
+  const awaitConsent: AwaitConsent = async (scope, ctx, tool) => {
+    const answer = inputResponse(ctx.mcpReq.inputResponses, CONSENT_INPUT_KEY)
+    if (answer.kind !== 'elicit' || answer.action !== 'accept') return
+    const state = await verifiedState(ctx, scope.caller.user, tool)
+    if (!state) return
+    const waited = await waitForPerUserToken(
       deps.store,
       { connection: state.connection, user: scope.caller.user, flowId: state.flowId },
       { timeoutMs: waitMs, ...(deps.pollMs === undefined ? {} : { pollMs: deps.pollMs }), signal: ctx.mcpReq.signal, now: deps.now },
     )
-    const again = await call.rerun()
-    switch (again.kind) {
-      case 'result':
-        return again.result
-      case 'unknown-tool':
-        throw new ProtocolError(ProtocolErrorCode.InvalidParams, `unknown tool "${state.connection}"`)
-      case 'consent-required':
-        if (waited.kind === 'failed')
-          return toolError(
-            'CONSENT_REQUIRED',
-            `the sign-in for "${state.connection}" did not complete (${waited.reason}); open ${again.url} in a browser, sign in, then retry after authorizing`,
-          )
-        return toolError(
-          'CONSENT_REQUIRED',
-          `the sign-in for "${state.connection}" has not finished yet; if you have not, open ${again.url} in a browser and sign in, then retry after authorizing`,
-        )
-      default: {
-        const never: never = again
-        throw new Error(`unexpected step ${String(never)}`)
-      }
-    }
+    deps.log.info('consent wait ended', { connection: state.connection, user: scope.caller.user, result: waited.kind })
+  }
+
+  /** The person accepted and we waited, yet the call still needs consent: say why, with the (new) link; never ask in-band twice. */
+  const notLanded = async (state: ConsentState, outcome: ConsentOutcome): Promise<CallToolResult> => {
+    const finished = await readOutcome(deps.store, state.flowId).catch(() => undefined)
+    if (finished?.status === 'failed')
+      return toolError(
+        'CONSENT_REQUIRED',
+        `the sign-in for "${state.connection}" did not complete (${finished.reason ?? 'failed'}); open ${outcome.url} in a browser, sign in, then retry after authorizing`,
+      )
+    return toolError(
+      'CONSENT_REQUIRED',
+      `the sign-in for "${state.connection}" has not finished yet; if you have not, open ${outcome.url} in a browser and sign in, then retry after authorizing`,
+    )
   }
 
   const askForConsent: AskForConsent = async (outcome, scope, ctx, era, call) => {
@@ -252,7 +257,7 @@ export function createConsentAsker(deps: ConsentAskerDeps): ConsentAsker {
       // anything else gets the plain link, never another in-band question (no loops on tampering).
       const state = await verifiedState(ctx, user, connection)
       if (!state) return consentText(outcome.url, connection)
-      if (answer.action === 'accept') return afterAccept(state, scope, ctx, call)
+      if (answer.action === 'accept') return notLanded(state, outcome)
       return toolError('CONSENT_REQUIRED', `connecting "${connection}" was declined; to connect later, open ${outcome.url} in a browser, sign in, then retry after authorizing`)
     }
     const envelope = ctx.mcpReq.envelope as Readonly<Record<string, unknown>> | undefined
@@ -285,6 +290,7 @@ export function createConsentAsker(deps: ConsentAskerDeps): ConsentAsker {
 
   return {
     askForConsent,
+    awaitConsent,
     recalledUrlElicitation,
     async rememberInitialize(user, params) {
       const p = isRecord(params) ? params : {}

@@ -45,12 +45,16 @@ export interface ServerDeps {
     era: McpRequestContext['era'],
     call: ConsentCall,
   ) => Promise<ToolResultOrInput>
+  /**
+   * Runs before a `tools/call` is served: when the request is a retry answering Keyway's own
+   * consent question, waits a bounded time for the consent to land, so the call then finds the
+   * token (design.md §7 step 5: "the retried call (or the waiting one) finds the token").
+   */
+  readonly awaitConsent?: (scope: CallScope, ctx: ServerContext, tool: string) => Promise<void>
 }
 
-/** What the consent hook gets besides the outcome: the same call to run again, and a live connection's client capabilities. */
+/** What the consent hook gets besides the outcome: what the client declared. */
 export interface ConsentCall {
-  /** Runs the same `tools/call` again (once the token has landed: design.md §7 step 5). */
-  readonly rerun: () => Promise<ToolCallStep>
   /**
    * What the client declared: at `initialize` on a live 2025-era connection (stdio), from the
    * request envelope on the 2026-07-28 era; undefined on per-request 2025-era HTTP serving.
@@ -94,6 +98,7 @@ export function createServerFactory(deps: ServerDeps): McpServerFactory {
     server.setRequestHandler('tools/list', async (_req, ctx) => ({ tools: visibleTools(scopeFor(ctx)) as Tool[] }))
     server.setRequestHandler('tools/call', async (req, ctx) => {
       const scope = scopeFor(ctx)
+      await deps.awaitConsent?.(scope, ctx, req.params.name)
       const step = await runToolCall(deps.callDeps(scope.snapshot), scope, req.params.name, req.params.arguments)
       switch (step.kind) {
         case 'unknown-tool':
@@ -102,10 +107,7 @@ export function createServerFactory(deps: ServerDeps): McpServerFactory {
           return step.result
         case 'consent-required':
           if (deps.askForConsent)
-            return deps.askForConsent(step, scope, ctx, factoryCtx.era, {
-              rerun: () => runToolCall(deps.callDeps(scope.snapshot), scope, req.params.name, req.params.arguments),
-              clientCapabilities: server.getClientCapabilities(),
-            })
+            return deps.askForConsent(step, scope, ctx, factoryCtx.era, { clientCapabilities: server.getClientCapabilities() })
           return consentText(step.url, step.connection.name)
         default: {
           const never: never = step

@@ -341,6 +341,7 @@ describe.skipIf(skipBrowserTests())('first use through each kind of MCP client (
       return { action: 'accept' }
     })
     const started = Date.now()
+    const seen = audit.events.length
     try {
       const r = (await client.callTool({ name: 'drive', arguments: { ...CALL } })) as ToolCallResult
       await expectAlicesOwnToken(r, oidcStore())
@@ -349,6 +350,10 @@ describe.skipIf(skipBrowserTests())('first use through each kind of MCP client (
     }
     expect(Date.now() - started).toBeLessThan(CONSENT_WAIT_MS)
     expect((await background)?.text).toContain('Connected drive')
+    // The retry waited first and then ran once: one link made, one call refused, one call served.
+    const during = audit.events.slice(seen)
+    expect(during.filter((e) => e.type === 'consent.started')).toHaveLength(1)
+    expect(during.filter((e) => e.type === 'tool.call').map((e) => ('error' in e ? e.error : undefined) ?? ('status' in e ? e.status : undefined))).toEqual(['CONSENT_REQUIRED', 200])
   })
 
   test('2026-07-28 client whose user declines: CONSENT_REQUIRED with the link, nothing stored', async () => {

@@ -24,7 +24,7 @@ import {
   type ChannelFacts,
   type ConsentAsker,
 } from '../../../src/mcp/consent.js'
-import type { CallScope, ConsentCall, ToolCallStep } from '../../../src/mcp/server.js'
+import type { CallScope, ConsentCall } from '../../../src/mcp/server.js'
 import { Secret } from '../../../src/secret.js'
 import { openTokenStore, type TokenStore } from '../../../src/store/index.js'
 import { loadTestConfig } from '../../helpers/config.js'
@@ -155,19 +155,9 @@ function ctx(o: CtxOptions = {}): ServerContext {
 }
 
 const outcome = () => ({ kind: 'consent-required' as const, url: URL_, flowId: FLOW_ID, connection })
-const ANSWER = { content: [{ type: 'text' as const, text: 'upstream answer' }] }
-const OK: ToolCallStep = { kind: 'result', result: ANSWER }
-
-function call(over: Partial<ConsentCall> & { readonly reruns?: { count: number } } = {}): ConsentCall {
-  const counter = over.reruns
-  return {
-    rerun: over.rerun ?? (async () => {
-      if (counter) counter.count++
-      return OK
-    }),
-    clientCapabilities: over.clientCapabilities,
-  }
-}
+const call = (over: Partial<ConsentCall> = {}): ConsentCall => ({ clientCapabilities: over.clientCapabilities })
+const landToken = (user = ALICE) =>
+  store.putToken({ connection: 'drive', user }, { method: 'oauth_u2m_per_user', accessToken: 'at', tokenType: 'bearer', obtainedAt: clock, expiresAt: clock + 60_000 })
 
 const textOf = (r: CallToolResult | InputRequiredResult): string => {
   const content = (r as CallToolResult).content
@@ -248,52 +238,69 @@ describe('askForConsent: the first ask', () => {
   })
 })
 
-describe('askForConsent: the retry', () => {
+describe('the retry', () => {
   const retryCtx = (requestState: string | undefined, action: string): ServerContext =>
     ctx({ envelopeCapabilities: { elicitation: { url: {} } }, inputResponses: { [CONSENT_INPUT_KEY]: { action } }, ...(requestState === undefined ? {} : { requestState }) })
+  const timed = async (f: () => Promise<void>): Promise<number> => {
+    const started = Date.now()
+    await f()
+    return Date.now() - started
+  }
 
-  test('accept + the token landed: the call runs again and its result is the answer [consent:per-user-wait]', async () => {
-    const state = (await firstAsk()).requestState
-    await store.putToken({ connection: 'drive', user: ALICE }, { method: 'oauth_u2m_per_user', accessToken: 'at', tokenType: 'bearer', obtainedAt: clock, expiresAt: clock + 60_000 })
-    const reruns = { count: 0 }
-    const r = await asker.askForConsent(outcome(), scope, retryCtx(state, 'accept'), 'modern', call({ reruns }))
-    expect(r).toEqual(ANSWER)
-    expect(reruns.count).toBe(1)
-  })
-
-  test('accept, the token lands while waiting: answered as soon as it does', async () => {
-    setTimeout(() => void store.putToken({ connection: 'drive', user: ALICE }, { method: 'oauth_u2m_per_user', accessToken: 'at', tokenType: 'bearer', obtainedAt: clock, expiresAt: clock + 60_000 }), 50)
+  test('awaitConsent, accept: waits until the token lands, then lets the call run [consent:per-user-wait]', async () => {
     const slow = createConsentAsker({ store, key: randomBytes(32), log, now, waitMs: 5_000, pollMs: 10 })
     const first = (await slow.askForConsent(outcome(), scope, ctx({ envelopeCapabilities: { elicitation: { url: {} } } }), 'modern', call())) as InputRequiredResult
-    const started = Date.now()
-    const r = await slow.askForConsent(outcome(), scope, retryCtx(first.requestState, 'accept'), 'modern', call())
-    expect(textOf(r)).toBe('upstream answer')
-    expect(Date.now() - started).toBeLessThan(2_000)
+    setTimeout(() => void landToken(), 100)
+    const ms = await timed(() => slow.awaitConsent(scope, retryCtx(first.requestState, 'accept'), 'drive'))
+    expect(ms).toBeGreaterThanOrEqual(90)
+    expect(ms).toBeLessThan(2_000)
+    expect(await store.getToken({ connection: 'drive', user: ALICE })).toBeDefined()
   })
 
-  test('accept but nothing lands within the wait: the link, never another in-band question', async () => {
+  test('awaitConsent, accept: bounded by the wait, and a failed flow ends it early', async () => {
     const state = (await firstAsk()).requestState
-    const again: ToolCallStep = { kind: 'consent-required', url: `${URL_}x`, flowId: 'G'.repeat(43), connection }
-    const r = await asker.askForConsent(outcome(), scope, retryCtx(state, 'accept'), 'modern', call({ rerun: async () => again }))
+    const ms = await timed(() => asker.awaitConsent(scope, retryCtx(state, 'accept'), 'drive'))
+    expect(ms).toBeGreaterThanOrEqual(290)
+    expect(ms).toBeLessThan(1_500)
+    await putOutcome(store, FLOW_ID, { status: 'failed', connection: 'drive', at: clock, reason: 'access_denied' })
+    expect(await timed(() => asker.awaitConsent(scope, retryCtx(state, 'accept'), 'drive'))).toBeLessThan(200)
+  })
+
+  test.each<[string, () => Promise<ServerContext>]>([
+    ['a call that answers nothing', async () => ctx()],
+    ['a decline', async () => retryCtx((await firstAsk()).requestState, 'decline')],
+    ['an accept without state', async () => retryCtx(undefined, 'accept')],
+    ["an accept with bob's state", async () => retryCtx((await firstAsk(undefined, bobScope)).requestState, 'accept')],
+  ])('awaitConsent returns at once for %s', async (_what, make) => {
+    const c = await make()
+    expect(await timed(() => asker.awaitConsent(scope, c, 'drive'))).toBeLessThan(200)
+  })
+
+  test('awaitConsent: a state for another tool does not count', async () => {
+    const state = (await firstAsk()).requestState
+    expect(await timed(() => asker.awaitConsent(scope, retryCtx(state, 'accept'), 'mail'))).toBeLessThan(200)
+  })
+
+  test('accepted, waited, still no token: the new link, never another in-band question', async () => {
+    const state = (await firstAsk()).requestState
+    const again = { ...outcome(), url: `${URL_}x`, flowId: 'G'.repeat(43) }
+    const r = await asker.askForConsent(again, scope, retryCtx(state, 'accept'), 'modern', call())
     expect(textOf(r)).toBe(
       `CONSENT_REQUIRED: the sign-in for "drive" has not finished yet; if you have not, open ${URL_}x in a browser and sign in, then retry after authorizing`,
     )
   })
 
-  test('accept but the flow failed at the provider: the reason and the link', async () => {
+  test('accepted, but the flow failed at the provider: the reason and the link', async () => {
     const state = (await firstAsk()).requestState
     await putOutcome(store, FLOW_ID, { status: 'failed', connection: 'drive', at: clock, reason: 'access_denied' })
-    const again: ToolCallStep = { kind: 'consent-required', url: URL_, flowId: FLOW_ID, connection }
-    const r = await asker.askForConsent(outcome(), scope, retryCtx(state, 'accept'), 'modern', call({ rerun: async () => again }))
+    const r = await asker.askForConsent(outcome(), scope, retryCtx(state, 'accept'), 'modern', call())
     expect(textOf(r)).toBe(`CONSENT_REQUIRED: the sign-in for "drive" did not complete (access_denied); open ${URL_} in a browser, sign in, then retry after authorizing`)
   })
 
-  test.each(['decline', 'cancel'])('%s: CONSENT_REQUIRED with the link, and the call is not run again', async (action) => {
+  test.each(['decline', 'cancel'])('%s: CONSENT_REQUIRED with the link for later', async (action) => {
     const state = (await firstAsk()).requestState
-    const reruns = { count: 0 }
-    const r = await asker.askForConsent(outcome(), scope, retryCtx(state, action), 'modern', call({ reruns }))
+    const r = await asker.askForConsent(outcome(), scope, retryCtx(state, action), 'modern', call())
     expect(textOf(r)).toBe(`CONSENT_REQUIRED: connecting "drive" was declined; to connect later, open ${URL_} in a browser, sign in, then retry after authorizing`)
-    expect(reruns.count).toBe(0)
   })
 
   test.each<[string, () => Promise<string | undefined>]>([
@@ -311,19 +318,18 @@ describe('askForConsent: the retry', () => {
       p.p.flowId = 'H'.repeat(43)
       return `${v}.${Buffer.from(JSON.stringify(p)).toString('base64url')}.${mac}`
     }],
-  ])('accept with %s: the plain link, the call not run again [consent:per-user-request-state]', async (_what, make) => {
-    const reruns = { count: 0 }
-    const r = await asker.askForConsent(outcome(), scope, retryCtx(await make(), 'accept'), 'modern', call({ reruns }))
+  ])('accept with %s: no wait, and the plain link [consent:per-user-request-state]', async (_what, make) => {
+    const c = retryCtx(await make(), 'accept')
+    const slow = createConsentAsker({ store, key: randomBytes(32), log, now, waitMs: 5_000 })
+    expect(await timed(() => slow.awaitConsent(scope, c, 'drive'))).toBeLessThan(200)
+    const r = await asker.askForConsent(outcome(), scope, c, 'modern', call())
     expect(textOf(r)).toBe(`CONSENT_REQUIRED: connect your account to "drive" first: open ${URL_} in a browser, sign in, then retry after authorizing`)
-    expect(reruns.count).toBe(0)
   })
 
   test('a requestState for another connection does not count', async () => {
     const state = (await firstAsk()).requestState
     const other = { ...connection, name: 'mail' } as Connection
-    const reruns = { count: 0 }
-    const r = await asker.askForConsent({ ...outcome(), connection: other }, scope, retryCtx(state, 'accept'), 'modern', call({ reruns }))
+    const r = await asker.askForConsent({ ...outcome(), connection: other }, scope, retryCtx(state, 'accept'), 'modern', call())
     expect(textOf(r)).toMatch(/^CONSENT_REQUIRED: connect your account to "mail" first/)
-    expect(reruns.count).toBe(0)
   })
 })
