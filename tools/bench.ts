@@ -5,11 +5,14 @@
  * in one run. The Keyway request is the exact bytes the official MCP clients send, captured at
  * start (2026-07-28 from `@modelcontextprotocol/client`, 2025-era from `@modelcontextprotocol/sdk`).
  * Keyway and the upstream run in their own processes; this process only generates load.
- * Prints throughput and p50/p99 per arm and the ratios against direct. Not a test: the numbers
+ * `--client http` uses a node:http keep-alive load generator instead of undici (the method of
+ * the reference measurement behind the targets). Prints throughput and p50/p99 per arm and the
+ * ratios against direct. Not a test: the numbers
  * are measured, never asserted.
  * @module
  */
 import { spawn, type ChildProcess } from 'node:child_process'
+import http from 'node:http'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { cpus, tmpdir, totalmem } from 'node:os'
 import path from 'node:path'
@@ -27,11 +30,15 @@ const { values: opts } = parseArgs({
     rounds: { type: 'string', default: '3' },
     concurrency: { type: 'string', default: '1,8' },
     profile: { type: 'string' },
+    client: { type: 'string', default: 'undici' },
   },
 })
 const SECONDS = Number(opts.seconds)
 const ROUNDS = Number(opts.rounds)
 const CONCURRENCY = opts.concurrency.split(',').map(Number)
+if (opts.client !== 'undici' && opts.client !== 'http') throw new Error('--client is undici or http')
+/** The load generator's HTTP client, the same for every arm: undici (fastest) or node:http keep-alive. */
+const CLIENT: 'undici' | 'http' = opts.client
 const API_KEY = 'kw_bench_key_0000000000000000000000000000000'
 const UPSTREAM_TOKEN = 'bench-upstream-token'
 
@@ -107,7 +114,36 @@ async function capture(kind: 'modern' | 'legacy', mcpUrl: string): Promise<Captu
 }
 
 /** Runs `concurrency` loops sending requests for `seconds`; latencies in ms. */
-async function load(agent: Agent, origin: string, make: (i: number) => { path: string; method: 'GET' | 'POST'; headers: Record<string, string>; body?: string }, check: (status: number, body: string) => boolean, concurrency: number): Promise<Sample> {
+interface OutgoingRequest {
+  readonly path: string
+  readonly method: 'GET' | 'POST'
+  readonly headers: Record<string, string>
+  readonly body?: string
+}
+
+const httpAgent = new http.Agent({ keepAlive: true, maxSockets: 64 })
+
+/** One request with node:http over a keep-alive agent. */
+function httpRequest(origin: string, req: OutgoingRequest): Promise<{ statusCode: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const r = http.request(`${origin}${req.path}`, { method: req.method, headers: req.headers, agent: httpAgent }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c))
+      res.on('end', () => resolve({ statusCode: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }))
+      res.on('error', reject)
+    })
+    r.on('error', reject)
+    r.end(req.body)
+  })
+}
+
+async function send(agent: Agent, origin: string, req: OutgoingRequest): Promise<{ statusCode: number; text: string }> {
+  if (CLIENT === 'http') return httpRequest(origin, req)
+  const res = await agent.request({ origin, ...req })
+  return { statusCode: res.statusCode, text: await res.body.text() }
+}
+
+async function load(agent: Agent, origin: string, make: (i: number) => OutgoingRequest, check: (status: number, body: string) => boolean, concurrency: number): Promise<Sample> {
   const latencies: number[] = []
   let errors = 0
   let i = 0
@@ -117,9 +153,8 @@ async function load(agent: Agent, origin: string, make: (i: number) => { path: s
       const req = make(i++)
       const t0 = performance.now()
       try {
-        const res = await agent.request({ origin, ...req })
-        const text = await res.body.text()
-        if (!check(res.statusCode, text)) errors++
+        const res = await send(agent, origin, req)
+        if (!check(res.statusCode, res.text)) errors++
       } catch {
         errors++
       }
@@ -191,7 +226,7 @@ grants:
     ]
     const cpu = cpus()[0]?.model ?? 'unknown cpu'
     process.stdout.write(`machine: ${cpus().length} × ${cpu}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}\n`)
-    process.stdout.write(`method: ${ROUNDS} alternating rounds × ${SECONDS} s per arm; medians of the rounds\n\n`)
+    process.stdout.write(`method: ${ROUNDS} alternating rounds × ${SECONDS} s per arm; medians of the rounds; load client ${CLIENT}\n\n`)
     for (const arm of arms) await arm.run(2) // warm up JITs, pools and caches
     for (const c of CONCURRENCY) {
       const results = arms.map(() => [] as Sample[])
@@ -212,6 +247,7 @@ grants:
       process.stdout.write('\n')
     }
     await agent.close()
+    httpAgent.destroy()
   } finally {
     keyway.child.kill('SIGTERM')
     upstream.child.kill('SIGTERM')
