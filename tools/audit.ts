@@ -17,8 +17,7 @@ import {
   type AuditFilter,
   type ReadStats,
 } from '../src/audit/read.js'
-import { loadConfigFile } from '../src/config/load.js'
-import { configPath, type Command } from './cli.js'
+import { configPath, loadOrReport, type Command } from './cli.js'
 
 /** Rows buffered to size the table's columns before the rest is streamed with those widths. */
 const TABLE_SIZING_ROWS = 1_000
@@ -60,13 +59,9 @@ export const run: Command = async (argv, io) => {
   }
 
   const file = configPath(values.config, io)
-  const loaded = await loadConfigFile(file, { env: io.env, skipSecrets: true })
-  if (!loaded.ok) {
-    io.err(`keyway: ${file} has ${loaded.problems.length} problem${loaded.problems.length === 1 ? '' : 's'}:`)
-    for (const p of loaded.problems) io.err(`  ${p}`)
-    return 1
-  }
-  const logFile = loaded.snapshot.audit.file
+  const snapshot = await loadOrReport(file, io, { skipSecrets: true })
+  if (!snapshot) return 1
+  const logFile = snapshot.audit.file
 
   const stats: ReadStats = { malformed: 0, truncatedLast: false }
   let count = 0

@@ -14,7 +14,7 @@ import { CONNECTION_NAME_PATTERN, type CredentialExchange } from '../src/config/
 import { checkProvider, type AdvisoryResult, type PrerequisiteResult, type ProviderReport } from '../src/credentials/check-provider.js'
 import { redirectUri } from '../src/credentials/redirect-uri.js'
 import { metadataUrls } from '../src/identity/oidc-discovery.js'
-import { configPath, type CliIo, type Command } from './cli.js'
+import { configPath, problemsHeadline, reportProblems, type CliIo, type Command } from './cli.js'
 
 /** Per metadata request; a provider that takes longer is reported as unreachable. */
 export const METADATA_FETCH_TIMEOUT_MS = 10_000
@@ -61,8 +61,7 @@ export const run: Command = async (argv, io) => {
     const loaded = await loadConfigFile(file, { env: io.env, skipSecrets: true })
     if (loaded.ok) snapshot = loaded.snapshot
     else if (!asUrl) {
-      io.err(`keyway: ${file} has ${loaded.problems.length} problem${loaded.problems.length === 1 ? '' : 's'}:`)
-      for (const p of loaded.problems) io.err(`  ${p}`)
+      reportProblems(io, problemsHeadline(file, loaded.problems.length), loaded.problems)
       return 1
     } else notes.push(`config ${file} does not load (keyway validate shows why); the redirect URI cannot be derived from it`)
   } else if (asUrl) notes.push(`no config found at ${file}; pass --config to derive the redirect URI`)

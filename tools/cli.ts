@@ -24,15 +24,29 @@ export function configPath(flag: string | undefined, io: CliIo): string {
   return path.resolve(io.cwd, flag ?? io.env.KEYWAY_CONFIG ?? DEFAULT_CONFIG)
 }
 
-/** Loads the config or prints every problem and returns undefined. */
-export async function loadOrReport(file: string, io: CliIo): Promise<ConfigSnapshot | undefined> {
-  const r = await loadConfigFile(file, { env: io.env, supportedAuthTypes: SUPPORTED_AUTH_TYPES })
+/** Prints a headline and then each problem line indented, as `keyway validate` does. */
+export function reportProblems(io: CliIo, headline: string, problems: readonly string[]): void {
+  io.err(headline)
+  for (const p of problems) io.err(`  ${p}`)
+}
+
+/** `keyway: FILE has N problems:`, the headline of a config that does not load. */
+export function problemsHeadline(file: string, count: number): string {
+  return `keyway: ${file} has ${count} problem${count === 1 ? '' : 's'}:`
+}
+
+/**
+ * Loads the config or prints every problem and returns undefined. `skipSecrets` is for commands
+ * that only read the file (audit, check-provider), so they work where the server's secrets are
+ * not set.
+ */
+export async function loadOrReport(file: string, io: CliIo, opts: { readonly skipSecrets?: boolean } = {}): Promise<ConfigSnapshot | undefined> {
+  const r = await loadConfigFile(file, { env: io.env, supportedAuthTypes: SUPPORTED_AUTH_TYPES, ...(opts.skipSecrets ? { skipSecrets: true } : {}) })
   if (!r.ok) {
-    io.err(`keyway: ${file} has ${r.problems.length} problem${r.problems.length === 1 ? '' : 's'}:`)
-    for (const p of r.problems) io.err(`  ${p}`)
+    reportProblems(io, problemsHeadline(file, r.problems.length), r.problems)
     return undefined
   }
-  for (const w of r.warnings) io.err(`keyway: warning: ${w}`)
+  if (!opts.skipSecrets) for (const w of r.warnings) io.err(`keyway: warning: ${w}`)
   return r.snapshot
 }
 

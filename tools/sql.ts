@@ -34,7 +34,7 @@ import { createStoreCredentialState } from '../src/credentials/credential-state.
 import { openStoreToInspect, storeSettingsFromText } from '../src/credentials/store-access.js'
 import { decide, describePrincipal } from '../src/grants/decide.js'
 import { createCaller } from '../src/identity/caller.js'
-import { configPath, type CliIo, type Command } from './cli.js'
+import { configPath, reportProblems, type CliIo, type Command } from './cli.js'
 
 const USAGE = `usage: keyway sql [--config FILE] 'STATEMENT'
 
@@ -308,11 +308,6 @@ async function readText(file: string, io: CliIo): Promise<string | undefined> {
     io.err(`keyway sql: ${file}: ${code === 'ENOENT' ? 'file not found' : `cannot read file (${e instanceof Error ? e.message : String(e)})`}`)
     return undefined
   }
-}
-
-function reportProblems(io: CliIo, headline: string, problems: readonly string[]): void {
-  io.err(headline)
-  for (const p of problems) io.err(`  ${p}`)
 }
 
 function unknownConnection(name: string, file: string, io: CliIo): string {
