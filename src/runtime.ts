@@ -1,8 +1,8 @@
 /**
  * The long-lived parts of a running Keyway and the one place they are wired together: the
  * current config snapshot (swapped whole on reload), the token store, the egress client, OAuth
- * provider clients and credential providers, the audit log and the logger. Transports (HTTP, stdio) and commands receive a `Runtime` and
- * never construct these themselves.
+ * provider clients and credential providers, the audit log and the logger. Transports (HTTP,
+ * stdio) and commands receive a `Runtime` and never construct these themselves.
  * @module
  */
 import { createAuditLog, type AuditLog } from './audit/audit-log.js'

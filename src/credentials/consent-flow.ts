@@ -122,10 +122,8 @@ export function randomSecret(): string {
   return randomBytes(32).toString('base64url')
 }
 
-/** SHA-256 hex. */
-export function sha256Hex(v: string): string {
-  return createHash('sha256').update(v, 'utf8').digest('hex')
-}
+/** SHA-256 hex (re-exported for the browser routes). */
+export { sha256Hex } from '../encoding.js'
 
 /** The path of a consent link. */
 export function connectPath(flowId: string): string {

@@ -12,6 +12,7 @@
 import * as oidc from 'openid-client'
 import type { Connection, OAuthSettings } from '../config/load.js'
 import type { CredentialExchange } from '../config/schema.js'
+import { basicClientCredentials } from '../encoding.js'
 import { AppError, isAppError, type AppErrorCode } from '../errors.js'
 
 /** The `customFetch` openid-client calls; egress provides one per timeout (`Egress.fetchFor`). */
@@ -149,8 +150,7 @@ export function clientAuthFor(exchange: CredentialExchange, secret: string): oid
       return oidc.ClientSecretPost(secret)
     case 'header_and_body':
       return (_as, client, body, headers) => {
-        const id = formEncode(client.client_id)
-        headers.set('authorization', `Basic ${Buffer.from(`${id}:${formEncode(secret)}`).toString('base64')}`)
+        headers.set('authorization', `Basic ${basicClientCredentials(client.client_id, secret)}`)
         body.set('client_id', client.client_id)
         body.set('client_secret', secret)
       }
@@ -161,10 +161,6 @@ export function clientAuthFor(exchange: CredentialExchange, secret: string): oid
   }
 }
 
-/** `application/x-www-form-urlencoded` of one value, as RFC 6749 §2.3.1 asks for Basic credentials. */
-function formEncode(v: string): string {
-  return new URLSearchParams({ v }).toString().slice(2)
-}
 
 async function createOAuthClient(connection: Connection, deps: OAuthClientDeps): Promise<OAuthClient> {
   const auth = oauthSettings(connection)

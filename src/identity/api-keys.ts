@@ -6,13 +6,12 @@
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import type { ApiKeyEntry } from '../config/load.js'
+import { sha256Hex } from '../encoding.js'
+
+export { sha256Hex }
 
 /** Prefix that makes a Keyway key recognisable to secret scanners and people. */
 export const API_KEY_PREFIX = 'kw_'
-
-export function sha256Hex(value: string): string {
-  return createHash('sha256').update(value, 'utf8').digest('hex')
-}
 
 /** A new random key (256 bits) and the hash to put in `identity.apiKeys`. */
 export function newApiKey(): { key: string; sha256: string } {

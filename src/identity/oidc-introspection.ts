@@ -5,6 +5,7 @@
  * request body to the issuer's own endpoint, and into no error message.
  * @module
  */
+import { basicClientCredentials } from '../encoding.js'
 import { AppError } from '../errors.js'
 import type { Secret } from '../secret.js'
 
@@ -23,7 +24,7 @@ export async function introspectToken(
   fetchImpl: typeof fetch,
 ): Promise<Readonly<Record<string, unknown>>> {
   // RFC 6749 §2.3.1: form-urlencode both parts before base64, as openid-client's ClientSecretBasic does.
-  const basic = Buffer.from(`${formEncode(client.clientId)}:${formEncode(client.clientSecret.reveal())}`).toString('base64')
+  const basic = basicClientCredentials(client.clientId, client.clientSecret.reveal())
   let res: Response
   try {
     res = await fetchImpl(endpoint, {
@@ -51,6 +52,3 @@ export async function introspectToken(
   return body as Readonly<Record<string, unknown>>
 }
 
-function formEncode(s: string): string {
-  return encodeURIComponent(s).replace(/%20/g, '+')
-}

@@ -6,14 +6,15 @@
  * different (connection, user) pairs can never map to one key.
  * @module
  */
-import { createHash } from 'node:crypto'
+import { CONNECTION_NAME_PATTERN } from '../config/schema.js'
+import { sha256Hex } from '../encoding.js'
 import { AppError } from '../errors.js'
 
 /** The first segment of every key unless a store is given another (tests use one per run). */
 export const DEFAULT_NAMESPACE = 'keyway'
 
 /** Same rule as the config's connection names (design.md §2). */
-export const CONNECTION_NAME_PATTERN = /^[A-Za-z0-9_-]{1,64}$/
+export { CONNECTION_NAME_PATTERN }
 const NAMESPACE_PATTERN = /^[A-Za-z0-9_-]{1,64}$/
 
 /** The user segment of a shared (one per connection) token. Never a hash: hashes start with `u`. */
@@ -25,10 +26,7 @@ export interface TokenRef {
   readonly user: string | null
 }
 
-/** Lowercase SHA-256 hex of the UTF-8 bytes, exactly as given (no case folding, no normalisation). */
-export function sha256Hex(text: string): string {
-  return createHash('sha256').update(text, 'utf8').digest('hex')
-}
+export { sha256Hex }
 
 /** @throws AppError `INTERNAL` when the namespace is not a single safe segment (a programming error) */
 export function assertNamespace(namespace: string): void {
