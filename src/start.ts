@@ -135,7 +135,11 @@ export async function startStdio(snapshot: ConfigSnapshot, opts: StdioOptions = 
   try {
     http = await listen(app.app, snapshot.server.host, opts.port ?? snapshot.server.port)
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw e
+    if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE') {
+      await stdio.close()
+      await runtime.close()
+      throw e
+    }
     runtime.log.info('browser routes are served by another Keyway on this port', { port: snapshot.server.port })
   }
   return {
