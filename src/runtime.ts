@@ -112,7 +112,7 @@ export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOption
     now,
     callDeps(snapshot) {
       let deps = depsCache.get(snapshot)
-      if (!deps) depsCache.set(snapshot, (deps = { snapshot, credentials, egress, audit, log, now }))
+      if (!deps) depsCache.set(snapshot, (deps = { snapshot, live: () => current, credentials, egress, audit, log, now }))
       return deps
     },
     verifier(snapshot) {

@@ -17,6 +17,7 @@ import {
   type AuditFilter,
   type ReadStats,
 } from '../src/audit/read.js'
+import { toSafeJsonLine } from '../src/audit/safe-text.js'
 import { configPath, loadOrReport, type Command } from './cli.js'
 
 /** Rows buffered to size the table's columns before the rest is streamed with those widths. */
@@ -68,7 +69,7 @@ export const run: Command = async (argv, io) => {
   try {
     if (values.json) {
       for await (const rec of readAuditLog(logFile, filter, stats)) {
-        io.out(JSON.stringify(rec))
+        io.out(toSafeJsonLine(rec))
         count++
       }
     } else {

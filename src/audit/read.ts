@@ -8,6 +8,7 @@
  */
 import { createReadStream } from 'node:fs'
 import { createInterface } from 'node:readline'
+import { escapeForTerminal } from './safe-text.js'
 
 /** One audit line as read from disk: `time` and `type` are required, anything else is optional. */
 export interface AuditRecord {
@@ -130,7 +131,7 @@ export function auditRow(rec: AuditRecord): string[] {
     detailOf(rec, s),
     s('status'),
     s('durationMs'),
-  ].map((cell) => clean(cell) || '-')
+  ].map((cell) => escapeForTerminal(cell) || '-')
 }
 
 function detailOf(rec: AuditRecord, s: (k: string) => string): string {
@@ -146,11 +147,6 @@ function detailOf(rec: AuditRecord, s: (k: string) => string): string {
     default:
       return [s('reason'), s('warning'), s('scopes') && `scopes ${s('scopes')}`].filter(Boolean).join('; ')
   }
-}
-
-/** Control characters (a newline in a logged path, say) would break the table: shown escaped. */
-function clean(cell: string): string {
-  return cell.replace(/[\u0000-\u001f\u007f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)
 }
 
 /**

@@ -15,6 +15,8 @@ export interface Caller {
   readonly groups: ReadonlySet<string>
   readonly via: IdentitySource
   readonly scopes: readonly string[]
+  /** The groups the credential itself carried (API key entry, token claim), kept to rebuild `groups` on another snapshot. */
+  readonly credentialGroups: readonly string[]
 }
 
 /** Builds a caller, merging the config's groups for this user with the groups the credential carried. */
@@ -26,5 +28,13 @@ export function createCaller(
   scopes: readonly string[] = [],
 ): Caller {
   const groups = new Set<string>([ACCOUNT_USERS_GROUP, ...(snapshot.groupsOf.get(user) ?? []), ...extraGroups])
-  return Object.freeze({ user, groups, via, scopes: Object.freeze([...scopes]) })
+  return Object.freeze({ user, groups, via, scopes: Object.freeze([...scopes]), credentialGroups: Object.freeze([...extraGroups]) })
+}
+
+/**
+ * The same caller as seen by another snapshot: config group memberships are read again (a group
+ * edit applies to calls still in flight), what the credential carried stays.
+ */
+export function rebaseCaller(caller: Caller, snapshot: ConfigSnapshot): Caller {
+  return createCaller(snapshot, caller.user, caller.via, caller.credentialGroups, caller.scopes)
 }

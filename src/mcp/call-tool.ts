@@ -1,9 +1,10 @@
 /**
- * The orchestrator of one tool call, and the only place that knows the order (design.md §11):
- * grants, then credentials, then egress, then audit. It returns either a finished
- * `CallToolResult` or the fact that the caller must consent first; how consent is asked for
- * depends on the client and is decided in `server.ts`. Tool-facing failures become results
- * whose text starts with a stable code (design.md §6); nothing here touches the MCP wire.
+ * The orchestrator of one tool call, and the only place that knows the order: grants, then the
+ * consent wait of a retry, then the arguments, then credentials, grants again, egress, and one
+ * audit line. It returns either a finished `CallToolResult` or the fact that the caller must
+ * consent first; how consent is asked for depends on the client and is decided in `server.ts`.
+ * Tool-facing failures become results whose text starts with a stable code (README "Error
+ * codes"); nothing here touches the MCP wire.
  * @module
  */
 import type { ConfigSnapshot, Connection } from '../config/load.js'
@@ -11,15 +12,21 @@ import { AppError, isAppError, type ToolErrorCode } from '../errors.js'
 import type { AuditLog } from '../audit/audit-log.js'
 import type { CredentialProvider, Credential } from '../credentials/credential.js'
 import { decide, describePrincipal } from '../grants/decide.js'
-import type { Caller } from '../identity/caller.js'
+import { rebaseCaller, type Caller } from '../identity/caller.js'
 import type { Logger } from '../log.js'
 import { errorMessage } from '../log.js'
 import { buildUpstreamUrl, filterCallerHeaders, selectResponseHeaders } from '../egress/build-url.js'
 import type { Egress, OutboundResponse } from '../egress/safe-fetch.js'
-import type { ToolInput, ToolOutput } from './tool-schema.js'
+import { exceedsJsonDepth } from '../json-depth.js'
+import { ToolInputSchema, type ToolInput, type ToolOutput } from './tool-schema.js'
 
 export interface CallDeps {
   readonly snapshot: ConfigSnapshot
+  /**
+   * The snapshot live right now. A call that waited (consent, a refresh lock, a token request)
+   * is decided again on it just before anything is sent, so a REVOKE that landed meanwhile wins.
+   */
+  readonly live: () => ConfigSnapshot
   readonly credentials: CredentialProvider
   readonly egress: Egress
   readonly audit: AuditLog
@@ -38,6 +45,15 @@ export type CallOutcome =
   | { readonly kind: 'result'; readonly result: ToolResult }
   | { readonly kind: 'consent-required'; readonly url: string; readonly flowId: string; readonly connection: Connection }
 
+export interface CallHooks {
+  /**
+   * Runs after the caller was found to hold the grant and before the arguments are read: the
+   * bounded wait of a retry that answers Keyway's own consent question (`mcp/consent.ts`). A
+   * caller without the grant never gets here, so it cannot make Keyway wait or leak schema details.
+   */
+  readonly beforeCall?: () => Promise<void>
+}
+
 const USER_AGENT = 'keyway/0.1'
 
 /** A tool result that reports a failure the model can act on; the text starts with the code. */
@@ -45,62 +61,124 @@ export function toolError(code: ToolErrorCode, message: string): ToolResult {
   return { content: [{ type: 'text', text: `${code}: ${message}` }], isError: true }
 }
 
-export async function callTool(deps: CallDeps, caller: Caller, connection: Connection, input: ToolInput): Promise<CallOutcome> {
-  const started = deps.now()
-  const decision = decide(caller, connection, deps.snapshot.grants)
-  const audit = (fields: { status?: number; error?: string }): void =>
-    deps.audit.record({
-      type: 'tool.call',
-      user: caller.user,
-      via: caller.via,
-      connection: connection.name,
-      method: input.method,
-      path: auditPath(input.path),
-      decision: decision.effect,
-      ...(decision.effect === 'allow'
-        ? { rule: decision.via === 'owner' ? 'owner' : `grant to ${describePrincipal(decision.principal)}` }
-        : {}),
-      authMethod: connection.auth.type,
-      ...fields,
-      durationMs: deps.now() - started,
-    })
+/** What the one audit line of a call says about how it ended. */
+interface Ending {
+  status?: number
+  error?: string
+}
 
-  if (decision.effect === 'deny') {
-    audit({ error: 'PERMISSION_DENIED' })
-    return result(
-      toolError(
-        'PERMISSION_DENIED',
-        `user ${caller.user} does not hold USE CONNECTION on connection "${connection.name}"; ` +
-          `its owner (${describePrincipal(connection.owner)}) can grant it: ` +
-          `keyway sql 'GRANT USE CONNECTION ON CONNECTION ${connection.name} TO USER \`${caller.user}\`'`,
-      ),
-    )
-  }
+/**
+ * One `tools/call` of a connection, in this order: `decide` (a caller without the grant gets
+ * `PERMISSION_DENIED` before anything else happens, whatever its arguments), the consent wait of
+ * a retry (`hooks.beforeCall`), argument parsing, the credential, `decide` again on the live
+ * snapshot when it changed meanwhile, egress, one forced refresh on an upstream 401. Exactly one
+ * audit line is written per call, however it ends (README "Security model").
+ */
+export async function callTool(deps: CallDeps, caller: Caller, connection: Connection, args: unknown, hooks: CallHooks = {}): Promise<CallOutcome> {
+  const started = deps.now()
+  let decision = decide(caller, connection, deps.snapshot.grants)
+  let request: { method: string; path: string } = requestOf(args)
+  const ending: Ending = {}
+  let outcome: CallOutcome
   try {
-    const outcome = await forward(deps, caller, connection, input)
-    if (outcome.kind === 'consent-required') audit({ error: 'CONSENT_REQUIRED' })
-    else audit({ status: outcome.status })
-    return outcome.kind === 'consent-required' ? outcome : result(toToolResult(outcome.response))
+    outcome = await run()
   } catch (e) {
-    if (isAppError(e) && e.expose) {
-      audit({ error: e.code })
-      return result(toolError(e.code as ToolErrorCode, e.message))
-    }
-    deps.log.error('tool call failed unexpectedly', { connection: connection.name, user: caller.user, error: errorMessage(e) })
-    audit({ error: 'INTERNAL' })
-    return result({ content: [{ type: 'text', text: 'INTERNAL: unexpected failure; the server log has details' }], isError: true })
+    outcome = result(failure(deps, e, caller, connection))
+    ending.error = errorCodeOf(e)
   }
+  deps.audit.record({
+    type: 'tool.call',
+    user: caller.user,
+    via: caller.via,
+    connection: connection.name,
+    method: request.method,
+    path: auditPath(request.path),
+    decision: decision.effect,
+    ...(decision.effect === 'allow' ? { rule: decision.via === 'owner' ? 'owner' : `grant to ${describePrincipal(decision.principal)}` } : {}),
+    authMethod: connection.auth.type,
+    ...ending,
+    durationMs: deps.now() - started,
+  })
+  return outcome
+
+  async function run(): Promise<CallOutcome> {
+    if (decision.effect === 'deny') {
+      ending.error = 'PERMISSION_DENIED'
+      return result(permissionDenied(caller, connection))
+    }
+    await hooks.beforeCall?.()
+    const parsed = ToolInputSchema.safeParse(args ?? {})
+    if (!parsed.success) {
+      ending.error = 'INVALID_REQUEST'
+      return result(toolError('INVALID_REQUEST', describeIssues(parsed.error.issues)))
+    }
+    const input = parsed.data
+    request = { method: input.method, path: input.path }
+    const forwarded = await forward(deps, caller, connection, input, () => {
+      // Decide last: whatever waited (consent, a lock, a token request), the grant must still hold
+      // in the config live now. Same snapshot object, same grants: nothing to decide again.
+      const live = deps.live()
+      if (live === deps.snapshot) return true
+      const current = live.connections.get(connection.name)
+      decision = current ? decide(rebaseCaller(caller, live), current, live.grants) : { effect: 'deny', reason: 'no-grant' }
+      return decision.effect === 'allow'
+    })
+    switch (forwarded.kind) {
+      case 'revoked':
+        ending.error = 'PERMISSION_DENIED'
+        return result(permissionDenied(caller, connection))
+      case 'consent-required':
+        ending.error = 'CONSENT_REQUIRED'
+        return forwarded
+      case 'response':
+        ending.status = forwarded.response.status
+        return result(toToolResult(forwarded.response))
+      default: {
+        const never: never = forwarded
+        throw new Error(`unexpected forward result ${String(never)}`)
+      }
+    }
+  }
+}
+
+function permissionDenied(caller: Caller, connection: Connection): ToolResult {
+  return toolError(
+    'PERMISSION_DENIED',
+    `user ${caller.user} does not hold USE CONNECTION on connection "${connection.name}"; ` +
+      `its owner (${describePrincipal(connection.owner)}) can grant it: ` +
+      `keyway sql 'GRANT USE CONNECTION ON CONNECTION ${connection.name} TO USER \`${caller.user}\`'`,
+  )
+}
+
+/** A thrown failure as the model sees it: the exposed `AppError` message, or a generic text. */
+function failure(deps: CallDeps, e: unknown, caller: Caller, connection: Connection): ToolResult {
+  if (isAppError(e) && e.expose) return toolError(e.code as ToolErrorCode, e.message)
+  deps.log.error('tool call failed unexpectedly', { connection: connection.name, user: caller.user, error: errorMessage(e) })
+  return { content: [{ type: 'text', text: 'INTERNAL: unexpected failure; the server log has details' }], isError: true }
+}
+
+function errorCodeOf(e: unknown): string {
+  return isAppError(e) && e.expose ? e.code : 'INTERNAL'
 }
 
 function result(r: ToolResult): CallOutcome {
   return { kind: 'result', result: r }
 }
 
+/** Method and path as far as the raw arguments tell (for the audit line of a refused call). */
+function requestOf(args: unknown): { method: string; path: string } {
+  const a = typeof args === 'object' && args !== null ? (args as Record<string, unknown>) : {}
+  const method = typeof a.method === 'string' ? a.method.slice(0, 16) : 'GET'
+  const path = typeof a.path === 'string' ? a.path : ''
+  return { method, path }
+}
+
 type Forwarded =
-  | { readonly kind: 'response'; readonly status: number; readonly response: OutboundResponse }
+  | { readonly kind: 'response'; readonly response: OutboundResponse }
+  | { readonly kind: 'revoked' }
   | { readonly kind: 'consent-required'; readonly url: string; readonly flowId: string; readonly connection: Connection }
 
-async function forward(deps: CallDeps, caller: Caller, connection: Connection, input: ToolInput): Promise<Forwarded> {
+async function forward(deps: CallDeps, caller: Caller, connection: Connection, input: ToolInput, stillAllowed: () => boolean): Promise<Forwarded> {
   if (connection.readOnly && input.method !== 'GET')
     throw new AppError('INVALID_REQUEST', `connection "${connection.name}" is read-only: only GET is allowed`)
   const built = buildUpstreamUrl(connection, input.path, input.query)
@@ -109,7 +187,9 @@ async function forward(deps: CallDeps, caller: Caller, connection: Connection, i
   if (!filtered.ok) throw new AppError('INVALID_REQUEST', filtered.reason)
   const { body, contentType } = encodeBody(input)
 
+  if (!stillAllowed()) return { kind: 'revoked' }
   let credential: Credential = await deps.credentials.resolve(connection, caller)
+  if (!stillAllowed()) return { kind: 'revoked' }
   if (credential.kind === 'consent-required') return { ...credential, connection }
   const send = (authorization: string): Promise<OutboundResponse> =>
     deps.egress.send({
@@ -120,7 +200,7 @@ async function forward(deps: CallDeps, caller: Caller, connection: Connection, i
         accept: 'application/json, */*;q=0.5',
         ...(contentType ? { 'content-type': contentType } : {}),
         ...filtered.headers,
-        // Set last so no caller header can replace the injected credential (design.md §9).
+        // Set last so no caller header can replace the injected credential (README "Security model").
         authorization,
       },
       ...(body === undefined ? {} : { body }),
@@ -133,9 +213,10 @@ async function forward(deps: CallDeps, caller: Caller, connection: Connection, i
     // One forced refresh and one retry for a token the provider no longer accepts; never a loop.
     credential = await deps.credentials.resolve(connection, caller, { forceRefresh: true })
     if (credential.kind === 'consent-required') return { ...credential, connection }
+    if (!stillAllowed()) return { kind: 'revoked' }
     response = await send(credential.authorization)
   }
-  return { kind: 'response', status: response.status, response }
+  return { kind: 'response', response }
 }
 
 function encodeBody(input: ToolInput): { body?: string; contentType?: string } {
@@ -144,6 +225,12 @@ function encodeBody(input: ToolInput): { body?: string; contentType?: string } {
   if (typeof input.body === 'string') return { body: input.body }
   return { body: JSON.stringify(input.body), contentType: 'application/json' }
 }
+
+/**
+ * Deepest upstream JSON body handed to the model as parsed JSON. Real API answers nest a dozen
+ * levels; a few hundred is far beyond any of them and far below a stack overflow.
+ */
+export const MAX_RESULT_JSON_DEPTH = 256
 
 const TEXT_TYPES = /^(text\/|application\/(json|[\w.+-]+\+json|xml|[\w.+-]+\+xml|javascript|x-www-form-urlencoded|yaml|x-yaml|graphql))/i
 
@@ -155,7 +242,8 @@ export function toToolResult(res: OutboundResponse): ToolResult {
   else if (TEXT_TYPES.test(contentType) || contentType === '') {
     const text = res.body.toString('utf8')
     body = text
-    if (/json/i.test(contentType) && !res.truncated) {
+    // Too deep a JSON body stays text: parsed, it would overflow the stack of whatever walks it next.
+    if (/json/i.test(contentType) && !res.truncated && !exceedsJsonDepth(text, MAX_RESULT_JSON_DEPTH)) {
       try {
         body = JSON.parse(text)
       } catch {
@@ -175,4 +263,14 @@ export function toToolResult(res: OutboundResponse): ToolResult {
 function auditPath(p: string): string {
   const cut = p.split(/[?#]/, 1)[0] ?? ''
   return cut.length > 512 ? `${cut.slice(0, 512)}…` : cut
+}
+
+/** Zod issues as one line naming each bad argument (never its value). */
+function describeIssues(issues: readonly { path: readonly PropertyKey[]; message: string; code: string; keys?: readonly string[] }[]): string {
+  return issues
+    .map((i) => {
+      const at = i.path.length ? i.path.map(String).join('.') : 'arguments'
+      return i.code === 'unrecognized_keys' && i.keys ? `${at}: unknown argument ${i.keys.join(', ')}` : `${at}: ${i.message}`
+    })
+    .join('; ')
 }

@@ -22,8 +22,8 @@ import {
 import type { ConfigSnapshot } from '../config/load.js'
 import { decide } from '../grants/decide.js'
 import type { Caller } from '../identity/caller.js'
-import { callTool, toolError, type CallDeps, type CallOutcome } from './call-tool.js'
-import { ToolInputSchema, toolDefinition, type ToolDefinition } from './tool-schema.js'
+import { callTool, toolError, type CallDeps, type CallHooks, type CallOutcome } from './call-tool.js'
+import { toolDefinition, type ToolDefinition } from './tool-schema.js'
 
 export const SERVER_INFO = { name: 'keyway', version: '0.1.0' } as const
 
@@ -46,9 +46,9 @@ export interface ServerDeps {
     call: ConsentCall,
   ) => Promise<ToolResultOrInput>
   /**
-   * Runs before a `tools/call` is served: when the request is a retry answering Keyway's own
-   * consent question, waits a bounded time for the consent to land, so the call then finds the
-   * token (design.md §7 step 5: "the retried call (or the waiting one) finds the token").
+   * Runs once a `tools/call` is known to be allowed, before its arguments are read: when the
+   * request is a retry answering Keyway's own consent question, waits a bounded time for the
+   * consent to land, so the call then finds the token (README "Per-user connections").
    */
   readonly awaitConsent?: (scope: CallScope, ctx: ServerContext, tool: string) => Promise<void>
 }
@@ -98,8 +98,10 @@ export function createServerFactory(deps: ServerDeps): McpServerFactory {
     server.setRequestHandler('tools/list', async (_req, ctx) => ({ tools: visibleTools(scopeFor(ctx)) as Tool[] }))
     server.setRequestHandler('tools/call', async (req, ctx) => {
       const scope = scopeFor(ctx)
-      await deps.awaitConsent?.(scope, ctx, req.params.name)
-      const step = await runToolCall(deps.callDeps(scope.snapshot), scope, req.params.name, req.params.arguments)
+      const awaitConsent = deps.awaitConsent
+      const step = await runToolCall(deps.callDeps(scope.snapshot), scope, req.params.name, req.params.arguments, {
+        ...(awaitConsent ? { beforeCall: () => awaitConsent(scope, ctx, req.params.name) } : {}),
+      })
       switch (step.kind) {
         case 'unknown-tool':
           throw new ProtocolError(ProtocolErrorCode.InvalidParams, `unknown tool "${req.params.name}"`)
@@ -122,16 +124,15 @@ export function createServerFactory(deps: ServerDeps): McpServerFactory {
 export type ToolCallStep = { readonly kind: 'unknown-tool' } | CallOutcome
 
 /**
- * One `tools/call` up to the point where the client's way of asking for consent matters:
- * tool lookup, argument parsing, then the orchestrator. Shared by the SDK handler above and
- * the fast path, so both answer with the same result for the same request.
+ * One `tools/call` up to the point where the client's way of asking for consent matters: tool
+ * lookup, then the orchestrator (which decides before it parses the arguments or waits for a
+ * consent). Shared by the SDK handler above and the fast path, so both answer with the same
+ * result for the same request.
  */
-export async function runToolCall(callDeps: CallDeps, scope: CallScope, name: string, args: unknown): Promise<ToolCallStep> {
+export async function runToolCall(callDeps: CallDeps, scope: CallScope, name: string, args: unknown, hooks: CallHooks = {}): Promise<ToolCallStep> {
   const connection = scope.snapshot.connections.get(name)
   if (!connection || !connection.isMcpConnection) return { kind: 'unknown-tool' }
-  const parsed = ToolInputSchema.safeParse(args ?? {})
-  if (!parsed.success) return { kind: 'result', result: toolError('INVALID_REQUEST', describeIssues(parsed.error.issues)) }
-  return callTool(callDeps, scope.caller, connection, parsed.data)
+  return callTool(callDeps, scope.caller, connection, args, hooks)
 }
 
 /** The fallback every client understands: a tool error carrying the link. */
@@ -140,13 +141,4 @@ export function consentText(url: string, connection: string): CallToolResult {
     'CONSENT_REQUIRED',
     `connect your account to "${connection}" first: open ${url} in a browser, sign in, then retry after authorizing`,
   )
-}
-
-function describeIssues(issues: readonly { path: readonly PropertyKey[]; message: string; code: string; keys?: readonly string[] }[]): string {
-  return issues
-    .map((i) => {
-      const at = i.path.length ? i.path.map(String).join('.') : 'arguments'
-      return i.code === 'unrecognized_keys' && i.keys ? `${at}: unknown argument ${i.keys.join(', ')}` : `${at}: ${i.message}`
-    })
-    .join('; ')
 }

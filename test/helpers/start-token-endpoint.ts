@@ -14,8 +14,11 @@ export interface RecordedTokenRequest {
   readonly body: URLSearchParams
 }
 
-/** `ok`: issue tokens; `fail`: 503 `temporarily_unavailable`; `hang`: never answer. */
-export type TokenEndpointMode = 'ok' | 'fail' | 'hang'
+/**
+ * `ok`: issue tokens; `fail`: 503 `temporarily_unavailable`; `hang`: never answer; `hold`: answer
+ * as `ok` once `release()` is called (a slow token endpoint the test controls).
+ */
+export type TokenEndpointMode = 'ok' | 'fail' | 'hang' | 'hold'
 
 export interface TokenEndpoint extends AsyncDisposable {
   /** `http://127.0.0.1:<port>`: also the issuer of the discovery document. */
@@ -25,6 +28,10 @@ export interface TokenEndpoint extends AsyncDisposable {
   /** Serve `/.well-known/openid-configuration` with these extra fields (undefined: 404). */
   setMetadata(extra: Readonly<Record<string, unknown>> | undefined): void
   setMode(mode: TokenEndpointMode): void
+  /** Answers every request held in `hold` mode, and goes back to `ok`. */
+  release(): void
+  /** Resolves once a token request is being held (`hold` mode). */
+  held(): Promise<void>
   /** Lifetime of the next tokens, seconds (default 600). */
   setExpiresIn(seconds: number): void
   close(): Promise<void>
@@ -38,6 +45,8 @@ export async function startTokenEndpoint(): Promise<TokenEndpoint> {
   let issued = 0
   let issuer = ''
   const hanging = new Set<ServerResponse>()
+  const holding: (() => void)[] = []
+  let onHeld: (() => void) | undefined
 
   const json = (res: ServerResponse, status: number, body: unknown): void => {
     res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' })
@@ -60,8 +69,16 @@ export async function startTokenEndpoint(): Promise<TokenEndpoint> {
           return
         }
         if (mode === 'fail') return json(res, 503, { error: 'temporarily_unavailable' })
-        issued++
-        return json(res, 200, { access_token: `tok-${issued}`, token_type: 'Bearer', expires_in: expiresIn, scope: 'api:read' })
+        const issue = (): void => {
+          issued++
+          json(res, 200, { access_token: `tok-${issued}`, token_type: 'Bearer', expires_in: expiresIn, scope: 'api:read' })
+        }
+        if (mode === 'hold') {
+          holding.push(issue)
+          onHeld?.()
+          return
+        }
+        return issue()
       }
       json(res, 404, { error: 'not_found' })
     })
@@ -84,6 +101,19 @@ export async function startTokenEndpoint(): Promise<TokenEndpoint> {
     setMode: (m) => {
       mode = m
     },
+    release: () => {
+      mode = 'ok'
+      for (const issue of holding.splice(0)) issue()
+    },
+    held: () =>
+      holding.length > 0
+        ? Promise.resolve()
+        : new Promise<void>((resolve) => {
+            onHeld = () => {
+              onHeld = undefined
+              resolve()
+            }
+          }),
     setExpiresIn: (s) => {
       expiresIn = s
     },

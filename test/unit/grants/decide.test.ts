@@ -3,7 +3,7 @@ import type { Connection, Grant } from '../../../src/config/load.js'
 import { decide } from '../../../src/grants/decide.js'
 import type { Caller } from '../../../src/identity/caller.js'
 
-const caller = (user: string, groups: string[] = []): Caller => ({ user, groups: new Set(['account users', ...groups]), via: 'api_key', scopes: [] })
+const caller = (user: string, groups: string[] = []): Caller => ({ user, groups: new Set(['account users', ...groups]), via: 'api_key', scopes: [], credentialGroups: groups })
 const conn = (name: string, owner: Connection['owner']): Connection =>
   ({ name, owner, origin: 'https://x', basePath: '/', isMcpConnection: true, description: undefined, readOnly: false, timeoutMs: 1, maxResponseBytes: 1, auth: { type: 'bearer_token' } }) as unknown as Connection
 
