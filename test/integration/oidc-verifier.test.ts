@@ -76,6 +76,18 @@ function countingVerifier(over: Partial<OidcSettings> = {}, opts: OidcVerifierOp
 
 const introspection = { clientId: RS_CLIENT.client_id, clientSecret: new Secret(RS_CLIENT.client_secret), cacheTtlSeconds: 60, callsPerMinutePerAddress: 10 }
 
+async function revoke(token: string): Promise<void> {
+  const res = await fetch(`${as.issuer}/token/revocation`, {
+    method: 'POST',
+    headers: {
+      authorization: `Basic ${Buffer.from(`${as.helperClient.clientId}:${as.helperClient.clientSecret}`).toString('base64')}`,
+      'content-type': 'application/x-www-form-urlencoded',
+    },
+    body: new URLSearchParams({ token, token_type_hint: 'access_token' }),
+  })
+  expect(res.status).toBe(200)
+}
+
 async function refusal(p: Promise<unknown>): Promise<AppError> {
   const e: unknown = await p.then(
     () => undefined,
@@ -221,10 +233,12 @@ describe('JWT access tokens (RFC 9068)', () => {
     expect((await refusal(verifier.verify(dpop))).message).toBe('token type "dpop+jwt" is not an access token')
   })
 
-  test('a token without the user claim is refused', async () => {
-    const { sub: _sub, ...claims } = goodClaims(as.issuer, MCP, nowS())
-    const forged = await signJwt(asKey, claims)
-    expect((await refusal(countingVerifier().verifier.verify(forged))).message).toBe('token claim "sub" (userClaim) is missing or not a string')
+  test('a token without the user claim is refused; one that names a client is that client\'s own token', async () => {
+    const { sub: _sub, client_id: _client, ...claims } = goodClaims(as.issuer, MCP, nowS())
+    const { verifier } = countingVerifier()
+    expect((await refusal(verifier.verify(await signJwt(asKey, claims)))).message).toBe('token claim "sub" (userClaim) is missing or not a string')
+    const ownToken = await signJwt(asKey, { ...claims, client_id: 'forged' })
+    await expect(verifier.verify(ownToken)).resolves.toMatchObject({ kind: 'service', clientId: 'forged' })
   })
 
   test('an ID token (audience = client id) is refused', async () => {
@@ -334,6 +348,43 @@ describe('caching and discovery', () => {
     await expect(o.verifier.verify(token)).resolves.toMatchObject({ user: 'alice@example.com' })
     now += 2_000
     expect((await refusal(o.verifier.verify(token))).message).toBe('token is not active')
+  })
+
+  test('cacheTtlSeconds sets how long answers are remembered; 0 asks the issuer every time, so a revocation shows at once [identity:introspection-budget]', async () => {
+    let now = Date.now()
+    const token = await as.userToken('alice@example.com', { resource: MCP_OPAQUE })
+    const short = countingVerifier({ audience: MCP_OPAQUE, introspection: { ...introspection, cacheTtlSeconds: 5 } }, { now: () => now })
+    await short.verifier.verify(token)
+    now += 4_000
+    await short.verifier.verify(token)
+    expect(short.calls.filter((p) => p === '/token/introspection')).toHaveLength(1)
+    now += 2_000
+    await short.verifier.verify(token)
+    expect(short.calls.filter((p) => p === '/token/introspection')).toHaveLength(2)
+
+    const never = countingVerifier({ audience: MCP_OPAQUE, introspection: { ...introspection, cacheTtlSeconds: 0 } })
+    await never.verifier.verify(token)
+    await revoke(token)
+    expect((await refusal(never.verifier.verify(token))).message).toBe('token is not active')
+    expect((await refusal(never.verifier.verify('not-a-real-token'))).message).toBe('token is not active')
+    expect((await refusal(never.verifier.verify('not-a-real-token'))).message).toBe('token is not active')
+    expect(never.calls.filter((p) => p === '/token/introspection')).toHaveLength(4)
+  })
+
+  test('an inactive answer is remembered: the same unknown string is introspected once [identity:introspection-budget]', async () => {
+    const o = countingVerifier({ audience: MCP_OPAQUE, introspection })
+    for (let i = 0; i < 3; i++) expect((await refusal(o.verifier.verify('never-issued-token'))).message).toBe('token is not active')
+    expect(o.calls.filter((p) => p === '/token/introspection')).toHaveLength(1)
+  })
+
+  test('requests without a client address share one budget; spent, nothing reaches the issuer [identity:introspection-budget]', async () => {
+    const o = countingVerifier({ audience: MCP_OPAQUE, introspection: { ...introspection, callsPerMinutePerAddress: 3 } })
+    const reasons: string[] = []
+    for (let i = 0; i < 6; i++) reasons.push((await refusal(o.verifier.verify(`junk-${i}`))).message)
+    expect(reasons).toEqual([...Array(3).fill('token is not active'), ...Array(3).fill('introspection budget of this client address is spent')])
+    expect(o.calls.filter((p) => p === '/token/introspection')).toHaveLength(3)
+    // Another address still has its budget.
+    await expect(o.verifier.verify(await as.userToken('alice@example.com', { resource: MCP_OPAQUE }), { clientAddress: '192.0.2.9' })).resolves.toMatchObject({ kind: 'user' })
   })
 
   test('a cached token is not accepted past its exp', async () => {
