@@ -185,7 +185,7 @@ const ECHOES: readonly (readonly [string, (req: RecordedRequest, res: ServerResp
   }],
 ]
 
-describe.each(['static', 'm2m', 'shared'])('connection %s: the credential never comes back', (connection) => {
+describe.each(['static', 'm2m', 'shared'])('connection %s: the credential never comes back [redact:echoed-credential]', (connection) => {
   test.each(ECHOES)('%s', async (_name, echo) => {
     upstream.setHandler(echo)
     const r: ToolCallResult = await alice.callTool(connection, { method: 'GET', path: '/echo' })
@@ -219,7 +219,7 @@ describe('what else the model sees', () => {
     expect(r.structuredContent?.redacted).toBe(2)
   })
 
-  test('www-authenticate keeps only the scheme and the error code; set-cookie and authorization never pass', async () => {
+  test('www-authenticate keeps only the scheme and the error code; set-cookie and authorization never pass [redact:headers-allowlist]', async () => {
     upstream.setHandler((_req, res) => {
       res.writeHead(401, {
         'content-type': 'application/json',
@@ -238,7 +238,7 @@ describe('what else the model sees', () => {
     expect(upstream.requests[0]?.headers['accept-encoding']).toBe('identity')
   })
 
-  test('a content coding Keyway cannot decode withholds the body instead of passing unchecked bytes', async () => {
+  test('a content coding Keyway cannot decode withholds the body instead of passing unchecked bytes [redact:compressed]', async () => {
     upstream.setHandler((req, res) => {
       res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-encoding': 'zstd' })
       res.end(Buffer.from(authOf(req)))
@@ -253,7 +253,7 @@ describe('token endpoints that echo the request', () => {
   test.each([
     ['m2m-basic-echo', 'the Basic header base64(client_id:secret)'],
     ['m2m-form-echo', 'the form body client_secret=p%40ss%3A...'],
-  ])('%s: %s never reaches the caller, the log or the audit', async (connection) => {
+  ])('%s: %s never reaches the caller, the log or the audit [redact:token-endpoint]', async (connection) => {
     const before = echoingTokens.requests.length
     const r = await alice.callTool(connection, { method: 'GET', path: '/x' })
     expect(echoingTokens.requests.length).toBe(before + 1)
@@ -272,6 +272,6 @@ describe('token endpoints that echo the request', () => {
   })
 })
 
-test('nothing planted here reached the operational log', () => {
+test('nothing planted here reached the operational log [redact:logs]', () => {
   expect(findCanaries(log.lines.join('\n'), canaries())).toEqual([])
 })
