@@ -36,16 +36,22 @@ export interface Forms {
 }
 
 const EMPTY_FORMS: Forms = { text: [], bytes: [] }
+// Keyed by the secret, or by the secrets of a credential joined with NUL: a call's forms are
+// looked up, not rebuilt, on the hot path.
 const formsCache = new Map<string, Forms>()
 
-/** Every form of one secret that is matched, longest first. Cached per value. */
-export function secretForms(secret: string): Forms {
-  const hit = formsCache.get(secret)
+function cached(key: string, compute: () => Forms): Forms {
+  const hit = formsCache.get(key)
   if (hit !== undefined) return hit
-  const forms = computeForms(secret)
+  const forms = compute()
   if (formsCache.size >= FORMS_CACHE_MAX) formsCache.clear()
-  formsCache.set(secret, forms)
+  formsCache.set(key, forms)
   return forms
+}
+
+/** Every form of one secret that is matched, longest first. */
+export function secretForms(secret: string): Forms {
+  return cached(secret, () => computeForms(secret))
 }
 
 function computeForms(secret: string): Forms {
@@ -87,8 +93,10 @@ function base64Cores(bytes: Buffer): string[] {
 export function formsOf(secrets: readonly string[]): Forms {
   if (secrets.length === 0) return EMPTY_FORMS
   if (secrets.length === 1) return secretForms(secrets[0] as string)
-  const text = [...new Set(secrets.flatMap((s) => secretForms(s).text))].sort((a, b) => b.length - a.length)
-  return { text, bytes: text.map((s) => Buffer.from(s)) }
+  return cached(secrets.join('\u0000'), () => {
+    const text = [...new Set(secrets.flatMap((s) => secretForms(s).text))].sort((a, b) => b.length - a.length)
+    return { text, bytes: text.map((s) => Buffer.from(s)) }
+  })
 }
 
 export interface Redacted<T> {
@@ -180,28 +188,36 @@ export function redactJsonValue(value: unknown, forms: Forms): Redacted<unknown>
   return { value: redacted, count }
 }
 
-// --- Process-wide registry, for the operational log ---------------------------------------
-
-/** Bound on remembered secrets: every configured secret plus the tokens of recent calls. */
-const REMEMBERED_MAX = 512
-const remembered = new Set<string>()
+// --- Process-wide registry, for the operational log and command output ------------------
 
 /**
- * Remembers a secret this process holds (config secrets, tokens it sent) so that the log
- * never prints it, whatever message an error carried. Oldest entries are forgotten first.
+ * Bounds on remembered secrets. Every line is checked against each one's forms, so the bounds
+ * keep a log line cheap: the config's secrets (a handful, kept across reloads up to the bound)
+ * and the tokens of the most recent calls.
  */
-export function rememberSecret(value: string): void {
-  if (value.length < MIN_SECRET_CHARS || remembered.has(value)) return
-  if (remembered.size >= REMEMBERED_MAX) {
-    const oldest = remembered.values().next().value
-    if (oldest !== undefined) remembered.delete(oldest)
+const REMEMBERED_CONFIG_MAX = 256
+const REMEMBERED_TOKENS_MAX = 64
+const rememberedConfig = new Set<string>()
+const rememberedTokens = new Set<string>()
+
+/**
+ * Remembers a secret this process holds, so that no log line or command output prints it,
+ * whatever an error message quoted: `config` for the config's secrets (`Secret`), `token` for
+ * tokens a call used. The oldest of a kind is forgotten first.
+ */
+export function rememberSecret(value: string, kind: 'config' | 'token' = 'token'): void {
+  const set = kind === 'config' ? rememberedConfig : rememberedTokens
+  if (value.length < MIN_SECRET_CHARS || set.has(value)) return
+  if (set.size >= (kind === 'config' ? REMEMBERED_CONFIG_MAX : REMEMBERED_TOKENS_MAX)) {
+    const oldest = set.values().next().value
+    if (oldest !== undefined) set.delete(oldest)
   }
-  remembered.add(value)
+  set.add(value)
 }
 
-/** `text` with every remembered secret redacted (log lines, CLI output). */
+/** `text` with every remembered secret redacted. */
 export function redactRemembered(text: string): string {
   let out = text
-  for (const secret of remembered) out = redactText(out, secretForms(secret)).value
+  for (const set of [rememberedConfig, rememberedTokens]) for (const secret of set) out = redactText(out, secretForms(secret)).value
   return out
 }

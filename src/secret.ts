@@ -12,7 +12,7 @@ const values = new WeakMap<Secret, string>()
 export class Secret {
   constructor(raw: string) {
     values.set(this, raw)
-    rememberSecret(raw)
+    rememberSecret(raw, 'config')
     Object.freeze(this)
   }
 
