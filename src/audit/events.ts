@@ -22,6 +22,8 @@ export interface ToolCallEvent {
   readonly authMethod?: AuthType
   readonly status?: number
   readonly error?: string
+  /** Occurrences of the call's own secrets replaced in what the upstream answered; absent when none. */
+  readonly redacted?: number
   readonly durationMs: number
 }
 

@@ -8,7 +8,7 @@
  */
 import { createReadStream } from 'node:fs'
 import { createInterface } from 'node:readline'
-import { escapeForTerminal } from './safe-text.js'
+import { escapeForTerminal } from '../safe-text.js'
 
 /** One audit line as read from disk: `time` and `type` are required, anything else is optional. */
 export interface AuditRecord {

@@ -23,7 +23,7 @@ import { connectPath, createConsentFlow, FLOW_TTL_MS, OUTCOME_POLL_MS, readConse
 import type { Credential, ResolveOptions } from './credential.js'
 import type { OAuthClient } from './oauth-client.js'
 import { isUsable, type Refresher } from './refresh.js'
-import { authorizationHeader, recordFromTokenSet } from './token-record.js'
+import { recordFromTokenSet, tokenCredential } from './token-record.js'
 
 const METHOD = 'oauth_u2m_per_user'
 
@@ -90,7 +90,7 @@ export async function resolvePerUserU2m(connection: Connection, caller: Caller, 
     if (isAppError(e, 'CONSENT_REQUIRED')) return consentLink(connection, caller.user, deps, reasonOf(e))
     throw e
   }
-  return { kind: 'ready', authorization: authorizationHeader(record), refreshable: record.refreshToken !== undefined }
+  return tokenCredential(record, connection)
 }
 
 function fatalReason(e: AppError): ConsentReason {
