@@ -8,7 +8,9 @@ import type { IdentitySource } from '../identity/caller.js'
 
 export interface ToolCallEvent {
   readonly type: 'tool.call'
-  readonly user: string
+  /** The calling user; a service principal is named in `servicePrincipal` instead, never here. */
+  readonly user?: string
+  readonly servicePrincipal?: string
   readonly via: IdentitySource
   readonly connection: string
   readonly method: string

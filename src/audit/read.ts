@@ -124,7 +124,7 @@ export function auditRow(rec: AuditRecord): string[] {
   return [
     rec.time,
     rec.type,
-    s('user'),
+    s('user') || (s('servicePrincipal') && `service principal ${s('servicePrincipal')}`),
     s('connection'),
     request,
     s('decision'),

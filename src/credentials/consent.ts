@@ -60,7 +60,8 @@ export async function providerAuthorizationUrl(client: OAuthClient, link: Consen
 
 /** Who completed a flow, as the audit log names them. */
 export function completedBy(flow: { readonly completer: Principal; readonly confirmedUser?: string | undefined }): string {
-  return flow.confirmedUser ?? ('user' in flow.completer ? flow.completer.user : `(member of group ${flow.completer.group})`)
+  const c = flow.completer
+  return flow.confirmedUser ?? ('user' in c ? c.user : 'group' in c ? `(member of group ${c.group})` : `(service principal ${c.servicePrincipal})`)
 }
 
 /**

@@ -63,6 +63,9 @@ function consentNeeded(connection: Connection, reason: ConsentReason, cause?: un
  * `STORE_UNAVAILABLE`): a store that fails is never taken for "no token" (design.md §8).
  */
 export async function resolvePerUserU2m(connection: Connection, caller: Caller, deps: PerUserU2mDeps, opts: ResolveOptions = {}): Promise<Credential> {
+  // `decide` already refuses this; the check stays here because tokens are keyed by name alone,
+  // and a service principal must never read or start a person's token of the same name.
+  if (caller.kind !== 'user') throw new AppError('PERMISSION_DENIED', `service principal ${caller.user} cannot use per-user connection "${connection.name}"`)
   const ref: TokenRef = { connection: connection.name, user: caller.user }
   let record: TokenRecord
   try {

@@ -23,6 +23,7 @@ export interface SharedU2mDeps {
 
 /** `user alice@example.com` / `a member of group admins`. */
 export function describeOwner(owner: Principal): string {
+  if ('servicePrincipal' in owner) return `service principal ${owner.servicePrincipal}`
   return 'user' in owner ? `user ${owner.user}` : `a member of group ${owner.group}`
 }
 

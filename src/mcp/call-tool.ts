@@ -11,8 +11,8 @@ import type { ConfigSnapshot, Connection } from '../config/load.js'
 import { AppError, isAppError, type ToolErrorCode } from '../errors.js'
 import type { AuditLog } from '../audit/audit-log.js'
 import type { CredentialProvider, Credential } from '../credentials/credential.js'
-import { decide, describePrincipal } from '../grants/decide.js'
-import { rebaseCaller, type Caller } from '../identity/caller.js'
+import { decide, describePrincipal, type Decision } from '../grants/decide.js'
+import { describeCaller, rebaseCaller, type Caller } from '../identity/caller.js'
 import type { Logger } from '../log.js'
 import { errorMessage } from '../log.js'
 import { buildUpstreamUrl, filterCallerHeaders, selectResponseHeaders } from '../egress/build-url.js'
@@ -97,7 +97,7 @@ export async function callTool(deps: CallDeps, caller: Caller, connection: Conne
   }
   deps.audit.record({
     type: 'tool.call',
-    user: caller.user,
+    ...(caller.kind === 'service_principal' ? { servicePrincipal: caller.user } : { user: caller.user }),
     via: caller.via,
     connection: connection.name,
     method: request.method,
@@ -113,7 +113,7 @@ export async function callTool(deps: CallDeps, caller: Caller, connection: Conne
   async function run(): Promise<CallOutcome> {
     if (decision.effect === 'deny') {
       ending.error = 'PERMISSION_DENIED'
-      return result(permissionDenied(caller, connection))
+      return result(permissionDenied(caller, connection, decision))
     }
     await hooks.beforeCall?.()
     const parsed = ToolInputSchema.safeParse(args ?? {})
@@ -135,7 +135,7 @@ export async function callTool(deps: CallDeps, caller: Caller, connection: Conne
     switch (forwarded.kind) {
       case 'revoked':
         ending.error = 'PERMISSION_DENIED'
-        return result(permissionDenied(caller, connection))
+        return result(permissionDenied(caller, connection, decision))
       case 'consent-required':
         ending.error = 'CONSENT_REQUIRED'
         return forwarded
@@ -153,12 +153,19 @@ export async function callTool(deps: CallDeps, caller: Caller, connection: Conne
   }
 }
 
-function permissionDenied(caller: Caller, connection: Connection): ToolResult {
+function permissionDenied(caller: Caller, connection: Connection, decision: Decision): ToolResult {
+  if (decision.effect === 'deny' && decision.reason === 'needs-person') {
+    return toolError(
+      'PERMISSION_DENIED',
+      `${describeCaller(caller)} cannot use connection "${connection.name}": it is ${connection.auth.type}, which calls with each person's own account, and a service principal has none`,
+    )
+  }
+  const kind = caller.kind === 'service_principal' ? 'SERVICE PRINCIPAL' : 'USER'
   return toolError(
     'PERMISSION_DENIED',
-    `user ${caller.user} does not hold USE CONNECTION on connection "${connection.name}"; ` +
+    `${describeCaller(caller)} does not hold USE CONNECTION on connection "${connection.name}"; ` +
       `its owner (${describePrincipal(connection.owner)}) can grant it: ` +
-      `keyway sql 'GRANT USE CONNECTION ON CONNECTION ${connection.name} TO USER \`${caller.user}\`'`,
+      `keyway sql 'GRANT USE CONNECTION ON CONNECTION ${connection.name} TO ${kind} \`${caller.user}\`'`,
   )
 }
 
@@ -168,7 +175,7 @@ function permissionDenied(caller: Caller, connection: Connection): ToolResult {
  */
 function failure(deps: CallDeps, e: unknown, caller: Caller, connection: Connection, forms: Forms | undefined): ToolResult {
   if (isAppError(e) && e.expose) return toolError(e.code as ToolErrorCode, forms ? redactText(e.message, forms).value : e.message)
-  deps.log.error('tool call failed unexpectedly', { connection: connection.name, user: caller.user, error: errorMessage(e) })
+  deps.log.error('tool call failed unexpectedly', { connection: connection.name, caller: describeCaller(caller), error: errorMessage(e) })
   return { content: [{ type: 'text', text: 'INTERNAL: unexpected failure; the server log has details' }], isError: true }
 }
 
