@@ -19,11 +19,12 @@ export interface ConcurrencyLimits {
 
 export interface ConcurrencyLimiter {
   /**
-   * Takes one slot for `user` on `connection`, or throws `UPSTREAM_BUSY` when the connection or
+   * Takes one slot for the caller `who` (as `describeCaller` writes it: `user alice@example.com`,
+   * `service principal etl-bot`, so the two kinds never share a count) on `connection`, or throws `UPSTREAM_BUSY` when the connection or
    * the caller is at its limit (nothing is taken then). The returned function gives the slot
    * back; call it exactly once, in a `finally`.
    */
-  acquire(connection: ConcurrencyLimits, user: string): () => void
+  acquire(connection: ConcurrencyLimits, who: string): () => void
   /** Requests in flight on a connection (0 when none), for tests and diagnostics. */
   inFlight(connection: string, user?: string): number
 }
@@ -42,9 +43,9 @@ export function createConcurrencyLimiter(): ConcurrencyLimiter {
   }
 
   return {
-    acquire(connection, user) {
+    acquire(connection, who) {
       const name = connection.name
-      const pair = name + SEPARATOR + user
+      const pair = name + SEPARATOR + who
       const onConnection = perConnection.get(name) ?? 0
       if (onConnection >= connection.maxConcurrentRequests)
         throw new AppError(
@@ -56,7 +57,7 @@ export function createConcurrencyLimiter(): ConcurrencyLimiter {
       if (ofCaller >= connection.maxConcurrentRequestsPerCaller)
         throw new AppError(
           'UPSTREAM_BUSY',
-          `user ${user} already has ${ofCaller} requests in flight on connection "${name}", the per-caller limit (maxConcurrentRequestsPerCaller); retry after a moment`,
+          `${who} already has ${ofCaller} requests in flight on connection "${name}", the per-caller limit (maxConcurrentRequestsPerCaller); retry after a moment`,
           { detail: { connection: name, scope: 'caller', limit: connection.maxConcurrentRequestsPerCaller, transient: true } },
         )
       perConnection.set(name, onConnection + 1)

@@ -242,7 +242,7 @@ async function forward(
     })
 
   // Fails fast with UPSTREAM_BUSY over the connection's or the caller's in-flight limit.
-  const release = deps.limits.acquire(connection, caller.user)
+  const release = deps.limits.acquire(connection, describeCaller(caller))
   try {
     let response = await send(credential.authorization)
     if (response.status === 401 && credential.refreshable) {
