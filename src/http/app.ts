@@ -21,7 +21,7 @@ import { errorMessage } from '../log.js'
 import { tryFastToolCall } from '../mcp/fast-path.js'
 import { createServerFactory, type CallScope, type ServerDeps } from '../mcp/server.js'
 import type { Runtime } from '../runtime.js'
-import { describeCap, limitBody, readBody, TOO_LARGE_HEADERS, tooLargeJson } from './body-limit.js'
+import { closeAfterAnswer, describeCap, limitBody, readBody, tooLargeJson } from './body-limit.js'
 import { browserBodyCap } from './browser-routes.js'
 
 /**
@@ -86,7 +86,7 @@ export function createApp(rt: Runtime, opts: AppOptions = {}): KeywayApp {
   const maxRequestBytes = (): number => rt.snapshot().server.maxRequestBytes
   app.use('*', limitBody(
     (c) => (c.req.path === '/mcp' ? maxRequestBytes() : browserBodyCap(c)),
-    (c, max) => (c.req.path === '/mcp' ? c.json(jsonRpcError(describeCap(max)), 413, TOO_LARGE_HEADERS) : tooLargeJson(c, max)),
+    (c, max) => (c.req.path === '/mcp' ? c.json(jsonRpcError(describeCap(max)), 413, closeAfterAnswer(c)) : tooLargeJson(c, max)),
   ))
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }))
@@ -128,7 +128,7 @@ export function createApp(rt: Runtime, opts: AppOptions = {}): KeywayApp {
     if (missing.length > 0) return insufficientScope(c, snapshot)
     const max = snapshot.server.maxRequestBytes
     const body = await readJsonBody(c, max)
-    if (body.kind === 'too-large') return c.json(jsonRpcError(describeCap(max)), 413, TOO_LARGE_HEADERS)
+    if (body.kind === 'too-large') return c.json(jsonRpcError(describeCap(max)), 413, closeAfterAnswer(c))
     if (body.kind === 'invalid') return c.json({ jsonrpc: '2.0', id: null, error: { code: -32700, message: 'Parse error' } }, 400)
     if (body.kind === 'too-deep')
       return c.json({ jsonrpc: '2.0', id: null, error: { code: -32600, message: `Invalid Request: JSON nested deeper than ${MAX_MCP_JSON_DEPTH} levels` } }, 400)

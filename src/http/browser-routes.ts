@@ -43,7 +43,7 @@ import { errorMessage, type Logger } from '../log.js'
 import type { Runtime } from '../runtime.js'
 import type { TokenStore } from '../store/index.js'
 import { isFlowId } from '../store/index.js'
-import { describeCap, FORM_MAX_BYTES, readBody, TOO_LARGE_HEADERS } from './body-limit.js'
+import { closeAfterAnswer, describeCap, FORM_MAX_BYTES, readBody } from './body-limit.js'
 import {
   confirmPage,
   failurePage,
@@ -167,7 +167,7 @@ export function mountBrowserRoutes(app: Hono, deps: BrowserRouteDeps): void {
     if (deps.signIn(snapshot))
       return send(failurePage({ title: 'Open the link instead', message: 'In this deployment the link confirms who you are by signing you in; open it with a plain GET.', retry: '', status: 405 }))
     const body = await readBody(c, FORM_MAX_BYTES)
-    if (body.kind === 'too-large') return send(failurePage({ title: 'The form was too large', message: describeCap(FORM_MAX_BYTES), retry: '', status: 413 }), [], TOO_LARGE_HEADERS)
+    if (body.kind === 'too-large') return send(failurePage({ title: 'The form was too large', message: describeCap(FORM_MAX_BYTES), retry: '', status: 413 }), [], closeAfterAnswer(c))
     // The confirmation form is urlencoded (pages.ts); any other body carries no token.
     const urlencoded = /^application\/x-www-form-urlencoded\b/i.test(c.req.header('content-type') ?? '')
     const posted = body.kind === 'ok' && urlencoded ? (new URLSearchParams(body.text).get('token') ?? '') : ''

@@ -15,6 +15,8 @@ export interface Listening {
   /** `http://host:port` as actually bound (port 0 resolves to the real port). */
   readonly url: string
   readonly port: number
+  /** The Node server, for its settings (tests read the limits back). */
+  readonly server: Server
   close(drainMs?: number): Promise<void>
 }
 
@@ -73,6 +75,7 @@ export function listen(app: Hono, host: string, port: number, limits: Partial<Li
       resolve({
         url: `http://${h}:${bound}`,
         port: bound,
+        server,
         close: (drainMs = DRAIN_TIMEOUT_MS) =>
           new Promise<void>((done) => {
             const deadline = setTimeout(() => server.closeAllConnections(), drainMs)
