@@ -372,7 +372,7 @@ describe('slow clients and too many connections [input:timeouts]', () => {
     expect(upstream.requests).toHaveLength(0)
   })
 
-  test('connections beyond server.maxConnections are closed on arrival; the open ones keep working', async () => {
+  test('connections beyond server.maxConnections are closed on arrival; the open ones keep working [input:connection-cap]', async () => {
     const request = 'GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n'
     const answered = (s: RawSocket): Promise<void> =>
       new Promise((resolve) => {
