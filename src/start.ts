@@ -12,7 +12,7 @@ import type { ConfigSnapshot } from './config/load.js'
 import { AppError } from './errors.js'
 import { createApp, type AppOptions, type KeywayApp } from './http/app.js'
 import { browserRouteDeps, mountBrowserRoutes } from './http/browser-routes.js'
-import { listen, type Listening } from './http/listen.js'
+import { listen, type ListenerLimits, type Listening } from './http/listen.js'
 import { createCaller } from './identity/caller.js'
 import { errorMessage } from './log.js'
 import { createConsentAsker, requestStateKey } from './mcp/consent.js'
@@ -31,6 +31,13 @@ export interface StartOptions extends RuntimeOptions {
   readonly app?: AppOptions
   /** Override `server.port` (0 picks a free port; tests). */
   readonly port?: number
+  /** Override the listener's time limits or connection cap (tests shorten the timeouts). */
+  readonly listener?: Partial<ListenerLimits>
+}
+
+/** The listener limits of a snapshot: `server.maxConnections`, then any test override. */
+function listenerLimits(snapshot: ConfigSnapshot, opts: StartOptions): Partial<ListenerLimits> {
+  return { maxConnections: snapshot.server.maxConnections, ...opts.listener }
 }
 
 /**
@@ -68,7 +75,7 @@ export async function startHttp(snapshot: ConfigSnapshot, opts: StartOptions = {
   const app = createApp(runtime, appOptions(runtime, opts.app))
   let http: Listening
   try {
-    http = await listen(app.app, snapshot.server.host, opts.port ?? snapshot.server.port)
+    http = await listen(app.app, snapshot.server.host, opts.port ?? snapshot.server.port, listenerLimits(snapshot, opts))
   } catch (e) {
     await runtime.close()
     throw e
@@ -134,7 +141,7 @@ export async function startStdio(snapshot: ConfigSnapshot, opts: StdioOptions = 
   const app = createApp(runtime, options)
   let http: Listening | undefined
   try {
-    http = await listen(app.app, snapshot.server.host, opts.port ?? snapshot.server.port)
+    http = await listen(app.app, snapshot.server.host, opts.port ?? snapshot.server.port, listenerLimits(snapshot, opts))
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE') {
       await stdio.close()

@@ -16,7 +16,8 @@ import { completedBy } from '../src/credentials/consent.js'
 import { describeOwner } from '../src/credentials/oauth-u2m-shared.js'
 import { NO_REFRESH_TOKEN_WARNING } from '../src/credentials/token-record.js'
 import { isAppError } from '../src/errors.js'
-import { browserRouteDeps, mountBrowserRoutes } from '../src/http/browser-routes.js'
+import { limitBody } from '../src/http/body-limit.js'
+import { browserBodyCap, browserRouteDeps, mountBrowserRoutes } from '../src/http/browser-routes.js'
 import { listen, type Listening } from '../src/http/listen.js'
 import { formatExpiry } from '../src/http/pages.js'
 import { createLogger } from '../src/log.js'
@@ -133,11 +134,12 @@ type Served = { readonly kind: 'serving'; readonly http: Listening } | { readonl
  */
 async function serveOrFindServer(runtime: Runtime, snapshot: ConfigSnapshot, flowId: string, io: CliIo): Promise<Served> {
   const app = new Hono()
+  app.use('*', limitBody(browserBodyCap))
   app.get('/healthz', (c) => c.json({ status: 'ok' }))
   mountBrowserRoutes(app, browserRouteDeps(runtime))
   const { host, port } = snapshot.server
   try {
-    const http = await listen(app, host, port)
+    const http = await listen(app, host, port, { maxConnections: snapshot.server.maxConnections })
     io.err(`keyway: serving the sign-in pages on ${http.url} (public URL ${snapshot.server.publicUrl})`)
     return { kind: 'serving', http }
   } catch (e) {

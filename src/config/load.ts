@@ -123,6 +123,10 @@ export interface ConfigSnapshot {
     readonly host: string
     readonly port: number
     readonly allowedHosts: readonly string[] | undefined
+    /** Largest `/mcp` request body in bytes (README "Config reference"). */
+    readonly maxRequestBytes: number
+    /** Open connections per listener. */
+    readonly maxConnections: number
   }
   readonly identity: {
     readonly oidc: OidcSettings | undefined
@@ -423,7 +427,14 @@ function buildSnapshot(
     : cfg.store.url
   return {
     file,
-    server: { publicUrl, host: cfg.server.host, port: cfg.server.port, allowedHosts: cfg.server.allowedHosts },
+    server: {
+      publicUrl,
+      host: cfg.server.host,
+      port: cfg.server.port,
+      allowedHosts: cfg.server.allowedHosts,
+      maxRequestBytes: cfg.server.maxRequestBytes,
+      maxConnections: cfg.server.maxConnections,
+    },
     identity: {
       oidc: oidc && {
         issuer: oidc.issuer,

@@ -142,6 +142,10 @@ export const ConfigSchema = z.strictObject({
     port: z.number().int().min(0).max(65535).default(8787),
     allowedHosts: z.array(z.string().min(1)).optional()
       .describe('Host header values accepted at /mcp when binding beyond loopback'),
+    maxRequestBytes: positiveBytes.default(1_048_576)
+      .describe('largest /mcp request body, counted as it arrives (413 beyond it); also the cap of one tool call\'s arguments'),
+    maxConnections: z.number().int().positive().max(1_000_000).default(1024)
+      .describe('open connections per listener; further ones are closed at once'),
   }).prefault({}),
   identity: z.strictObject({
     oidc: OidcSchema.optional(),

@@ -2,8 +2,10 @@
  * The HTTP face of Keyway (design.md §4) as one hono app: `/mcp` behind Host/Origin checks and
  * bearer authentication, RFC 9728 metadata in OIDC mode, health and readiness. Browser routes
  * (consent links, the OAuth callback) are mounted by the modules that own them through
- * `extraRoutes`. This is one of the two places errors are mapped to the wire: non-`AppError`
- * failures become a logged 500 with a generic body.
+ * `extraRoutes`. Every route sits behind the body gate of `body-limit.ts`; `/mcp` reads its body
+ * through it and refuses JSON nested too deeply and JSON-RPC batches before the SDK sees them.
+ * This is one of the two places errors are mapped to the wire: non-`AppError` failures become a
+ * logged 500 with a generic body.
  * @module
  */
 import { createMcpHandler, type McpHttpHandler, type McpRequestContext, type ServerContext } from '@modelcontextprotocol/server'
@@ -14,13 +16,23 @@ import { isAppError } from '../errors.js'
 import { authenticate } from '../identity/authenticate.js'
 import { bearerChallenge, insufficientScopeChallenge, protectedResourceMetadata, resourceMetadataUrl } from '../identity/resource-metadata.js'
 import type { Caller } from '../identity/caller.js'
+import { exceedsJsonDepth } from '../json-depth.js'
 import { errorMessage } from '../log.js'
 import { tryFastToolCall } from '../mcp/fast-path.js'
 import { createServerFactory, type CallScope, type ServerDeps } from '../mcp/server.js'
 import type { Runtime } from '../runtime.js'
+import { closeAfterAnswer, describeCap, limitBody, readBody, tooLargeJson } from './body-limit.js'
+import { browserBodyCap } from './browser-routes.js'
 
-/** Largest JSON-RPC request body accepted at /mcp (tool arguments included). */
-export const MAX_MCP_BODY_BYTES = 1024 * 1024
+/**
+ * Deepest JSON accepted at /mcp. A JSON-RPC envelope nests three levels before the tool's
+ * arguments, which may nest `MAX_ARGUMENT_DEPTH` (32) more; deeper text is refused unparsed, since
+ * whatever walks such a value afterwards (validation, serialisation) recurses.
+ */
+export const MAX_MCP_JSON_DEPTH = 64
+
+/** JSON-RPC 2.0 §5.1 "Invalid Request": MCP 2025-06-18 and later removed batching. */
+export const BATCH_REFUSED = { jsonrpc: '2.0', id: null, error: { code: -32600, message: 'Invalid Request: batching is not supported' } } as const
 
 export interface AppOptions {
   /** Readiness of dependencies beyond the config (the token store); throws when not ready. */
@@ -70,6 +82,12 @@ export function createApp(rt: Runtime, opts: AppOptions = {}): KeywayApp {
     rt.log.error('http request failed', { path: c.req.path, error: errorMessage(e) })
     return c.json({ error: 'internal_error' }, 500)
   })
+  // First of all: a body no route may receive is refused from the headers, before anything reads it.
+  const maxRequestBytes = (): number => rt.snapshot().server.maxRequestBytes
+  app.use('*', limitBody(
+    (c) => (c.req.path === '/mcp' ? maxRequestBytes() : browserBodyCap(c)),
+    (c, max) => (c.req.path === '/mcp' ? c.json(jsonRpcError(describeCap(max)), 413, closeAfterAnswer(c)) : tooLargeJson(c, max)),
+  ))
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }))
   app.get('/readyz', async (c) => {
@@ -108,16 +126,22 @@ export function createApp(rt: Runtime, opts: AppOptions = {}): KeywayApp {
     }
     const missing = missingScopes(auth.caller, snapshot)
     if (missing.length > 0) return insufficientScope(c, snapshot)
-    const body = await readJsonBody(c)
-    if (body.kind === 'too-large') return c.json(jsonRpcError(`request body exceeds ${MAX_MCP_BODY_BYTES} bytes`), 413)
+    const max = snapshot.server.maxRequestBytes
+    const body = await readJsonBody(c, max)
+    if (body.kind === 'too-large') return c.json(jsonRpcError(describeCap(max)), 413, closeAfterAnswer(c))
     if (body.kind === 'invalid') return c.json({ jsonrpc: '2.0', id: null, error: { code: -32700, message: 'Parse error' } }, 400)
+    if (body.kind === 'too-deep')
+      return c.json({ jsonrpc: '2.0', id: null, error: { code: -32600, message: `Invalid Request: JSON nested deeper than ${MAX_MCP_JSON_DEPTH} levels` } }, 400)
+    if (body.kind === 'json' && Array.isArray(body.value)) return c.json(BATCH_REFUSED, 400)
     const keywayScope: CallScope = { caller: auth.caller, snapshot }
     if (opts.onLegacyInitialize && body.kind === 'json' && isInitialize(body.value)) await opts.onLegacyInitialize(auth.caller, body.value.params)
     if (fastPath && body.kind === 'json') {
       const answer = await tryFastToolCall({ header: (n) => c.req.header(n), body: body.value }, keywayScope, rt.callDeps(snapshot))
       if (answer !== undefined) return c.body(answer.body, 200, answer.headers)
     }
-    return mcp.fetch(c.req.raw, {
+    // A body that is not JSON was read (counted) all the same; the SDK gets it back to refuse it its way.
+    const request = body.kind === 'other' ? new Request(c.req.raw, { body: body.text }) : c.req.raw
+    return mcp.fetch(request, {
       // The caller's own token is never kept past authentication (design.md §5).
       authInfo: { token: 'redacted', clientId: auth.caller.via, scopes: [...auth.caller.scopes], extra: { keywayScope } },
       ...(body.kind === 'json' ? { parsedBody: body.value } : {}),
@@ -165,18 +189,25 @@ function jsonRpcError(message: string): Record<string, unknown> {
   return { jsonrpc: '2.0', id: null, error: { code: -32000, message } }
 }
 
-type JsonBody = { kind: 'json'; value: unknown } | { kind: 'none' } | { kind: 'too-large' } | { kind: 'invalid' }
+type JsonBody =
+  | { kind: 'json'; value: unknown }
+  | { kind: 'none' }
+  /** A POST body that is not declared JSON, read under the cap like any other. */
+  | { kind: 'other'; text: string }
+  | { kind: 'too-large' }
+  | { kind: 'too-deep' }
+  | { kind: 'invalid' }
 
-async function readJsonBody(c: Context): Promise<JsonBody> {
+/** The /mcp body, read through the counting reader: never more than `maxBytes` held. */
+async function readJsonBody(c: Context, maxBytes: number): Promise<JsonBody> {
   if (c.req.method !== 'POST') return { kind: 'none' }
-  const declared = Number(c.req.header('content-length') ?? '0')
-  if (declared > MAX_MCP_BODY_BYTES) return { kind: 'too-large' }
-  const type = c.req.header('content-type') ?? ''
-  if (!/^application\/json\b/i.test(type)) return { kind: 'none' }
-  const text = await c.req.text()
-  if (Buffer.byteLength(text) > MAX_MCP_BODY_BYTES) return { kind: 'too-large' }
+  const read = await readBody(c, maxBytes)
+  if (read.kind === 'too-large') return { kind: 'too-large' }
+  if (read.kind === 'unreadable') return { kind: 'invalid' }
+  if (!/^application\/json\b/i.test(c.req.header('content-type') ?? '')) return { kind: 'other', text: read.text }
+  if (exceedsJsonDepth(read.text, MAX_MCP_JSON_DEPTH)) return { kind: 'too-deep' }
   try {
-    return { kind: 'json', value: JSON.parse(text) }
+    return { kind: 'json', value: JSON.parse(read.text) }
   } catch {
     return { kind: 'invalid' }
   }

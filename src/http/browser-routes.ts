@@ -43,6 +43,7 @@ import { errorMessage, type Logger } from '../log.js'
 import type { Runtime } from '../runtime.js'
 import type { TokenStore } from '../store/index.js'
 import { isFlowId } from '../store/index.js'
+import { closeAfterAnswer, describeCap, FORM_MAX_BYTES, readBody } from './body-limit.js'
 import {
   confirmPage,
   failurePage,
@@ -89,6 +90,14 @@ export function browserRouteDeps(rt: Runtime, overrides: Partial<BrowserRouteDep
     now: rt.now,
     ...overrides,
   }
+}
+
+/**
+ * The body cap of a browser route (`limitBody`): the consent confirmation form may post
+ * `FORM_MAX_BYTES`, every other browser route takes no body.
+ */
+export function browserBodyCap(c: Context): number {
+  return c.req.method === 'POST' && c.req.path.startsWith(connectPath('')) ? FORM_MAX_BYTES : 0
 }
 
 /** Mounts the consent routes on the app (through `AppOptions.extraRoutes`). */
@@ -157,8 +166,11 @@ export function mountBrowserRoutes(app: Hono, deps: BrowserRouteDeps): void {
     const snapshot = deps.snapshot()
     if (deps.signIn(snapshot))
       return send(failurePage({ title: 'Open the link instead', message: 'In this deployment the link confirms who you are by signing you in; open it with a plain GET.', retry: '', status: 405 }))
-    const form = await c.req.parseBody().catch(() => ({}) as Record<string, unknown>)
-    const posted = typeof form.token === 'string' ? form.token : ''
+    const body = await readBody(c, FORM_MAX_BYTES)
+    if (body.kind === 'too-large') return send(failurePage({ title: 'The form was too large', message: describeCap(FORM_MAX_BYTES), retry: '', status: 413 }), [], closeAfterAnswer(c))
+    // The confirmation form is urlencoded (pages.ts); any other body carries no token.
+    const urlencoded = /^application\/x-www-form-urlencoded\b/i.test(c.req.header('content-type') ?? '')
+    const posted = body.kind === 'ok' && urlencoded ? (new URLSearchParams(body.text).get('token') ?? '') : ''
     const cookieToken = getCookie(c, CONFIRM_COOKIE) ?? ''
     if (!isFlowId(flowId) || !sameSecret(posted, cookieToken))
       return send(failurePage({ title: 'Confirmation failed', message: 'The confirmation form did not match this browser. Open the link again and press the button on that page.', retry: '', status: 403 }))
@@ -275,9 +287,10 @@ export function defaultRetryHint(flow: { readonly connection: string; readonly m
     : 'call the tool again from your agent to get a new link'
 }
 
-function send(page: Page, cookies: readonly string[] = []): Response {
+function send(page: Page, cookies: readonly string[] = [], extra: Readonly<Record<string, string>> = {}): Response {
   const headers = new Headers(page.headers)
   for (const c of cookies) headers.append('set-cookie', c)
+  for (const [k, v] of Object.entries(extra)) headers.set(k, v)
   return new Response(page.body, { status: page.status, headers })
 }
 

@@ -1,26 +1,71 @@
 /**
  * Binds the hono app to a Node HTTP server and closes it gracefully: stop accepting, let
  * in-flight requests finish up to a deadline, then cut what is left (open SSE streams would
- * otherwise hold `close()` for ever).
+ * otherwise hold `close()` for ever). Every listener Keyway opens (`keyway serve`, the browser
+ * port of stdio mode, `keyway authorize`) comes through here, so every one gets the same time
+ * limits and connection cap (README "Security model"): a client that sends its headers or body
+ * slowly, or idles, loses its socket, and connections beyond the cap are closed on arrival.
  * @module
  */
 import { serve } from '@hono/node-server'
-import type { Server } from 'node:http'
+import type { Server, ServerOptions } from 'node:http'
 import type { Hono } from 'hono'
 
 export interface Listening {
   /** `http://host:port` as actually bound (port 0 resolves to the real port). */
   readonly url: string
   readonly port: number
+  /** The Node server, for its settings (tests read the limits back). */
+  readonly server: Server
   close(drainMs?: number): Promise<void>
 }
 
 /** How long in-flight requests may take to finish on shutdown before connections are cut. */
 export const DRAIN_TIMEOUT_MS = 10_000
 
-export function listen(app: Hono, host: string, port: number): Promise<Listening> {
+/** The time limits and connection cap of a listener. */
+export interface ListenerLimits {
+  /** Until the request line and headers are in; against slow-header (slowloris) clients. */
+  readonly headersTimeoutMs: number
+  /** Until the whole request (headers and body) is in; against slow-body clients. */
+  readonly requestTimeoutMs: number
+  /** How long an idle keep-alive connection stays open between requests. */
+  readonly keepAliveTimeoutMs: number
+  /** How often Node checks the two request timeouts; they are enforced to within this. */
+  readonly connectionsCheckingIntervalMs: number
+  /** Open connections; more are closed as they arrive (`server.maxConnections`). */
+  readonly maxConnections: number
+}
+
+export const DEFAULT_LISTENER_LIMITS: ListenerLimits = Object.freeze({
+  // A real client sends its headers in one write; 10 s is generous even over a poor link.
+  headersTimeoutMs: 10_000,
+  // The largest body (server.maxRequestBytes, 1 MiB by default) takes well under this on any link
+  // an agent runs on. It bounds receiving the request only, never a long answer (SSE, consent waits).
+  requestTimeoutMs: 30_000,
+  // Clients reuse a connection at once or not at all; idle sockets only hold a connection slot.
+  keepAliveTimeoutMs: 5_000,
+  // Node's default is 30 s, which would let a slow client overstay the timeouts above by that much.
+  connectionsCheckingIntervalMs: 1_000,
+  maxConnections: 1024,
+})
+
+/** Node server options and the connection cap for `limits`. */
+export function serverOptions(limits: ListenerLimits): ServerOptions {
+  return {
+    headersTimeout: limits.headersTimeoutMs,
+    requestTimeout: limits.requestTimeoutMs,
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
+    connectionsCheckingInterval: limits.connectionsCheckingIntervalMs,
+  }
+}
+
+/** Serves `app` on `host:port` with `limits` (defaults: `DEFAULT_LISTENER_LIMITS`). */
+export function listen(app: Hono, host: string, port: number, limits: Partial<ListenerLimits> = {}): Promise<Listening> {
+  const l: ListenerLimits = { ...DEFAULT_LISTENER_LIMITS, ...limits }
   return new Promise((resolve, reject) => {
-    const server = serve({ fetch: app.fetch, hostname: host, port, serverOptions: { keepAliveTimeout: 65_000, headersTimeout: 66_000, requestTimeout: 300_000 } }) as Server
+    const server = serve({ fetch: app.fetch, hostname: host, port, serverOptions: serverOptions(l) }) as Server
+    server.maxConnections = l.maxConnections
     server.once('error', reject)
     server.once('listening', () => {
       server.off('error', reject)
@@ -30,6 +75,7 @@ export function listen(app: Hono, host: string, port: number): Promise<Listening
       resolve({
         url: `http://${h}:${bound}`,
         port: bound,
+        server,
         close: (drainMs = DRAIN_TIMEOUT_MS) =>
           new Promise<void>((done) => {
             const deadline = setTimeout(() => server.closeAllConnections(), drainMs)

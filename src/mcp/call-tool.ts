@@ -21,7 +21,7 @@ import type { Egress, OutboundResponse } from '../egress/safe-fetch.js'
 import { exceedsJsonDepth } from '../json-depth.js'
 import { decodeContent } from '../egress/content-encoding.js'
 import { formsOf, redactBytes, redactJsonValue, redactText, type Forms } from '../redact.js'
-import { ToolInputSchema, type ToolInput, type ToolOutput } from './tool-schema.js'
+import { argumentLimitProblem, ToolInputSchema, type ToolInput, type ToolOutput } from './tool-schema.js'
 
 export interface CallDeps {
   readonly snapshot: ConfigSnapshot
@@ -116,6 +116,11 @@ export async function callTool(deps: CallDeps, caller: Caller, connection: Conne
       return result(permissionDenied(caller, connection, decision))
     }
     await hooks.beforeCall?.()
+    const outOfBounds = argumentLimitProblem(args, deps.snapshot.server.maxRequestBytes)
+    if (outOfBounds) {
+      ending.error = 'INVALID_REQUEST'
+      return result(toolError('INVALID_REQUEST', outOfBounds))
+    }
     const parsed = ToolInputSchema.safeParse(args ?? {})
     if (!parsed.success) {
       ending.error = 'INVALID_REQUEST'

@@ -2,12 +2,14 @@
  * The shape of every Keyway tool (design.md §6): one input schema and one output schema shared
  * by all connections, converted to JSON Schema once per process. Per connection only the name,
  * description and annotations differ; those definitions are cached per connection object, so a
- * config snapshot builds each tool definition once.
+ * config snapshot builds each tool definition once. Arguments are also bounded in depth and size
+ * before the schema looks at them (`argumentLimitProblem`).
  * @module
  */
 import type { Tool } from '@modelcontextprotocol/server'
 import * as z from 'zod'
 import type { Connection } from '../config/load.js'
+import { exceedsJsonDepth } from '../json-depth.js'
 
 const Scalar = z.union([z.string(), z.number(), z.boolean()])
 
@@ -22,6 +24,32 @@ export const ToolInputSchema = z.strictObject({
   body: z.unknown().optional().describe('request body: a JSON value (sent as application/json) or a string'),
 })
 export type ToolInput = z.infer<typeof ToolInputSchema>
+
+/**
+ * Deepest tool arguments accepted (the arguments object is level 1). Request bodies of real APIs
+ * nest a handful of levels; 32 leaves room for any of them and keeps everything that walks the
+ * value (the schema, `JSON.stringify` of the outbound body) far from a stack overflow.
+ */
+export const MAX_ARGUMENT_DEPTH = 32
+
+/**
+ * Why `args` is out of bounds, or undefined: nested deeper than `MAX_ARGUMENT_DEPTH`, or larger
+ * than `maxBytes` as JSON (`server.maxRequestBytes`; over HTTP the request cap already holds it,
+ * over stdio nothing else does). The message names the limit, never a value.
+ */
+export function argumentLimitProblem(args: unknown, maxBytes: number): string | undefined {
+  let text: string | undefined
+  try {
+    text = JSON.stringify(args ?? {})
+  } catch {
+    // Only a value no JSON text could carry (a cycle, a stack-deep nesting) fails here.
+    return `arguments nest deeper than ${MAX_ARGUMENT_DEPTH} levels`
+  }
+  if (text === undefined) return undefined
+  if (Buffer.byteLength(text) > maxBytes) return `arguments exceed ${maxBytes} bytes (server.maxRequestBytes)`
+  if (exceedsJsonDepth(text, MAX_ARGUMENT_DEPTH)) return `arguments nest deeper than ${MAX_ARGUMENT_DEPTH} levels`
+  return undefined
+}
 
 export const ToolOutputSchema = z.strictObject({
   status: z.number().int().describe('upstream HTTP status'),
