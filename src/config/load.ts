@@ -14,6 +14,7 @@ import { Secret } from '../secret.js'
 import {
   CONNECTION_NAME_PATTERN,
   ConfigSchema,
+  type AccountMatch,
   type AuthMethodConfig,
   type AuthType,
   type ConfigFile,
@@ -25,6 +26,9 @@ import { hostMatches, isLoopbackHostname } from './hosts.js'
 
 /** The built-in group every authenticated caller belongs to (design.md §2). */
 export const ACCOUNT_USERS_GROUP = 'account users'
+
+/** Said of a per-user connection whose consent links nothing ties to a person or an account. */
+export const FORWARDED_LINK_WARNING = 'a forwarded consent link binds whoever signs in; set auth.accountMatch or identity.oidc.browserClient'
 
 export type Env = Readonly<Record<string, string | undefined>>
 
@@ -39,6 +43,8 @@ export interface OAuthSettings {
   readonly credentialExchange: CredentialExchange | undefined
   readonly authorizationParams: Readonly<Record<string, string>>
   readonly tokenParams: Readonly<Record<string, string>>
+  /** Which provider account a consent must use (u2m methods only; always undefined for `oauth_m2m`). */
+  readonly accountMatch: AccountMatch | undefined
 }
 
 export type AuthMethod =
@@ -226,6 +232,9 @@ function crossCheck(
     if (supported && !supported.has(c.auth.type))
       report([...where, 'auth', 'type'], `auth type "${c.auth.type}" is not supported by this version of Keyway`)
     if (c.auth.type !== 'bearer_token') checkOAuth(c.auth, [...where, 'auth'], report, checkUrl)
+    // API-key mode cannot tell who opens a consent link (README "Consent links and provider accounts").
+    if (c.auth.type === 'oauth_u2m_per_user' && !c.auth.accountMatch && !cfg.identity.oidc?.browserClient)
+      warnings.push(`connections.${name}.auth: ${FORWARDED_LINK_WARNING}`)
   }
   if (cfg.identity.oidc) checkUrl(cfg.identity.oidc.issuer, ['identity', 'oidc', 'issuer'], 'issuer', false)
 
@@ -315,6 +324,7 @@ function buildSnapshot(
             credentialExchange: c.auth.credentialExchange,
             authorizationParams: c.auth.authorizationParams,
             tokenParams: c.auth.tokenParams,
+            accountMatch: c.auth.type === 'oauth_m2m' ? undefined : c.auth.accountMatch,
           }
     connections.set(name, {
       name,
