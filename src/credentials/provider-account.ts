@@ -81,7 +81,7 @@ export async function learnProviderAccount(
 
 /** How the account is named on pages, in the audit log and in `keyway credentials`. */
 export function describeAccount(account: ProviderAccount): string | undefined {
-  if (account.email !== undefined) return account.email
+  if (account.email !== undefined) return account.emailVerified === false ? `${account.email} (email not verified)` : account.email
   return account.sub
 }
 

@@ -109,5 +109,6 @@ describe('where the account comes from', () => {
     expect(accountFromTokenFields({})).toEqual(account({ source: 'none' }))
     expect(describeAccount(account({ sub: 's', email: 'e@x.test' }))).toBe('e@x.test')
     expect(describeAccount(account({ sub: 's' }))).toBe('s')
+    expect(describeAccount(account({ email: 'e@x.test', emailVerified: false }))).toBe('e@x.test (email not verified)')
   })
 })
