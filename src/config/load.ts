@@ -232,9 +232,6 @@ function crossCheck(
     if (supported && !supported.has(c.auth.type))
       report([...where, 'auth', 'type'], `auth type "${c.auth.type}" is not supported by this version of Keyway`)
     if (c.auth.type !== 'bearer_token') checkOAuth(c.auth, [...where, 'auth'], report, checkUrl)
-    // API-key mode cannot tell who opens a consent link (README "Consent links and provider accounts").
-    if (c.auth.type === 'oauth_u2m_per_user' && !c.auth.accountMatch && !cfg.identity.oidc?.browserClient)
-      warnings.push(`connections.${name}.auth: ${FORWARDED_LINK_WARNING}`)
   }
   if (cfg.identity.oidc) checkUrl(cfg.identity.oidc.issuer, ['identity', 'oidc', 'issuer'], 'issuer', false)
 
@@ -268,6 +265,19 @@ function checkOAuth(
     // The browser, not Keyway, visits the authorization endpoint.
     if (v) checkUrl(v, [...where, key], key, key !== 'authorizationEndpoint')
   }
+}
+
+/**
+ * Advice `keyway validate` gives about consent links (not load warnings: every command that
+ * loads the file would repeat them). API-key mode cannot tell who opens a per-user link, so
+ * without `auth.accountMatch` whoever signs in at the provider is bound (README "Consent links
+ * and provider accounts").
+ */
+export function consentWarnings(snapshot: ConfigSnapshot): string[] {
+  if (snapshot.identity.oidc?.browserClient) return []
+  return [...snapshot.connections.values()]
+    .filter((c) => c.auth.type === 'oauth_u2m_per_user' && c.auth.accountMatch === undefined)
+    .map((c) => `connections.${c.name}.auth: ${FORWARDED_LINK_WARNING}`)
 }
 
 type SecretResolver = (ref: SecretRef) => Secret | string

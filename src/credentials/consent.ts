@@ -132,8 +132,8 @@ export async function completeConsent(deps: ConsentDeps, snapshot: ConfigSnapsho
     type: 'consent.granted',
     user: keywayUser,
     connection: flow.connection,
-    ...(providerAccount === undefined ? {} : { providerAccount }),
     ...(record.scope === undefined ? {} : { scopes: record.scope }),
+    ...(providerAccount === undefined ? {} : { providerAccount }),
     ...(warning === undefined ? {} : { warning }),
   })
   deps.audit.record({
