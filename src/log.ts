@@ -1,8 +1,10 @@
 /**
  * The operational log: one JSON object per line on stderr (stdout carries MCP in stdio mode).
- * Callers pass facts, never secrets; `Secret` values print as `[redacted]` if one slips in.
+ * Callers pass facts, never secrets; `Secret` values print as `[redacted]` if one slips in, and
+ * every line is redacted of the secrets the process holds (`redact.ts`) in case an error quoted one.
  * @module
  */
+import { redactRemembered } from './redact.js'
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error'
 export type LogFields = Readonly<Record<string, unknown>>
@@ -22,7 +24,7 @@ export function createLogger(opts: { level?: LogLevel; write?: (line: string) =>
   const now = opts.now ?? Date.now
   const emit = (level: LogLevel) => (msg: string, fields?: LogFields) => {
     if (ORDER[level] < min) return
-    write(`${JSON.stringify({ time: new Date(now()).toISOString(), level, msg, ...fields })}\n`)
+    write(`${redactRemembered(JSON.stringify({ time: new Date(now()).toISOString(), level, msg, ...fields }))}\n`)
   }
   return { debug: emit('debug'), info: emit('info'), warn: emit('warn'), error: emit('error') }
 }

@@ -5,11 +5,14 @@
  * @module
  */
 
+import { rememberSecret } from './redact.js'
+
 const values = new WeakMap<Secret, string>()
 
 export class Secret {
   constructor(raw: string) {
     values.set(this, raw)
+    rememberSecret(raw, 'config')
     Object.freeze(this)
   }
 

@@ -17,7 +17,7 @@ import {
   type AuditFilter,
   type ReadStats,
 } from '../src/audit/read.js'
-import { toSafeJsonLine } from '../src/audit/safe-text.js'
+import { toSafeJsonLine } from '../src/safe-text.js'
 import { configPath, loadOrReport, type Command } from './cli.js'
 
 /** Rows buffered to size the table's columns before the rest is streamed with those widths. */

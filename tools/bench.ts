@@ -22,6 +22,7 @@ import { Client as ModernClient, StreamableHTTPClientTransport as ModernTranspor
 import { Client as LegacyClient } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport as LegacyTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { sha256Hex } from '../src/identity/api-keys.js'
+import { formsOf, redactBytes } from '../src/redact.js'
 import { packageRoot } from './paths.js'
 
 const { values: opts } = parseArgs({
@@ -169,6 +170,38 @@ async function load(agent: Agent, origin: string, make: (i: number) => OutgoingR
   return { rps: latencies.length / elapsed, p50: q(0.5), p99: q(0.99), errors }
 }
 
+/**
+ * Redaction's own cost, in this process: a 256 KiB JSON answer (the default response cap) scanned
+ * for the secrets of an OAuth call (access token, refresh token, client secret) in all their
+ * forms, against `JSON.parse` of the same body, which every JSON result pays anyway.
+ */
+function redactionScan(): string {
+  const rows: string[] = []
+  for (let i = 0, size = 0; size < 256 * 1024 - 64; i++) {
+    const row = JSON.stringify({ id: i, name: `item-${i}`, note: 'lorem ipsum dolor sit amet' })
+    rows.push(row)
+    size += row.length + 1
+  }
+  const json = `{"items":[${rows.join(',')}]}`
+  const body = Buffer.from(json)
+  const forms = formsOf(['ya29.a0AfB_byC-bench-access-token-3f9a7c1e5b', '1//0g-bench-refresh-token-8d2e4f6a1b', 'GOCSPX-bench-client-secret'])
+  const time = (fn: () => void): number => {
+    const samples: number[] = []
+    for (let r = 0; r < 200; r++) {
+      const t0 = process.hrtime.bigint()
+      fn()
+      samples.push(Number(process.hrtime.bigint() - t0) / 1e6)
+    }
+    return median(samples)
+  }
+  const scan = time(() => redactBytes(body, forms))
+  const parse = time(() => JSON.parse(json))
+  return (
+    `redaction of a ${Math.round(body.length / 1024)} KiB answer (${forms.bytes.length} secret forms, median of 200)\n` +
+    `  scan ${scan.toFixed(3)} ms   JSON.parse of the same body ${parse.toFixed(3)} ms   scan / parse ${(scan / parse).toFixed(2)}\n\n`
+  )
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b)
   return s[Math.floor(s.length / 2)] ?? NaN
@@ -246,6 +279,7 @@ grants:
       }
       process.stdout.write('\n')
     }
+    process.stdout.write(redactionScan())
     await agent.close()
     httpAgent.destroy()
   } finally {

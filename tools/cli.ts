@@ -7,6 +7,7 @@
 import path from 'node:path'
 import { loadConfigFile, type ConfigSnapshot, type Env } from '../src/config/load.js'
 import { SUPPORTED_AUTH_TYPES } from '../src/credentials/supported.js'
+import { redactRemembered } from '../src/redact.js'
 
 export interface CliIo {
   readonly out: (line: string) => void
@@ -50,9 +51,10 @@ export async function loadOrReport(file: string, io: CliIo, opts: { readonly ski
   return r.snapshot
 }
 
+/** The terminal. Every line is redacted of the secrets this process loaded or used (`src/redact.ts`). */
 export const processIo: CliIo = {
-  out: (line) => process.stdout.write(`${line}\n`),
-  err: (line) => process.stderr.write(`${line}\n`),
+  out: (line) => process.stdout.write(`${redactRemembered(line)}\n`),
+  err: (line) => process.stderr.write(`${redactRemembered(line)}\n`),
   env: process.env,
   cwd: process.cwd(),
 }

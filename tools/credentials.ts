@@ -23,6 +23,7 @@ import { revokeCredentials, type RevokeResult } from '../src/credentials/revoke.
 import { isAppError } from '../src/errors.js'
 import { createLogger } from '../src/log.js'
 import { createRuntime, type Runtime } from '../src/runtime.js'
+import { escapeForTerminal, toSafeJsonLine } from '../src/safe-text.js'
 import { configPath, loadOrReport, type CliIo, type Command } from './cli.js'
 
 const USAGE = [
@@ -57,7 +58,7 @@ const SUBCOMMANDS: Readonly<Record<string, Sub>> = {
       },
       filter,
     )
-    if (values.json) for (const r of rows) io.out(JSON.stringify(jsonRow(r, snapshot)))
+    if (values.json) for (const r of rows) io.out(toSafeJsonLine(jsonRow(r, snapshot)))
     else for (const line of table(rows, runtime.now(), lastUse.ok, snapshot)) io.out(line)
     if (!lastUse.ok) io.err(`keyway: note: last use unknown: ${lastUse.reason} (audit.file in ${snapshot.file})`)
     const orphans = rows.filter((r) => r.orphaned !== undefined).length
@@ -153,7 +154,7 @@ async function secretRefs(file: string): Promise<ReadonlyMap<string, string>> {
 /** `--prune`: deletes the orphans matching the filter and says what it did. */
 async function prune(values: Options, snapshot: ConfigSnapshot, runtime: Runtime, io: CliIo): Promise<number> {
   const results = await pruneOrphans({ store: runtime.store, audit: runtime.audit }, snapshot, filterOf(values))
-  if (values.json) for (const r of results) io.out(JSON.stringify(jsonPrune(r)))
+  if (values.json) for (const r of results) io.out(toSafeJsonLine(jsonPrune(r)))
   else if (results.length === 0) io.out('no orphaned credentials')
   else for (const r of results) io.out(describePrune(r, snapshot))
   if (results.some((r) => r.outcome === 'deleted'))
@@ -223,7 +224,7 @@ function table(rows: readonly CredentialRow[], now: number, lastUseKnown: boolea
       ...(r.orphaned === undefined ? [] : [`ORPHANED: ${describeOrphan(r.connection, r.orphaned, snapshot)}; keyway credentials --prune deletes it`]),
       ...r.warnings.map((w) => `WARNING: ${w}`),
     ].join('; '),
-  ])
+  ].map(escapeForTerminal))
   const widths = COLUMNS.map((h, i) => Math.max(h.length, ...cells.map((c) => (c[i] ?? '').length)))
   const line = (c: readonly string[]): string => c.map((v, i) => (i === c.length - 1 ? v : v.padEnd(widths[i] ?? 0))).join('  ').trimEnd()
   return [line(COLUMNS), ...cells.map(line)]

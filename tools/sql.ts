@@ -24,7 +24,7 @@ import {
   formatSyntaxError,
   isMutating,
   parseStatement,
-  quoteName,
+  formatPrincipal,
   type MutatingStatement,
   type ReadStatement,
 } from '../src/config/sql/parse.js'
@@ -33,7 +33,7 @@ import { writeFileAtomic } from '../src/config/write-atomic.js'
 import { createStoreCredentialState } from '../src/credentials/credential-state.js'
 import { openStoreToInspect, storeSettingsFromText } from '../src/credentials/store-access.js'
 import { decide, describePrincipal } from '../src/grants/decide.js'
-import { createCaller } from '../src/identity/caller.js'
+import { createCaller, createServicePrincipalCaller } from '../src/identity/caller.js'
 import { configPath, reportProblems, type CliIo, type Command } from './cli.js'
 
 const USAGE = `usage: keyway sql [--config FILE] 'STATEMENT'
@@ -284,9 +284,13 @@ function remainingAccess(snapshot: ConfigSnapshot, connection: string, user: str
   return undefined
 }
 
-/** Whether the previous owner keeps USE CONNECTION through a grant (or, for a user, a group). */
+/** Whether the previous owner keeps USE CONNECTION through a grant (or, for a user or service principal, a group). */
 function holdsAfterOwnerChange(snapshot: ConfigSnapshot, connection: string, prev: Principal): boolean {
   if ('user' in prev) return remainingAccess(snapshot, connection, prev.user) !== undefined
+  if ('servicePrincipal' in prev) {
+    const conn = snapshot.connections.get(connection)
+    return conn !== undefined && decide(createServicePrincipalCaller(snapshot, prev.servicePrincipal, 'stdio'), conn, snapshot.grants).effect === 'allow'
+  }
   return snapshot.grants.some((g) => g.on === connection && 'group' in g.to && g.to.group === prev.group)
 }
 
@@ -314,10 +318,8 @@ function unknownConnection(name: string, file: string, io: CliIo): string {
   return `keyway sql: unknown connection "${name}" in ${display(file, io)} (SHOW CONNECTIONS lists them)`
 }
 
-/** `USER \`x\`` / `GROUP \`x\``: a principal as a statement would name it. */
-function sqlPrincipal(p: Principal): string {
-  return 'user' in p ? `USER ${quoteName(p.user)}` : `GROUP ${quoteName(p.group)}`
-}
+/** `USER \`x\`` / `GROUP \`x\`` / `SERVICE PRINCIPAL \`x\``: a principal as a statement would name it. */
+const sqlPrincipal = formatPrincipal
 
 /** The file as the admin would type it: relative to the working directory when inside it. */
 function display(file: string, io: CliIo): string {

@@ -8,7 +8,7 @@
 import { closeSync, createWriteStream, fchmodSync, fstatSync, mkdirSync, openSync, type WriteStream } from 'node:fs'
 import path from 'node:path'
 import { AppError } from '../errors.js'
-import { toSafeJsonLine } from './safe-text.js'
+import { toSafeJsonLine } from '../safe-text.js'
 import type { AuditEvent } from './events.js'
 
 export interface AuditLog {

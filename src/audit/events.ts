@@ -8,7 +8,9 @@ import type { IdentitySource } from '../identity/caller.js'
 
 export interface ToolCallEvent {
   readonly type: 'tool.call'
-  readonly user: string
+  /** The calling user; a service principal is named in `servicePrincipal` instead, never here. */
+  readonly user?: string
+  readonly servicePrincipal?: string
   readonly via: IdentitySource
   readonly connection: string
   readonly method: string
@@ -20,6 +22,8 @@ export interface ToolCallEvent {
   readonly authMethod?: AuthType
   readonly status?: number
   readonly error?: string
+  /** Occurrences of the call's own secrets replaced in what the upstream answered; absent when none. */
+  readonly redacted?: number
   readonly durationMs: number
 }
 

@@ -8,7 +8,7 @@
  */
 import { createReadStream } from 'node:fs'
 import { createInterface } from 'node:readline'
-import { escapeForTerminal } from './safe-text.js'
+import { escapeForTerminal } from '../safe-text.js'
 
 /** One audit line as read from disk: `time` and `type` are required, anything else is optional. */
 export interface AuditRecord {
@@ -124,7 +124,7 @@ export function auditRow(rec: AuditRecord): string[] {
   return [
     rec.time,
     rec.type,
-    s('user'),
+    s('user') || (s('servicePrincipal') && `service principal ${s('servicePrincipal')}`),
     s('connection'),
     request,
     s('decision'),

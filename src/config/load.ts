@@ -76,6 +76,21 @@ export interface ApiKeyEntry {
   readonly groups: readonly string[]
 }
 
+/** A service principal as `identity.oidc.servicePrincipals` maps a client to it. */
+export interface ServicePrincipalEntry {
+  readonly name: string
+  readonly groups: readonly string[]
+}
+
+export interface IntrospectionSettings {
+  readonly clientId: string
+  readonly clientSecret: Secret
+  /** Seconds an answer (active or not) is remembered; 0 asks the issuer every time. */
+  readonly cacheTtlSeconds: number
+  /** Introspection calls one client address may cause per minute for tokens not in the cache. */
+  readonly callsPerMinutePerAddress: number
+}
+
 export interface OidcSettings {
   readonly issuer: string
   readonly audience: string
@@ -83,8 +98,14 @@ export interface OidcSettings {
   readonly groupsClaim: string
   readonly requiredScopes: readonly string[]
   readonly algorithms: readonly string[]
-  readonly introspection: { readonly clientId: string; readonly clientSecret: Secret } | undefined
+  readonly introspection: IntrospectionSettings | undefined
   readonly browserClient: { readonly clientId: string; readonly clientSecret: Secret } | undefined
+  /** Client id → the service principal its user-less (client credentials) tokens act as. */
+  readonly servicePrincipals: ReadonlyMap<string, ServicePrincipalEntry>
+  /** Longest accepted `exp - iat` (or `exp - now` without `iat`), seconds; undefined: no limit. */
+  readonly maxTokenLifetimeSeconds: number | undefined
+  /** Separator of a groups claim given as one string; undefined: such a string is one group. */
+  readonly groupsClaimSeparator: string | undefined
 }
 
 export interface EgressPolicy {
@@ -106,6 +127,8 @@ export interface ConfigSnapshot {
     /** SHA-256 hex of the key → who presents it. */
     readonly apiKeys: ReadonlyMap<string, ApiKeyEntry>
     readonly stdioUser: string | undefined
+    /** Service principal name → its configured groups (from `identity.oidc.servicePrincipals`). */
+    readonly servicePrincipals: ReadonlyMap<string, readonly string[]>
   }
   readonly store: {
     /** `memory://`, `redis://…`, or `sqlite://<absolute path>`. */
@@ -239,6 +262,7 @@ function crossCheck(
   cfg.grants.forEach((g, i) => {
     if (!names.has(g.on)) report(['grants', i, 'on'], `grant names unknown connection "${g.on}"`)
   })
+  checkServicePrincipals(cfg, report, warnings)
   if (ACCOUNT_USERS_GROUP in cfg.groups) report(['groups', ACCOUNT_USERS_GROUP], `"${ACCOUNT_USERS_GROUP}" is built in (every authenticated caller) and cannot be defined`)
   const seen = new Map<string, number>()
   cfg.identity.apiKeys.forEach((k, i) => {
@@ -249,6 +273,32 @@ function crossCheck(
   const publicUrl = new URL(cfg.server.publicUrl)
   if (publicUrl.pathname !== '/' || publicUrl.search || publicUrl.hash)
     report(['server', 'publicUrl'], 'publicUrl must be an origin (scheme://host[:port]) with no path')
+}
+
+/**
+ * Service principals act without a person: they cannot sign in at a browser, so they cannot own a
+ * connection whose token comes from a person's sign-in, nor use a per-user one (README "Service
+ * principals"). A principal no mapping defines is only a warning: the mapping may come later.
+ */
+function checkServicePrincipals(cfg: ConfigFile, report: (p: readonly PropertyKey[], m: string) => void, warnings: string[]): void {
+  const defined = new Set(Object.values(cfg.identity.oidc?.servicePrincipals ?? {}).map((e) => e.name))
+  const undefinedNamed = new Set<string>()
+  const note = (p: Principal): void => {
+    if ('servicePrincipal' in p && !defined.has(p.servicePrincipal)) undefinedNamed.add(p.servicePrincipal)
+  }
+  for (const [name, c] of Object.entries(cfg.connections)) {
+    note(c.owner)
+    if ('servicePrincipal' in c.owner && (c.auth.type === 'oauth_u2m_shared' || c.auth.type === 'oauth_u2m_per_user'))
+      report(['connections', name, 'owner'], `a service principal cannot own an ${c.auth.type} connection: its token comes from a person signing in`)
+  }
+  cfg.grants.forEach((g, i) => {
+    note(g.to)
+    const auth = Object.hasOwn(cfg.connections, g.on) ? cfg.connections[g.on]?.auth.type : undefined
+    if ('servicePrincipal' in g.to && auth === 'oauth_u2m_per_user')
+      report(['grants', i, 'to'], `a service principal cannot use the oauth_u2m_per_user connection "${g.on}": each caller's own account is a person's`)
+  })
+  for (const sp of undefinedNamed)
+    warnings.push(`service principal "${sp}" is named in owners or grants, but no identity.oidc.servicePrincipals entry maps a client to it`)
 }
 
 function checkOAuth(
@@ -372,14 +422,20 @@ function buildSnapshot(
         introspection: oidc.introspection && {
           clientId: oidc.introspection.clientId,
           clientSecret: secret(oidc.introspection.clientSecret, ['identity', 'oidc', 'introspection', 'clientSecret']),
+          cacheTtlSeconds: oidc.introspection.cacheTtlSeconds,
+          callsPerMinutePerAddress: oidc.introspection.callsPerMinutePerAddress,
         },
         browserClient: oidc.browserClient && {
           clientId: oidc.browserClient.clientId,
           clientSecret: secret(oidc.browserClient.clientSecret, ['identity', 'oidc', 'browserClient', 'clientSecret']),
         },
+        servicePrincipals: new Map(Object.entries(oidc.servicePrincipals).map(([clientId, e]) => [clientId, { name: e.name, groups: e.groups }])),
+        maxTokenLifetimeSeconds: oidc.maxTokenLifetimeSeconds,
+        groupsClaimSeparator: oidc.groupsClaimSeparator,
       },
       apiKeys: new Map(cfg.identity.apiKeys.map((k) => [k.sha256, { user: k.user, groups: k.groups }])),
       stdioUser: cfg.identity.stdioUser,
+      servicePrincipals: servicePrincipalGroups(oidc?.servicePrincipals ?? {}),
     },
     store: {
       url: storeUrl,
@@ -401,6 +457,13 @@ function buildSnapshot(
     grants: cfg.grants.map((g) => ({ on: g.on, to: g.to })),
     tools: [...connections.values()].filter((c) => c.isMcpConnection).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
   }
+}
+
+/** Name → groups; several clients may map to one service principal, which then holds all their groups. */
+function servicePrincipalGroups(mapping: Readonly<Record<string, { readonly name: string; readonly groups: readonly string[] }>>): Map<string, string[]> {
+  const out = new Map<string, string[]>()
+  for (const e of Object.values(mapping)) out.set(e.name, [...new Set([...(out.get(e.name) ?? []), ...e.groups])])
+  return out
 }
 
 function safeOrigin(url: string): string {

@@ -22,10 +22,18 @@ export const ConnectionNameSchema = z
 const UserIdSchema = z.string().min(1).max(320)
 const GroupNameSchema = z.string().min(1).max(256)
 
+/**
+ * A service principal's name: chosen by the admin, printed in audit lines and messages, so it is
+ * kept to a readable id (no spaces, quotes or control characters).
+ */
+export const SERVICE_PRINCIPAL_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/
+const ServicePrincipalNameSchema = z.string().regex(SERVICE_PRINCIPAL_NAME_PATTERN, 'must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$')
+
 export const PrincipalSchema = z.union([
   z.strictObject({ user: UserIdSchema }),
   z.strictObject({ group: GroupNameSchema }),
-], { error: 'must be { user: ID } or { group: NAME }' }).describe('{ user: ID } or { group: NAME }')
+  z.strictObject({ servicePrincipal: ServicePrincipalNameSchema }),
+], { error: 'must be { user: ID }, { group: NAME } or { servicePrincipal: NAME }' }).describe('{ user: ID }, { group: NAME } or { servicePrincipal: NAME }')
 export type Principal = z.infer<typeof PrincipalSchema>
 
 export const CREDENTIAL_EXCHANGES = ['header_and_body', 'body_only', 'header_only'] as const
@@ -106,6 +114,9 @@ export const ApiKeySchema = z.strictObject({
   description: z.string().optional(),
 })
 
+/** Upper bound of `introspection.cacheTtlSeconds`: how late a revocation at the issuer may be noticed. */
+export const MAX_INTROSPECTION_CACHE_TTL_S = 300
+
 export const OidcSchema = z.strictObject({
   issuer: httpUrl,
   audience: z.string().min(1).optional().describe('default: server.publicUrl + /mcp'),
@@ -117,7 +128,19 @@ export const OidcSchema = z.strictObject({
   introspection: z.strictObject({
     clientId: z.string().min(1),
     clientSecret: SecretRefSchema,
+    cacheTtlSeconds: z.number().int().min(0).max(MAX_INTROSPECTION_CACHE_TTL_S).default(60)
+      .describe('how long an introspection answer is remembered; a revoked token keeps working up to this long; 0: ask every time'),
+    callsPerMinutePerAddress: z.number().int().min(1).max(100_000).default(10)
+      .describe('introspection calls one client address may cause per minute for tokens not in the cache'),
   }).optional().describe('verify opaque access tokens by RFC 7662 introspection'),
+  servicePrincipals: z.record(z.string().min(1), z.strictObject({
+    name: ServicePrincipalNameSchema,
+    groups: z.array(GroupNameSchema).default([]),
+  })).default({}).describe('client id → service principal, for tokens that carry no user (client credentials)'),
+  maxTokenLifetimeSeconds: z.number().int().positive().max(366 * 24 * 3600).optional()
+    .describe('refuse tokens whose exp - iat (or exp - now without iat) is longer'),
+  groupsClaimSeparator: z.string().min(1).max(8).optional()
+    .describe('split a groups claim given as one string on this; unset, such a string is one group'),
   browserClient: z.strictObject({
     clientId: z.string().min(1),
     clientSecret: SecretRefSchema,

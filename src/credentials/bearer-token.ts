@@ -7,5 +7,6 @@ import type { Credential } from './credential.js'
 import type { Secret } from '../secret.js'
 
 export function bearerCredential(token: Secret): Credential {
-  return { kind: 'ready', authorization: `Bearer ${token.reveal()}`, refreshable: false }
+  const value = token.reveal()
+  return { kind: 'ready', authorization: `Bearer ${value}`, refreshable: false, secrets: [value] }
 }

@@ -38,7 +38,13 @@ const OUTCOME_TTL_MS = FLOW_TTL_MS
 /** The methods whose tokens come from a person signing in. */
 export type ConsentMethod = 'oauth_u2m_shared' | 'oauth_u2m_per_user'
 
-const PrincipalRecordSchema = z.union([z.strictObject({ user: z.string().min(1) }), z.strictObject({ group: z.string().min(1) })])
+// A service principal never completes a flow (the config refuses it as owner of a consent-based
+// connection); the variant is here so every `Principal` has a record shape.
+const PrincipalRecordSchema = z.union([
+  z.strictObject({ user: z.string().min(1) }),
+  z.strictObject({ group: z.string().min(1) }),
+  z.strictObject({ servicePrincipal: z.string().min(1) }),
+])
 const epochMs = z.number().int().nonnegative()
 const randomId = z.string().regex(/^[A-Za-z0-9_-]{43,128}$/)
 

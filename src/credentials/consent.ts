@@ -85,7 +85,8 @@ export async function providerAuthorizationUrl(client: OAuthClient, link: Consen
 
 /** Who completed a flow, as the audit log names them. */
 export function completedBy(flow: { readonly completer: Principal; readonly confirmedUser?: string | undefined }): string {
-  return flow.confirmedUser ?? ('user' in flow.completer ? flow.completer.user : `(member of group ${flow.completer.group})`)
+  const c = flow.completer
+  return flow.confirmedUser ?? ('user' in c ? c.user : 'group' in c ? `(member of group ${c.group})` : `(service principal ${c.servicePrincipal})`)
 }
 
 /**
@@ -170,7 +171,8 @@ export async function completeConsent(deps: ConsentDeps, snapshot: ConfigSnapsho
 /**
  * The Keyway users whose provider account may complete a flow under `auth.accountMatch`: the
  * token's user (per-user); for a shared connection the user confirmed at the browser (OIDC
- * mode), else the owner, else the members the config lists for the owner group.
+ * mode), else the owner, else the members the config lists for the owner group (none for a
+ * service principal owner).
  */
 export function accountUsers(
   flow: { readonly tokenUser: string | null; readonly completer: Principal; readonly confirmedUser?: string | undefined },
@@ -178,8 +180,11 @@ export function accountUsers(
 ): readonly string[] {
   if (flow.tokenUser !== null) return [flow.tokenUser]
   if (flow.confirmedUser !== undefined) return [flow.confirmedUser]
-  if ('user' in flow.completer) return [flow.completer.user]
-  return Object.hasOwn(snapshot.groups, flow.completer.group) ? (snapshot.groups[flow.completer.group] ?? []) : []
+  const c = flow.completer
+  if ('user' in c) return [c.user]
+  // A service principal has no provider account of its own: nothing matches.
+  if (!('group' in c)) return []
+  return Object.hasOwn(snapshot.groups, c.group) ? (snapshot.groups[c.group] ?? []) : []
 }
 
 /** Audits a failed flow and records the outcome; never throws (the page must still render). */

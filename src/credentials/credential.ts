@@ -14,6 +14,11 @@ export type Credential =
       readonly authorization: string
       /** Whether a forced refresh could produce a different token (OAuth methods). */
       readonly refreshable: boolean
+      /**
+       * Every secret this credential is made of (the token, a refresh token, the client secret):
+       * whatever the upstream answers is redacted of them before the caller sees it (`redact.ts`).
+       */
+      readonly secrets: readonly string[]
     }
   | {
       readonly kind: 'consent-required'

@@ -14,6 +14,7 @@ import type { Connection, OAuthSettings } from '../config/load.js'
 import type { CredentialExchange } from '../config/schema.js'
 import { basicClientCredentials } from '../encoding.js'
 import { AppError, isAppError, type AppErrorCode } from '../errors.js'
+import { formsOf, redactText } from '../redact.js'
 
 /** The `customFetch` openid-client calls; egress provides one per timeout (`Egress.fetchFor`). */
 export type ProviderFetch = oidc.CustomFetch
@@ -234,12 +235,17 @@ async function createOAuthClient(connection: Connection, deps: OAuthClientDeps):
   const toSet = (r: oidc.TokenEndpointResponse & oidc.TokenEndpointResponseHelpers): TokenSet => {
     const expiresIn = r.expiresIn()
     const claims = r.id_token ? r.claims() : undefined
-    const account = Object.fromEntries(ACCOUNT_FIELDS.flatMap((k) => (typeof r[k] === 'string' && r[k] !== '' ? [[k, r[k]]] : [])))
+    const exchanged = [secret, r.access_token, ...(r.refresh_token ? [r.refresh_token] : [])]
+    const scope = typeof r.scope === 'string' ? sanitizeScope(r.scope, exchanged) : undefined
+    // Account fields are shown on pages and in the audit: never with something the provider echoed back.
+    const account = Object.fromEntries(
+      ACCOUNT_FIELDS.flatMap((k) => (typeof r[k] === 'string' && r[k] !== '' ? [[k, redactText(r[k], formsOf(exchanged)).value]] : [])),
+    )
     return {
       accessToken: r.access_token,
       tokenType: r.token_type,
       ...(r.refresh_token ? { refreshToken: r.refresh_token } : {}),
-      ...(typeof r.scope === 'string' ? { scope: r.scope } : {}),
+      ...(scope ? { scope } : {}),
       ...(expiresIn === undefined ? {} : { expiresAt: now() + expiresIn * 1000 }),
       ...(claims ? { idTokenClaims: { ...claims } } : {}),
       ...(Object.keys(account).length > 0 ? { accountFields: account } : {}),
@@ -391,11 +397,14 @@ const OPERATION_TEXT: Readonly<Record<Operation, string>> = {
 export function mapOAuthError(e: unknown, ctx: MapContext): AppError {
   const c = ctx.connection
   const what = OPERATION_TEXT[ctx.operation]
+  // Whatever the provider or the library wrote is redacted of everything Keyway sent, in every
+  // form it may be echoed in (Basic header, form encoding, ...).
+  const forms = formsOf(ctx.sent)
   const fail = (code: AppErrorCode, message: string, reason: string, transient: boolean): AppError =>
-    new AppError(code, `connection "${c}": ${message}`, { cause: e, detail: { connection: c, reason, transient, operation: ctx.operation } })
+    new AppError(code, redactText(`connection "${c}": ${message}`, forms).value, { cause: e, detail: { connection: c, reason, transient, operation: ctx.operation } })
 
   if (e instanceof oidc.ResponseBodyError) {
-    const desc = describe(e.error_description, ctx.sent)
+    const desc = describe(e.error_description)
     switch (e.error) {
       case 'invalid_grant':
         if (ctx.operation === 'refresh_token')
@@ -485,6 +494,24 @@ export function mapOAuthError(e: unknown, ctx: MapContext): AppError {
   return fail('CREDENTIAL_UNAVAILABLE', `${what} failed unexpectedly`, 'unexpected', true)
 }
 
+/** Longest granted `scope` kept: real grants list a few dozen scopes at most. */
+const MAX_SCOPE_CHARS = 2048
+
+/**
+ * A granted `scope` as stored and shown (`keyway credentials`): RFC 6749 §3.3 scope tokens only
+ * (printable ASCII without `"` and `\`), bounded, and redacted of the secrets of the exchange in
+ * case the provider echoed its request into it.
+ */
+export function sanitizeScope(scope: string, secrets: readonly string[]): string {
+  const tokens = redactText(scope, formsOf(secrets)).value.split(' ').filter((t) => /^[\x21\x23-\x5B\x5D-\x7E]+$/.test(t))
+  let out = ''
+  for (const t of tokens) {
+    if (out.length + t.length + 1 > MAX_SCOPE_CHARS) break
+    out = out ? `${out} ${t}` : t
+  }
+  return out
+}
+
 /** Whether a failure from this module is worth trying again later (network, timeout, 5xx). */
 export function isTransient(e: unknown): boolean {
   return isAppError(e) && e.detail?.transient === true
@@ -508,12 +535,10 @@ function safeToken(v: string): string {
   return /^[\x20-\x21\x23-\x5B\x5D-\x7E]{1,64}$/.test(v) ? v : 'an invalid error code'
 }
 
-/** `: <description>` with anything Keyway sent scrubbed, control characters removed, bounded. */
-function describe(description: string | undefined, sent: readonly string[]): string {
+/** `: <description>` with control characters removed, bounded (the caller redacts it). */
+function describe(description: string | undefined): string {
   if (!description) return ''
-  let d = description
-  for (const s of sent) if (s.length >= 4) d = d.split(s).join('[redacted]')
-  d = d.replace(/[\u0000-\u001f\u007f]+/g, ' ').trim()
+  let d = description.replace(/[\u0000-\u001f\u007f-\u009f]+/g, ' ').trim()
   if (d.length > MAX_DESCRIPTION_CHARS) d = `${d.slice(0, MAX_DESCRIPTION_CHARS)}…`
   return d ? `: ${d}` : ''
 }

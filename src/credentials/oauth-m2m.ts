@@ -10,7 +10,7 @@ import type { Connection } from '../config/load.js'
 import type { Credential, ResolveOptions } from './credential.js'
 import type { OAuthClients } from './oauth-client.js'
 import type { Refresher } from './refresh.js'
-import { authorizationHeader, recordFromTokenSet } from './token-record.js'
+import { recordFromTokenSet, tokenCredential } from './token-record.js'
 
 export interface M2mDeps {
   readonly clients: OAuthClients
@@ -31,5 +31,6 @@ export async function resolveM2m(connection: Connection, deps: M2mDeps, opts: Re
       return recordFromTokenSet(set, { method: 'oauth_m2m', now: deps.now(), ...(current ? { previous: current } : {}) })
     },
   })
-  return { kind: 'ready', authorization: authorizationHeader(record), refreshable: true }
+  // Client credentials can always be asked for again, refresh token or not.
+  return tokenCredential(record, connection, true)
 }

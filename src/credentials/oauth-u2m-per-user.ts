@@ -23,7 +23,7 @@ import { connectPath, createConsentFlow, FLOW_TTL_MS, OUTCOME_POLL_MS, readConse
 import type { Credential, ResolveOptions } from './credential.js'
 import type { OAuthClient } from './oauth-client.js'
 import { isUsable, type Refresher } from './refresh.js'
-import { authorizationHeader, recordFromTokenSet } from './token-record.js'
+import { recordFromTokenSet, tokenCredential } from './token-record.js'
 
 const METHOD = 'oauth_u2m_per_user'
 
@@ -63,6 +63,9 @@ function consentNeeded(connection: Connection, reason: ConsentReason, cause?: un
  * `STORE_UNAVAILABLE`): a store that fails is never taken for "no token" (design.md §8).
  */
 export async function resolvePerUserU2m(connection: Connection, caller: Caller, deps: PerUserU2mDeps, opts: ResolveOptions = {}): Promise<Credential> {
+  // `decide` already refuses this; the check stays here because tokens are keyed by name alone,
+  // and a service principal must never read or start a person's token of the same name.
+  if (caller.kind !== 'user') throw new AppError('PERMISSION_DENIED', `service principal ${caller.user} cannot use per-user connection "${connection.name}"`)
   const ref: TokenRef = { connection: connection.name, user: caller.user }
   let record: TokenRecord
   try {
@@ -90,7 +93,7 @@ export async function resolvePerUserU2m(connection: Connection, caller: Caller, 
     if (isAppError(e, 'CONSENT_REQUIRED')) return consentLink(connection, caller.user, deps, reasonOf(e))
     throw e
   }
-  return { kind: 'ready', authorization: authorizationHeader(record), refreshable: record.refreshToken !== undefined }
+  return tokenCredential(record, connection)
 }
 
 function fatalReason(e: AppError): ConsentReason {

@@ -13,7 +13,7 @@ import { AppError } from '../errors.js'
 import type { Credential, ResolveOptions } from './credential.js'
 import type { OAuthClients } from './oauth-client.js'
 import { isUsable, type Refresher } from './refresh.js'
-import { authorizationHeader, recordFromTokenSet } from './token-record.js'
+import { recordFromTokenSet, tokenCredential } from './token-record.js'
 
 export interface SharedU2mDeps {
   readonly clients: OAuthClients
@@ -23,6 +23,7 @@ export interface SharedU2mDeps {
 
 /** `user alice@example.com` / `a member of group admins`. */
 export function describeOwner(owner: Principal): string {
+  if ('servicePrincipal' in owner) return `service principal ${owner.servicePrincipal}`
   return 'user' in owner ? `user ${owner.user}` : `a member of group ${owner.group}`
 }
 
@@ -77,5 +78,5 @@ export async function resolveSharedU2m(connection: Connection, deps: SharedU2mDe
         e,
       ),
   })
-  return { kind: 'ready', authorization: authorizationHeader(record), refreshable: record.refreshToken !== undefined }
+  return tokenCredential(record, connection)
 }

@@ -79,10 +79,18 @@ export async function learnProviderAccount(
   }
 }
 
-/** How the account is named on pages, in the audit log and in `keyway credentials`. */
+/** How the account is named on pages, in the audit log and in `keyway credentials`: one bounded line. */
 export function describeAccount(account: ProviderAccount): string | undefined {
-  if (account.email !== undefined) return account.emailVerified === false ? `${account.email} (email not verified)` : account.email
-  return account.sub
+  if (account.email !== undefined) return account.emailVerified === false ? `${oneLine(account.email)} (email not verified)` : oneLine(account.email)
+  return account.sub === undefined ? undefined : oneLine(account.sub)
+}
+
+/** Longest account name shown: RFC 5321 §4.5.3.1.3 bounds an address path at 256 octets. */
+const MAX_ACCOUNT_CHARS = 256
+
+function oneLine(v: string): string {
+  const line = v.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]+/g, ' ').trim()
+  return line.length > MAX_ACCOUNT_CHARS ? `${line.slice(0, MAX_ACCOUNT_CHARS)}…` : line
 }
 
 /** Outcome of {@link checkAccount}: `expected` says, for the page and the audit, what would have matched. */

@@ -5,7 +5,10 @@
  * authorize` and `keyway credentials` all say the same thing.
  * @module
  */
+import type { Connection } from '../config/load.js'
+import { rememberSecret } from '../redact.js'
 import type { TokenMethod, TokenRecord } from '../store/index.js'
+import type { Credential } from './credential.js'
 import type { TokenSet } from './oauth-client.js'
 
 /** Stored with the record and shown everywhere it is listed (design.md §7 step 4). */
@@ -47,7 +50,14 @@ export function recordFromTokenSet(set: TokenSet, opts: RecordOptions): TokenRec
   }
 }
 
-/** RFC 6750 §2.1: the header value sent upstream. */
-export function authorizationHeader(record: TokenRecord): string {
-  return `Bearer ${record.accessToken}`
+/**
+ * A stored record as the credential of a call: RFC 6750 §2.1 `Bearer` header, and every secret
+ * behind it (access and refresh token, the connection's client secret) for redaction.
+ */
+export function tokenCredential(record: TokenRecord, connection: Connection, refreshable = record.refreshToken !== undefined): Credential {
+  const secrets = [record.accessToken]
+  if (record.refreshToken !== undefined) secrets.push(record.refreshToken)
+  if (connection.auth.type !== 'bearer_token') secrets.push(connection.auth.clientSecret.reveal())
+  rememberSecret(record.accessToken)
+  return { kind: 'ready', authorization: `Bearer ${record.accessToken}`, refreshable, secrets }
 }

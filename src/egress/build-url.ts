@@ -209,7 +209,6 @@ const EXPOSED_RESPONSE_HEADERS: ReadonlySet<string> = new Set([
   'link',
   'retry-after',
   'x-request-id',
-  'www-authenticate',
   'ratelimit',
   'ratelimit-policy',
 ])
@@ -217,10 +216,11 @@ const EXPOSED_RESPONSE_HEADERS: ReadonlySet<string> = new Set([
 const EXPOSED_RESPONSE_PREFIXES = ['x-ratelimit-', 'ratelimit-'] as const
 
 /**
- * The response headers a tool result shows: `content-type`, `content-length`, `etag`,
- * `last-modified`, `location`, `link`, `retry-after`, `x-request-id`, `www-authenticate`
- * and the rate-limit families `x-ratelimit-*` / `ratelimit-*`. Names come out lowercased;
- * `set-cookie` and everything else is dropped.
+ * The response headers a tool result shows (an allowlist, README "Security model"):
+ * `content-type`, `content-length`, `etag`, `last-modified`, `location`, `link`, `retry-after`,
+ * `x-request-id`, the rate-limit families `x-ratelimit-*` / `ratelimit-*`, and of
+ * `www-authenticate` only the scheme and the RFC 6750 `error` code. Names come out lowercased;
+ * `set-cookie`, `authorization` and everything else is dropped. The caller redacts the values.
  */
 export function selectResponseHeaders(headers: Readonly<Record<string, string | undefined>>): Record<string, string> {
   const out: Record<string, string> = {}
@@ -228,7 +228,25 @@ export function selectResponseHeaders(headers: Readonly<Record<string, string | 
     const value = headers[name]
     if (value === undefined) continue
     const lower = name.toLowerCase()
-    if (EXPOSED_RESPONSE_HEADERS.has(lower) || EXPOSED_RESPONSE_PREFIXES.some((p) => lower.startsWith(p))) out[lower] = value
+    if (lower === 'www-authenticate') {
+      const challenge = reduceChallenge(value)
+      if (challenge !== undefined) out[lower] = challenge
+    } else if (EXPOSED_RESPONSE_HEADERS.has(lower) || EXPOSED_RESPONSE_PREFIXES.some((p) => lower.startsWith(p))) out[lower] = value
   }
   return out
+}
+
+const CHALLENGE_SCHEME = /^\s*([!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32})/
+const CHALLENGE_ERROR = /(?:^|[\s,])error\s*=\s*"?([\x21\x23-\x5B\x5D-\x7E]{1,64}?)"?(?=\s*(?:,|$))/i
+
+/**
+ * A challenge as the model may see it: the first scheme and its `error` code (RFC 6750 §3.1),
+ * enough to tell an expired token from a missing scope. Realms, descriptions and `scope` lists
+ * can quote the request (and so the credential) and are dropped.
+ */
+function reduceChallenge(value: string): string | undefined {
+  const scheme = CHALLENGE_SCHEME.exec(value)?.[1]
+  if (scheme === undefined) return undefined
+  const error = CHALLENGE_ERROR.exec(value)?.[1]
+  return error === undefined ? scheme : `${scheme} error="${error}"`
 }

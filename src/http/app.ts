@@ -101,7 +101,7 @@ export function createApp(rt: Runtime, opts: AppOptions = {}): KeywayApp {
   app.use('/mcp', hostHeaderValidation(allowedHostnames), originValidation(allowedHostnames))
   app.all('/mcp', async (c: Context) => {
     const snapshot = rt.snapshot()
-    const auth = await authenticate(c.req.header('authorization'), snapshot, rt.verifier(snapshot))
+    const auth = await authenticate(c.req.header('authorization'), snapshot, rt.verifier(snapshot), { clientAddress: peerAddress(c) })
     if (!auth.ok) {
       rt.log.info('mcp request refused', { reason: auth.reason, detail: auth.detail })
       return unauthorized(c, snapshot, auth.reason === 'missing' ? undefined : 'invalid_token')
@@ -126,6 +126,11 @@ export function createApp(rt: Runtime, opts: AppOptions = {}): KeywayApp {
 
   opts.extraRoutes?.(app)
   return { app, mcp }
+}
+
+/** The TCP peer of a request served by @hono/node-server; undefined in process (`app.request`). */
+function peerAddress(c: Context): string | undefined {
+  return (c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined)?.incoming?.socket?.remoteAddress
 }
 
 /** RFC 6750 §3 / RFC 9728 §5.1 challenge; `resource_metadata` only in OIDC mode, where metadata is served. */

@@ -300,9 +300,10 @@ export function defaultRetryHint(flow: { readonly connection: string; readonly m
 /** Whom a confirmed link binds the provider account to (the confirmation page's one sentence). */
 function bindsTo(link: ConsentLink): { phrase: string; name: string } {
   if (link.tokenUser !== null) return { phrase: `Keyway user ${link.tokenUser}`, name: link.tokenUser }
-  return 'user' in link.completer
-    ? { phrase: `Keyway user ${link.completer.user}`, name: link.completer.user }
-    : { phrase: `a member of Keyway group ${link.completer.group}`, name: `a member of group ${link.completer.group}` }
+  const c = link.completer
+  if ('user' in c) return { phrase: `Keyway user ${c.user}`, name: c.user }
+  if ('group' in c) return { phrase: `a member of Keyway group ${c.group}`, name: `a member of group ${c.group}` }
+  return { phrase: `Keyway service principal ${c.servicePrincipal}`, name: `the owner of service principal ${c.servicePrincipal}` }
 }
 
 function send(page: Page, cookies: readonly string[] = []): Response {

@@ -3,7 +3,9 @@
  * presented to `/mcp` was issued by the configured issuer *for Keyway* and who it speaks for.
  * JWT access tokens (RFC 9068) are verified locally against the issuer's JWKS; opaque tokens are
  * introspected (RFC 7662) when an introspection client is configured, and refused otherwise.
- * Every refusal is `AppError('IDENTITY_INVALID')` with a lowercase reason for logs. This module
+ * Introspection answers, active or not, are remembered for `cacheTtlSeconds`, and each client
+ * address may cause only so many introspection calls a minute. Every refusal is
+ * `AppError('IDENTITY_INVALID')` with a lowercase reason for logs. This module
  * must never log, store or echo the token itself, and never accept a token whose audience is not
  * this server (RFC 8707, MCP authorization "token audience binding").
  * @module
@@ -11,19 +13,30 @@
 import { createRemoteJWKSet, customFetch, decodeProtectedHeader, errors, jwtVerify, type JWTVerifyGetKey } from 'jose'
 import { AppError } from '../errors.js'
 import type { OidcSettings } from '../config/load.js'
+import { createAddressBudget, type AddressBudget } from './address-budget.js'
 import { readTokenClaims, type VerifiedToken } from './oidc-claims.js'
-import { createTokenCache, hashToken } from './oidc-cache.js'
+import { createRefusalCache, createTokenCache, hashToken, VERIFIED_TOKEN_CACHE_MS } from './oidc-cache.js'
 import { fetchIssuerMetadata, type IssuerMetadata } from './oidc-discovery.js'
 import { introspectToken } from './oidc-introspection.js'
+import { CLOCK_TOLERANCE_S, tokenTimeProblem } from './token-time.js'
 
 export type { VerifiedToken } from './oidc-claims.js'
+export { CLOCK_TOLERANCE_S } from './token-time.js'
+
+export interface VerifyOptions {
+  /**
+   * The network address the request came from (the HTTP layer's peer address). Introspection
+   * calls are budgeted per address; requests without one share a single budget.
+   */
+  readonly clientAddress?: string | undefined
+}
 
 export interface OidcVerifier {
   /**
    * Verifies `token` and returns who it speaks for, or throws `AppError('IDENTITY_INVALID')`.
    * A plain function (no `this`), so `verifier.verify` can be passed around on its own.
    */
-  readonly verify: (token: string) => Promise<VerifiedToken>
+  readonly verify: (token: string, opts?: VerifyOptions) => Promise<VerifiedToken>
 }
 
 export interface OidcVerifierOptions {
@@ -43,9 +56,6 @@ export const ASYMMETRIC_ALGORITHMS: ReadonlySet<string> = new Set([
   'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519',
 ])
 
-/** Clock skew tolerated between Keyway and the issuer for `exp`, `nbf` and `iat`. */
-export const CLOCK_TOLERANCE_S = 30
-
 /** After a failed discovery, requests fail fast for this long instead of hammering the issuer. */
 export const DISCOVERY_RETRY_MS = 5_000
 
@@ -57,10 +67,14 @@ export const DISCOVERY_RETRY_MS = 5_000
  */
 const ACCEPTED_TYP = new Set(['at+jwt', 'application/at+jwt', 'jwt', 'application/jwt'])
 
+/** The budget key of requests whose peer address is not known (they all share one budget). */
+const UNKNOWN_ADDRESS = '(unknown)'
+
 /**
  * Builds the verifier for one `OidcSettings`. Issuer metadata is discovered on first use and kept;
  * the JWKS is jose's remote set (cached, refetched on an unknown `kid` at most every 30 s);
- * accepted tokens are remembered for at most 60 s and never past `exp`.
+ * accepted JWTs are remembered for at most 60 s, introspection answers (active or not) for
+ * `introspection.cacheTtlSeconds`, and never past `exp`.
  * Throws `AppError('CONFIG_INVALID')` at creation for an `http://` issuer without `allowInsecure`
  * or an algorithm allowlist that is empty or not asymmetric.
  * @see https://www.rfc-editor.org/rfc/rfc9068 JWT profile for access tokens
@@ -120,18 +134,37 @@ export function createOidcVerifier(settings: OidcSettings, opts: OidcVerifierOpt
         currentDate: new Date(now()),
       })
       if (typeof payload.exp !== 'number') throw invalid('token has no "exp" claim')
+      const problem = tokenTimeProblem({ iat: payload.iat, exp: payload.exp }, Math.floor(now() / 1000), settings.maxTokenLifetimeSeconds)
+      if (problem) throw invalid(problem)
       return readTokenClaims(payload, settings, payload.exp)
     } catch (e) {
       throw fromJose(e)
     }
   }
 
-  const verifyOpaque = async (token: string): Promise<VerifiedToken> => {
+  let budget: AddressBudget | undefined
+  const refusals = createRefusalCache()
+  const introspectionTtlMs = (settings.introspection?.cacheTtlSeconds ?? 0) * 1000
+
+  const verifyOpaque = async (token: string, key: string, clientAddress: string | undefined): Promise<VerifiedToken> => {
     const client = settings.introspection
     if (!client) throw invalid('token is not a jwt and introspection is not configured')
     const { introspectionEndpoint } = await getMetadata()
     if (!introspectionEndpoint) throw invalid('issuer metadata has no introspection_endpoint')
+    budget ??= createAddressBudget(client.callsPerMinutePerAddress)
+    // Spent before the call and never for a cached answer: unknown strings cost the sender, not the IdP.
+    if (!budget.take(clientAddress ?? UNKNOWN_ADDRESS, now())) throw invalid('introspection budget of this client address is spent')
     const r = await introspectToken(introspectionEndpoint, token, client, fetchImpl)
+    try {
+      return checkIntrospection(r)
+    } catch (e) {
+      // The issuer's answer is final for this token: remember the refusal as long as an acceptance.
+      if (e instanceof AppError) refusals.set(key, e.message, now(), introspectionTtlMs)
+      throw e
+    }
+  }
+
+  const checkIntrospection = (r: Readonly<Record<string, unknown>>): VerifiedToken => {
     const nowS = Math.floor(now() / 1000)
     if (r.active !== true) throw invalid('token is not active')
     const aud = r.aud
@@ -143,28 +176,34 @@ export function createOidcVerifier(settings: OidcSettings, opts: OidcVerifierOpt
     if (typeof r.exp !== 'number') throw invalid('token has no "exp" claim')
     if (r.exp <= nowS - CLOCK_TOLERANCE_S) throw invalid('token is expired')
     if (typeof r.nbf === 'number' && r.nbf > nowS + CLOCK_TOLERANCE_S) throw invalid('token is not yet valid')
+    const problem = tokenTimeProblem({ iat: r.iat, exp: r.exp }, nowS, settings.maxTokenLifetimeSeconds)
+    if (problem) throw invalid(problem)
     return readTokenClaims(r, settings, r.exp)
   }
 
   const cache = createTokenCache()
   const inflight = new Map<string, Promise<VerifiedToken>>()
 
-  const verifyUncached = (token: string): Promise<VerifiedToken> => {
+  /** The verified token and how long to remember it. */
+  const verifyUncached = async (token: string, key: string, clientAddress: string | undefined): Promise<[VerifiedToken, number]> => {
     const header = readJwsHeader(token)
-    return header ? verifyJwt(token, header.alg, header.typ) : verifyOpaque(token)
+    if (header) return [await verifyJwt(token, header.alg, header.typ), VERIFIED_TOKEN_CACHE_MS]
+    return [await verifyOpaque(token, key, clientAddress), introspectionTtlMs]
   }
 
   return Object.freeze({
-    verify: async (token: string): Promise<VerifiedToken> => {
+    verify: async (token: string, opts: VerifyOptions = {}): Promise<VerifiedToken> => {
       if (token === '') throw invalid('token is empty')
       const key = hashToken(token)
       const hit = cache.get(key, now())
       if (hit) return hit
+      const refused = refusals.get(key, now())
+      if (refused !== undefined) throw invalid(refused)
       const running = inflight.get(key)
       if (running) return running
-      const p = verifyUncached(token)
-        .then((v) => {
-          cache.set(key, v, now())
+      const p = verifyUncached(token, key, opts.clientAddress)
+        .then(([v, ttlMs]) => {
+          cache.set(key, v, now(), ttlMs)
           return v
         })
         .finally(() => inflight.delete(key))

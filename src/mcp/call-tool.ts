@@ -11,13 +11,15 @@ import type { ConfigSnapshot, Connection } from '../config/load.js'
 import { AppError, isAppError, type ToolErrorCode } from '../errors.js'
 import type { AuditLog } from '../audit/audit-log.js'
 import type { CredentialProvider, Credential } from '../credentials/credential.js'
-import { decide, describePrincipal } from '../grants/decide.js'
-import { rebaseCaller, type Caller } from '../identity/caller.js'
+import { decide, describePrincipal, type Decision } from '../grants/decide.js'
+import { describeCaller, rebaseCaller, type Caller } from '../identity/caller.js'
 import type { Logger } from '../log.js'
 import { errorMessage } from '../log.js'
 import { buildUpstreamUrl, filterCallerHeaders, selectResponseHeaders } from '../egress/build-url.js'
 import type { Egress, OutboundResponse } from '../egress/safe-fetch.js'
 import { exceedsJsonDepth } from '../json-depth.js'
+import { decodeContent } from '../egress/content-encoding.js'
+import { formsOf, redactBytes, redactJsonValue, redactText, type Forms } from '../redact.js'
 import { ToolInputSchema, type ToolInput, type ToolOutput } from './tool-schema.js'
 
 export interface CallDeps {
@@ -65,6 +67,8 @@ export function toolError(code: ToolErrorCode, message: string): ToolResult {
 interface Ending {
   status?: number
   error?: string
+  /** Secret occurrences replaced in what the caller got back (README "Security model"). */
+  redacted?: number
 }
 
 /**
@@ -79,16 +83,18 @@ export async function callTool(deps: CallDeps, caller: Caller, connection: Conne
   let decision = decide(caller, connection, deps.snapshot.grants)
   let request: { method: string; path: string } = requestOf(args)
   const ending: Ending = {}
+  // The secrets of the credential once resolved: redacted from the result and from error texts.
+  let forms: Forms | undefined
   let outcome: CallOutcome
   try {
     outcome = await run()
   } catch (e) {
-    outcome = result(failure(deps, e, caller, connection))
+    outcome = result(failure(deps, e, caller, connection, forms))
     ending.error = errorCodeOf(e)
   }
   deps.audit.record({
     type: 'tool.call',
-    user: caller.user,
+    ...(caller.kind === 'service_principal' ? { servicePrincipal: caller.user } : { user: caller.user }),
     via: caller.via,
     connection: connection.name,
     method: request.method,
@@ -104,7 +110,7 @@ export async function callTool(deps: CallDeps, caller: Caller, connection: Conne
   async function run(): Promise<CallOutcome> {
     if (decision.effect === 'deny') {
       ending.error = 'PERMISSION_DENIED'
-      return result(permissionDenied(caller, connection))
+      return result(permissionDenied(caller, connection, decision))
     }
     await hooks.beforeCall?.()
     const parsed = ToolInputSchema.safeParse(args ?? {})
@@ -114,7 +120,7 @@ export async function callTool(deps: CallDeps, caller: Caller, connection: Conne
     }
     const input = parsed.data
     request = { method: input.method, path: input.path }
-    const forwarded = await forward(deps, caller, connection, input, () => {
+    const forwarded = await forward(deps, caller, connection, input, (secrets) => (forms = formsOf(secrets)), () => {
       // Decide last: whatever waited (consent, a lock, a token request), the grant must still hold
       // in the config live now. Same snapshot object, same grants: nothing to decide again.
       const live = deps.live()
@@ -126,13 +132,16 @@ export async function callTool(deps: CallDeps, caller: Caller, connection: Conne
     switch (forwarded.kind) {
       case 'revoked':
         ending.error = 'PERMISSION_DENIED'
-        return result(permissionDenied(caller, connection))
+        return result(permissionDenied(caller, connection, decision))
       case 'consent-required':
         ending.error = 'CONSENT_REQUIRED'
         return forwarded
-      case 'response':
+      case 'response': {
         ending.status = forwarded.response.status
-        return result(toToolResult(forwarded.response))
+        const shown = toToolResult(forwarded.response, { forms, maxBytes: connection.maxResponseBytes })
+        if (shown.redacted > 0) ending.redacted = shown.redacted
+        return result(shown.result)
+      }
       default: {
         const never: never = forwarded
         throw new Error(`unexpected forward result ${String(never)}`)
@@ -141,19 +150,29 @@ export async function callTool(deps: CallDeps, caller: Caller, connection: Conne
   }
 }
 
-function permissionDenied(caller: Caller, connection: Connection): ToolResult {
+function permissionDenied(caller: Caller, connection: Connection, decision: Decision): ToolResult {
+  if (decision.effect === 'deny' && decision.reason === 'needs-person') {
+    return toolError(
+      'PERMISSION_DENIED',
+      `${describeCaller(caller)} cannot use connection "${connection.name}": it is ${connection.auth.type}, which calls with each person's own account, and a service principal has none`,
+    )
+  }
+  const kind = caller.kind === 'service_principal' ? 'SERVICE PRINCIPAL' : 'USER'
   return toolError(
     'PERMISSION_DENIED',
-    `user ${caller.user} does not hold USE CONNECTION on connection "${connection.name}"; ` +
+    `${describeCaller(caller)} does not hold USE CONNECTION on connection "${connection.name}"; ` +
       `its owner (${describePrincipal(connection.owner)}) can grant it: ` +
-      `keyway sql 'GRANT USE CONNECTION ON CONNECTION ${connection.name} TO USER \`${caller.user}\`'`,
+      `keyway sql 'GRANT USE CONNECTION ON CONNECTION ${connection.name} TO ${kind} \`${caller.user}\`'`,
   )
 }
 
-/** A thrown failure as the model sees it: the exposed `AppError` message, or a generic text. */
-function failure(deps: CallDeps, e: unknown, caller: Caller, connection: Connection): ToolResult {
-  if (isAppError(e) && e.expose) return toolError(e.code as ToolErrorCode, e.message)
-  deps.log.error('tool call failed unexpectedly', { connection: connection.name, user: caller.user, error: errorMessage(e) })
+/**
+ * A thrown failure as the model sees it: the exposed `AppError` message, redacted of the call's
+ * secrets in case a provider or network error quoted one, or a generic text.
+ */
+function failure(deps: CallDeps, e: unknown, caller: Caller, connection: Connection, forms: Forms | undefined): ToolResult {
+  if (isAppError(e) && e.expose) return toolError(e.code as ToolErrorCode, forms ? redactText(e.message, forms).value : e.message)
+  deps.log.error('tool call failed unexpectedly', { connection: connection.name, caller: describeCaller(caller), error: errorMessage(e) })
   return { content: [{ type: 'text', text: 'INTERNAL: unexpected failure; the server log has details' }], isError: true }
 }
 
@@ -178,7 +197,14 @@ type Forwarded =
   | { readonly kind: 'revoked' }
   | { readonly kind: 'consent-required'; readonly url: string; readonly flowId: string; readonly connection: Connection }
 
-async function forward(deps: CallDeps, caller: Caller, connection: Connection, input: ToolInput, stillAllowed: () => boolean): Promise<Forwarded> {
+async function forward(
+  deps: CallDeps,
+  caller: Caller,
+  connection: Connection,
+  input: ToolInput,
+  onCredential: (secrets: readonly string[]) => void,
+  stillAllowed: () => boolean,
+): Promise<Forwarded> {
   if (connection.readOnly && input.method !== 'GET')
     throw new AppError('INVALID_REQUEST', `connection "${connection.name}" is read-only: only GET is allowed`)
   const built = buildUpstreamUrl(connection, input.path, input.query)
@@ -191,6 +217,7 @@ async function forward(deps: CallDeps, caller: Caller, connection: Connection, i
   let credential: Credential = await deps.credentials.resolve(connection, caller)
   if (!stillAllowed()) return { kind: 'revoked' }
   if (credential.kind === 'consent-required') return { ...credential, connection }
+  onCredential(credential.secrets)
   const send = (authorization: string): Promise<OutboundResponse> =>
     deps.egress.send({
       url: built.url,
@@ -200,7 +227,9 @@ async function forward(deps: CallDeps, caller: Caller, connection: Connection, i
         accept: 'application/json, */*;q=0.5',
         ...(contentType ? { 'content-type': contentType } : {}),
         ...filtered.headers,
-        // Set last so no caller header can replace the injected credential (README "Security model").
+        // Set last so no caller header can replace them (README "Security model"): the injected
+        // credential, and an uncompressed answer, which redaction can read byte by byte.
+        'accept-encoding': 'identity',
         authorization,
       },
       ...(body === undefined ? {} : { body }),
@@ -214,6 +243,7 @@ async function forward(deps: CallDeps, caller: Caller, connection: Connection, i
     credential = await deps.credentials.resolve(connection, caller, { forceRefresh: true })
     if (credential.kind === 'consent-required') return { ...credential, connection }
     if (!stillAllowed()) return { kind: 'revoked' }
+    onCredential(credential.secrets)
     response = await send(credential.authorization)
   }
   return { kind: 'response', response }
@@ -234,28 +264,60 @@ export const MAX_RESULT_JSON_DEPTH = 256
 
 const TEXT_TYPES = /^(text\/|application\/(json|[\w.+-]+\+json|xml|[\w.+-]+\+xml|javascript|x-www-form-urlencoded|yaml|x-yaml|graphql))/i
 
-/** Upstream response → `{ status, headers, body, truncated }`; status >= 400 sets `isError`. */
-export function toToolResult(res: OutboundResponse): ToolResult {
+const NO_FORMS: Forms = { text: [], bytes: [] }
+const BACKSLASH_U = Buffer.from('\\u')
+
+/**
+ * Upstream response → `{ status, headers, body, truncated, redacted? }`; status >= 400 sets
+ * `isError`. The body is redacted of `forms` as bytes, before it is decoded, and so are the
+ * values of the headers passed on; `redacted` counts the replacements and appears only when
+ * there were some.
+ */
+export function toToolResult(
+  res: OutboundResponse,
+  opts: { readonly forms?: Forms | undefined; readonly maxBytes: number },
+): { result: ToolResult; redacted: number } {
+  const forms = opts.forms ?? NO_FORMS
+  const decoded = decodeContent(res, opts.maxBytes)
+  const scrubbed = redactBytes(decoded.body, forms, decoded.truncated)
+  let redacted = scrubbed.count
+  const bytes = scrubbed.value
   const contentType = res.headers['content-type'] ?? ''
   let body: unknown
-  if (res.body.length === 0) body = null
+  if (bytes.length === 0) body = decoded.note ?? null
   else if (TEXT_TYPES.test(contentType) || contentType === '') {
-    const text = res.body.toString('utf8')
+    const text = bytes.toString('utf8')
     body = text
     // Too deep a JSON body stays text: parsed, it would overflow the stack of whatever walks it next.
-    if (/json/i.test(contentType) && !res.truncated && !exceedsJsonDepth(text, MAX_RESULT_JSON_DEPTH)) {
+    if (/json/i.test(contentType) && !decoded.truncated && !exceedsJsonDepth(text, MAX_RESULT_JSON_DEPTH)) {
       try {
         body = JSON.parse(text)
+        // A `\u` escape can spell a secret the byte scan did not see; look again once decoded.
+        if (forms.text.length > 0 && bytes.includes(BACKSLASH_U)) {
+          const again = redactJsonValue(body, forms)
+          body = again.value
+          redacted += again.count
+        }
       } catch {
         body = text
       }
     }
-  } else body = res.body.toString('base64')
-  const structured: ToolOutput = { status: res.status, headers: selectResponseHeaders(res.headers), body, truncated: res.truncated }
+  } else body = bytes.toString('base64')
+  const headers = selectResponseHeaders(res.headers)
+  if (forms.text.length > 0)
+    for (const name of Object.keys(headers)) {
+      const r = redactText(headers[name] as string, forms)
+      headers[name] = r.value
+      redacted += r.count
+    }
+  const structured: ToolOutput = { status: res.status, headers, body, truncated: decoded.truncated, ...(redacted > 0 ? { redacted } : {}) }
   return {
-    content: [{ type: 'text', text: JSON.stringify(structured) }],
-    structuredContent: structured,
-    ...(res.status >= 400 ? { isError: true } : {}),
+    result: {
+      content: [{ type: 'text', text: JSON.stringify(structured) }],
+      structuredContent: structured,
+      ...(res.status >= 400 ? { isError: true } : {}),
+    },
+    redacted,
   }
 }
 

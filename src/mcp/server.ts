@@ -21,7 +21,7 @@ import {
 } from '@modelcontextprotocol/server'
 import type { ConfigSnapshot } from '../config/load.js'
 import { decide } from '../grants/decide.js'
-import type { Caller } from '../identity/caller.js'
+import { callerKey, type Caller } from '../identity/caller.js'
 import { callTool, toolError, type CallDeps, type CallHooks, type CallOutcome } from './call-tool.js'
 import { toolDefinition, type ToolDefinition } from './tool-schema.js'
 
@@ -71,7 +71,7 @@ export function visibleTools(scope: CallScope): readonly ToolDefinition[] {
   const { caller, snapshot } = scope
   let perSnapshot = listCache.get(snapshot)
   if (!perSnapshot) listCache.set(snapshot, (perSnapshot = new Map()))
-  const key = `${caller.user}\u0000${[...caller.groups].sort().join('\u0000')}`
+  const key = `${callerKey(caller)}\u0000${[...caller.groups].sort().join('\u0000')}`
   let tools = perSnapshot.get(key)
   if (!tools) {
     tools = snapshot.tools.filter((c) => decide(caller, c, snapshot.grants).effect === 'allow').map(toolDefinition)

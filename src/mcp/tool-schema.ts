@@ -28,6 +28,8 @@ export const ToolOutputSchema = z.strictObject({
   headers: z.record(z.string(), z.string()).describe('selected response headers'),
   body: z.unknown().describe('parsed JSON, text, or base64 for binary content'),
   truncated: z.boolean().describe('true when the body was cut at the size cap'),
+  redacted: z.number().int().positive().optional()
+    .describe('how many occurrences of the credential Keyway replaced with [REDACTED]; absent when none'),
 })
 export type ToolOutput = z.infer<typeof ToolOutputSchema>
 

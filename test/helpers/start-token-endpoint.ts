@@ -16,9 +16,11 @@ export interface RecordedTokenRequest {
 
 /**
  * `ok`: issue tokens; `fail`: 503 `temporarily_unavailable`; `hang`: never answer; `hold`: answer
- * as `ok` once `release()` is called (a slow token endpoint the test controls).
+ * as `ok` once `release()` is called (a slow token endpoint the test controls); `echo`: 400
+ * `invalid_client` whose `error_description` quotes the Authorization header and the form body
+ * it received (a careless provider, for redaction tests).
  */
-export type TokenEndpointMode = 'ok' | 'fail' | 'hang' | 'hold'
+export type TokenEndpointMode = 'ok' | 'fail' | 'hang' | 'hold' | 'echo'
 
 export interface TokenEndpoint extends AsyncDisposable {
   /** `http://127.0.0.1:<port>`: also the issuer of the discovery document. */
@@ -34,6 +36,8 @@ export interface TokenEndpoint extends AsyncDisposable {
   held(): Promise<void>
   /** Lifetime of the next tokens, seconds (default 600). */
   setExpiresIn(seconds: number): void
+  /** Issued access tokens are `<prefix><n>` (default `tok-`), and the granted `scope` (default `api:read`). */
+  setIssue(opts: { readonly prefix?: string; readonly scope?: string }): void
   close(): Promise<void>
 }
 
@@ -43,6 +47,8 @@ export async function startTokenEndpoint(): Promise<TokenEndpoint> {
   let mode: TokenEndpointMode = 'ok'
   let expiresIn = 600
   let issued = 0
+  let prefix = 'tok-'
+  let scope = 'api:read'
   let issuer = ''
   const hanging = new Set<ServerResponse>()
   const holding: (() => void)[] = []
@@ -69,9 +75,11 @@ export async function startTokenEndpoint(): Promise<TokenEndpoint> {
           return
         }
         if (mode === 'fail') return json(res, 503, { error: 'temporarily_unavailable' })
+        if (mode === 'echo')
+          return json(res, 400, { error: 'invalid_client', error_description: `got authorization ${req.headers.authorization ?? '-'} and body ${Buffer.concat(chunks).toString('utf8')}` })
         const issue = (): void => {
           issued++
-          json(res, 200, { access_token: `tok-${issued}`, token_type: 'Bearer', expires_in: expiresIn, scope: 'api:read' })
+          json(res, 200, { access_token: `${prefix}${issued}`, token_type: 'Bearer', expires_in: expiresIn, scope })
         }
         if (mode === 'hold') {
           holding.push(issue)
@@ -116,6 +124,10 @@ export async function startTokenEndpoint(): Promise<TokenEndpoint> {
           }),
     setExpiresIn: (s) => {
       expiresIn = s
+    },
+    setIssue: (o) => {
+      prefix = o.prefix ?? prefix
+      scope = o.scope ?? scope
     },
     close,
     [Symbol.asyncDispose]: close,

@@ -55,6 +55,9 @@ function settings(over: Partial<OidcSettings> = {}): OidcSettings {
     algorithms: ['RS256', 'PS256', 'ES256', 'EdDSA'],
     introspection: undefined,
     browserClient: undefined,
+    servicePrincipals: new Map(),
+    maxTokenLifetimeSeconds: undefined,
+    groupsClaimSeparator: undefined,
     ...over,
   }
 }
@@ -71,7 +74,19 @@ function countingVerifier(over: Partial<OidcSettings> = {}, opts: OidcVerifierOp
   return { verifier, calls }
 }
 
-const introspection = { clientId: RS_CLIENT.client_id, clientSecret: new Secret(RS_CLIENT.client_secret) }
+const introspection = { clientId: RS_CLIENT.client_id, clientSecret: new Secret(RS_CLIENT.client_secret), cacheTtlSeconds: 60, callsPerMinutePerAddress: 10 }
+
+async function revoke(token: string): Promise<void> {
+  const res = await fetch(`${as.issuer}/token/revocation`, {
+    method: 'POST',
+    headers: {
+      authorization: `Basic ${Buffer.from(`${as.helperClient.clientId}:${as.helperClient.clientSecret}`).toString('base64')}`,
+      'content-type': 'application/x-www-form-urlencoded',
+    },
+    body: new URLSearchParams({ token, token_type_hint: 'access_token' }),
+  })
+  expect(res.status).toBe(200)
+}
 
 async function refusal(p: Promise<unknown>): Promise<AppError> {
   const e: unknown = await p.then(
@@ -91,6 +106,7 @@ describe('JWT access tokens (RFC 9068)', () => {
     const { verifier } = countingVerifier()
     const v = await verifier.verify(token)
     expect(v).toEqual({
+      kind: 'user',
       user: 'alice@example.com',
       groups: ['eng', 'ops'],
       scopes: ['mcp', 'mcp:admin'],
@@ -98,15 +114,13 @@ describe('JWT access tokens (RFC 9068)', () => {
       clientId: as.helperClient.clientId,
     })
     expect(v.expiresAt - nowS()).toBeGreaterThan(500)
-    expect(Object.isFrozen(v) && Object.isFrozen(v.groups)).toBe(true)
+    expect(v.kind === 'user' && Object.isFrozen(v) && Object.isFrozen(v.groups)).toBe(true)
   })
 
   test('userClaim and groupsClaim pick the claims named in settings', async () => {
     const token = await as.userToken('alice@example.com')
     const { verifier } = countingVerifier({ userClaim: 'email', groupsClaim: 'roles' })
-    const v = await verifier.verify(token)
-    expect(v.user).toBe('alice@example.com')
-    expect(v.groups).toEqual([])
+    expect(await verifier.verify(token)).toMatchObject({ kind: 'user', user: 'alice@example.com', groups: [] })
   })
 
   test('a token for another resource is refused [identity:audience-bound]', async () => {
@@ -115,10 +129,30 @@ describe('JWT access tokens (RFC 9068)', () => {
     expect(e.message).toBe('token audience does not name this server')
   })
 
-  test('a client-credentials token for this resource verifies as its client', async () => {
+  test('a client-credentials token for this resource verifies as a service token of its client, never as a user [identity:service-principal]', async () => {
     const t = await as.clientCredentialsToken(as.helperClient.clientId, { resource: MCP, scope: 'mcp' })
+    // oidc-provider puts the client id in sub: the attack the classification exists for.
+    expect(decodeJwt(t.access_token).sub).toBe(as.helperClient.clientId)
     const v = await countingVerifier().verifier.verify(t.access_token)
-    expect(v).toMatchObject({ user: as.helperClient.clientId, scopes: ['mcp'], clientId: as.helperClient.clientId })
+    expect(v).toEqual({ kind: 'service', clientId: as.helperClient.clientId, scopes: ['mcp'], expiresAt: decodeJwt(t.access_token).exp })
+  })
+
+  test('an iat beyond the clock tolerance in the future is refused; within it, accepted [identity:iat]', async () => {
+    const { verifier } = countingVerifier()
+    const future = await signJwt(asKey, goodClaims(as.issuer, MCP, nowS(), { iat: nowS() + 120, exp: nowS() + 600 }))
+    expect((await refusal(verifier.verify(future))).message).toBe('token "iat" is in the future')
+    const skewed = await signJwt(asKey, goodClaims(as.issuer, MCP, nowS(), { iat: nowS() + 10 }))
+    await expect(verifier.verify(skewed)).resolves.toMatchObject({ user: 'mallory' })
+  })
+
+  test('maxTokenLifetimeSeconds refuses exp - iat (or exp - now) above it [identity:iat]', async () => {
+    const { verifier } = countingVerifier({ maxTokenLifetimeSeconds: 3600 })
+    const long = await signJwt(asKey, goodClaims(as.issuer, MCP, nowS(), { exp: nowS() + 7200 }))
+    expect((await refusal(verifier.verify(long))).message).toBe('token lifetime is longer than maxTokenLifetimeSeconds')
+    const { iat: _iat, ...noIat } = goodClaims(as.issuer, MCP, nowS(), { exp: nowS() + 7200 })
+    expect((await refusal(verifier.verify(await signJwt(asKey, noIat)))).message).toBe('token lifetime is longer than maxTokenLifetimeSeconds')
+    // A real token from the AS (600 s) is well within the cap.
+    await expect(verifier.verify(await as.userToken('alice@example.com'))).resolves.toMatchObject({ user: 'alice@example.com' })
   })
 
   test('an expired token is refused, by its claims or by the injected clock [identity:exp]', async () => {
@@ -199,10 +233,12 @@ describe('JWT access tokens (RFC 9068)', () => {
     expect((await refusal(verifier.verify(dpop))).message).toBe('token type "dpop+jwt" is not an access token')
   })
 
-  test('a token without the user claim is refused', async () => {
-    const { sub: _sub, ...claims } = goodClaims(as.issuer, MCP, nowS())
-    const forged = await signJwt(asKey, claims)
-    expect((await refusal(countingVerifier().verifier.verify(forged))).message).toBe('token claim "sub" (userClaim) is missing or not a string')
+  test('a token without the user claim is refused; one that names a client is that client\'s own token', async () => {
+    const { sub: _sub, client_id: _client, ...claims } = goodClaims(as.issuer, MCP, nowS())
+    const { verifier } = countingVerifier()
+    expect((await refusal(verifier.verify(await signJwt(asKey, claims)))).message).toBe('token claim "sub" (userClaim) is missing or not a string')
+    const ownToken = await signJwt(asKey, { ...claims, client_id: 'forged' })
+    await expect(verifier.verify(ownToken)).resolves.toMatchObject({ kind: 'service', clientId: 'forged' })
   })
 
   test('an ID token (audience = client id) is refused', async () => {
@@ -256,7 +292,7 @@ describe('opaque access tokens (RFC 7662 introspection)', () => {
   })
 
   test('wrong introspection credentials are refused', async () => {
-    const bad = { clientId: RS_CLIENT.client_id, clientSecret: new Secret('wrong') }
+    const bad = { ...introspection, clientSecret: new Secret('wrong') }
     const token = await as.userToken('alice@example.com', { resource: MCP_OPAQUE })
     const e = await refusal(countingVerifier({ audience: MCP_OPAQUE, introspection: bad }).verifier.verify(token))
     expect(e.message).toBe('token introspection answered 401')
@@ -312,6 +348,43 @@ describe('caching and discovery', () => {
     await expect(o.verifier.verify(token)).resolves.toMatchObject({ user: 'alice@example.com' })
     now += 2_000
     expect((await refusal(o.verifier.verify(token))).message).toBe('token is not active')
+  })
+
+  test('cacheTtlSeconds sets how long answers are remembered; 0 asks the issuer every time, so a revocation shows at once [identity:introspection-budget]', async () => {
+    let now = Date.now()
+    const token = await as.userToken('alice@example.com', { resource: MCP_OPAQUE })
+    const short = countingVerifier({ audience: MCP_OPAQUE, introspection: { ...introspection, cacheTtlSeconds: 5 } }, { now: () => now })
+    await short.verifier.verify(token)
+    now += 4_000
+    await short.verifier.verify(token)
+    expect(short.calls.filter((p) => p === '/token/introspection')).toHaveLength(1)
+    now += 2_000
+    await short.verifier.verify(token)
+    expect(short.calls.filter((p) => p === '/token/introspection')).toHaveLength(2)
+
+    const never = countingVerifier({ audience: MCP_OPAQUE, introspection: { ...introspection, cacheTtlSeconds: 0 } })
+    await never.verifier.verify(token)
+    await revoke(token)
+    expect((await refusal(never.verifier.verify(token))).message).toBe('token is not active')
+    expect((await refusal(never.verifier.verify('not-a-real-token'))).message).toBe('token is not active')
+    expect((await refusal(never.verifier.verify('not-a-real-token'))).message).toBe('token is not active')
+    expect(never.calls.filter((p) => p === '/token/introspection')).toHaveLength(4)
+  })
+
+  test('an inactive answer is remembered: the same unknown string is introspected once [identity:introspection-budget]', async () => {
+    const o = countingVerifier({ audience: MCP_OPAQUE, introspection })
+    for (let i = 0; i < 3; i++) expect((await refusal(o.verifier.verify('never-issued-token'))).message).toBe('token is not active')
+    expect(o.calls.filter((p) => p === '/token/introspection')).toHaveLength(1)
+  })
+
+  test('requests without a client address share one budget; spent, nothing reaches the issuer [identity:introspection-budget]', async () => {
+    const o = countingVerifier({ audience: MCP_OPAQUE, introspection: { ...introspection, callsPerMinutePerAddress: 3 } })
+    const reasons: string[] = []
+    for (let i = 0; i < 6; i++) reasons.push((await refusal(o.verifier.verify(`junk-${i}`))).message)
+    expect(reasons).toEqual([...Array(3).fill('token is not active'), ...Array(3).fill('introspection budget of this client address is spent')])
+    expect(o.calls.filter((p) => p === '/token/introspection')).toHaveLength(3)
+    // Another address still has its budget.
+    await expect(o.verifier.verify(await as.userToken('alice@example.com', { resource: MCP_OPAQUE }), { clientAddress: '192.0.2.9' })).resolves.toMatchObject({ kind: 'user' })
   })
 
   test('a cached token is not accepted past its exp', async () => {

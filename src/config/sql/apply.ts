@@ -44,7 +44,16 @@ export type Refusal =
 
 /** Two principals are the same when type and name are equal (names compare exactly). */
 export function samePrincipal(a: Principal, b: Principal): boolean {
-  return 'user' in a ? 'user' in b && a.user === b.user : 'group' in b && a.group === b.group
+  if ('user' in a) return 'user' in b && a.user === b.user
+  if ('group' in a) return 'group' in b && a.group === b.group
+  return 'servicePrincipal' in b && a.servicePrincipal === b.servicePrincipal
+}
+
+/** The principals of the other types with the same name, in the order a hint should try them. */
+function otherTypes(p: Principal): Principal[] {
+  if ('user' in p) return [{ group: p.user }, { servicePrincipal: p.user }]
+  if ('group' in p) return [{ user: p.group }, { servicePrincipal: p.group }]
+  return [{ user: p.servicePrincipal }, { group: p.servicePrincipal }]
 }
 
 /**
@@ -71,9 +80,8 @@ export function applyStatement(text: string, statement: MutatingStatement): Appl
       if (samePrincipal(connection.owner, statement.principal)) return { kind: 'refused', reason: 'revoke-owner', owner: connection.owner }
       const indexes = matchingGrants(cfg, statement)
       if (indexes.length === 0) {
-        const other = 'user' in statement.principal ? { group: statement.principal.user } : { user: statement.principal.group }
-        const hasOther = matchingGrants(cfg, { connection: statement.connection, principal: other }).length > 0
-        return hasOther ? { kind: 'refused', reason: 'no-such-grant', otherType: other } : { kind: 'refused', reason: 'no-such-grant' }
+        const other = otherTypes(statement.principal).find((p) => matchingGrants(cfg, { connection: statement.connection, principal: p }).length > 0)
+        return other ? { kind: 'refused', reason: 'no-such-grant', otherType: other } : { kind: 'refused', reason: 'no-such-grant' }
       }
       const out = checked(text, doc, revokeEdits(text, doc, indexes), (data) => {
         data.grants = asArray(data.grants).filter((_, i) => !indexes.includes(i))
@@ -123,7 +131,9 @@ function asArray(v: unknown): unknown[] {
 }
 
 function principalData(p: Principal): Data {
-  return 'user' in p ? { user: p.user } : { group: p.group }
+  if ('user' in p) return { user: p.user }
+  if ('group' in p) return { group: p.group }
+  return { servicePrincipal: p.servicePrincipal }
 }
 
 function grantData(s: MutatingStatement): Data {
@@ -131,7 +141,9 @@ function grantData(s: MutatingStatement): Data {
 }
 
 function principalEntry(p: Principal): string {
-  return 'user' in p ? `user: ${yamlString(p.user)}` : `group: ${yamlString(p.group)}`
+  if ('user' in p) return `user: ${yamlString(p.user)}`
+  if ('group' in p) return `group: ${yamlString(p.group)}`
+  return `servicePrincipal: ${yamlString(p.servicePrincipal)}`
 }
 
 /** `{ privilege: USE CONNECTION, on: c, to: { user: x } }`, the style of design.md §2. */
@@ -286,7 +298,7 @@ function ownerEdits(doc: Document, s: MutatingStatement): TextEdit[] {
   const conn = isMap(conns) ? findPair(conns, s.connection)?.value : undefined
   const owner = isMap(conn) ? findPair(conn, 'owner')?.value : undefined
   const entry = isMap(owner) && owner.items.length === 1 ? owner.items[0] : undefined
-  if (!entry || !isScalar(entry.key) || !isScalar(entry.value)) throw new Error(`connections.${s.connection}.owner must be { user: ID } or { group: NAME } to be edited`)
+  if (!entry || !isScalar(entry.key) || !isScalar(entry.value)) throw new Error(`connections.${s.connection}.owner must be { user: ID }, { group: NAME } or { servicePrincipal: NAME } to be edited`)
   // Replace `user: x` by `group: y` in place: braces, indentation and a trailing comment stay.
   return [{ start: range(entry.key)[0], end: range(entry.value)[1], insert: principalEntry(s.principal) }]
 }

@@ -1,12 +1,12 @@
 /**
  * The grammar of `keyway sql` (design.md §3) and its statement tree. Keywords are
  * case-insensitive; connection names are bare words or backtick-quoted; principals are
- * backtick-quoted, a name with `@` being a user and any other a group unless `USER` or `GROUP`
- * says so. A syntax error is a value carrying the span of the offending token and what was
+ * backtick-quoted, a name with `@` being a user and any other a group unless `USER`, `GROUP` or
+ * `SERVICE PRINCIPAL` says so (a service principal is never guessed from its name). A syntax error is a value carrying the span of the offending token and what was
  * expected there, never a throw. Pure: this module knows nothing of the config file.
  * @module
  */
-import { CONNECTION_NAME_PATTERN, type Principal } from '../schema.js'
+import { CONNECTION_NAME_PATTERN, SERVICE_PRINCIPAL_NAME_PATTERN, type Principal } from '../schema.js'
 import { tokenize, type Span, type SqlSyntaxError, type Token } from './tokenize.js'
 
 export type { SqlSyntaxError } from './tokenize.js'
@@ -55,6 +55,16 @@ export function parseStatement(text: string): ParseResult {
 /** Writes a name in backticks, doubling backticks inside, so it parses back to itself. */
 export function quoteName(name: string): string {
   return `\`${name.replaceAll('`', '``')}\``
+}
+
+/**
+ * A principal as a statement names it, `USER \`x\``, `GROUP \`x\`` or `SERVICE PRINCIPAL \`x\``:
+ * the explicit form, so it parses back to the same principal whatever the name looks like.
+ */
+export function formatPrincipal(p: Principal): string {
+  if ('user' in p) return `USER ${quoteName(p.user)}`
+  if ('group' in p) return `GROUP ${quoteName(p.group)}`
+  return `SERVICE PRINCIPAL ${quoteName(p.servicePrincipal)}`
 }
 
 /**
@@ -161,7 +171,7 @@ class Parser {
     return t.text
   }
 
-  /** `[USER | GROUP] \`name\`` after TO or FROM. */
+  /** `[USER | GROUP | SERVICE PRINCIPAL] \`name\`` after TO or FROM. */
   #principal(keyword: 'TO' | 'FROM', after?: string): Principal {
     const prev = this.#tokens[this.#i - 1]
     if (after === undefined && prev?.kind === 'word' && prev.text.toUpperCase() === keyword && !this.#at(keyword)) {
@@ -170,22 +180,32 @@ class Parser {
     }
     this.#keyword(keyword, `expected ${keyword} after ${after ?? 'the connection name'}`)
     const t = this.#peek()
-    let kind: 'user' | 'group' | undefined
+    let kind: 'user' | 'group' | 'servicePrincipal' | undefined
     let kindWord = keyword as string
-    if (t.kind === 'word' && (t.text.toUpperCase() === 'USER' || t.text.toUpperCase() === 'GROUP')) {
-      kindWord = t.text.toUpperCase()
-      kind = kindWord === 'USER' ? 'user' : 'group'
+    const word = t.kind === 'word' ? t.text.toUpperCase() : ''
+    if (word === 'USER' || word === 'GROUP') {
+      kindWord = word
+      kind = word === 'USER' ? 'user' : 'group'
       this.#next()
+    } else if (word === 'SERVICE') {
+      this.#next()
+      this.#keyword('PRINCIPAL', 'expected PRINCIPAL after SERVICE: SERVICE PRINCIPAL `name`')
+      kindWord = 'SERVICE PRINCIPAL'
+      kind = 'servicePrincipal'
     }
     const name = this.#peek()
     if (name.kind !== 'quoted') {
-      const example = kind === 'group' ? '`data-engineering`' : kind === 'user' ? '`alice@example.com`' : '`alice@example.com` or `data-engineering`'
+      const example =
+        kind === 'group' ? '`data-engineering`' : kind === 'user' ? '`alice@example.com`' : kind === 'servicePrincipal' ? '`etl-bot`' : '`alice@example.com` or `data-engineering`'
       const hint = name.kind === 'word' && kind === undefined ? ` (write ${quoteName(name.text)})` : ''
       throw this.#fail(name, `expected a principal in backticks after ${kindWord}, e.g. ${example}${hint}`)
     }
     if (name.text.trim() === '') throw this.#fail(name, 'a principal name cannot be empty')
+    if (kind === 'servicePrincipal' && !SERVICE_PRINCIPAL_NAME_PATTERN.test(name.text))
+      throw this.#fail(name, 'a service principal name matches ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$')
     this.#next()
     const resolved = kind ?? (name.text.includes('@') ? 'user' : 'group')
+    if (resolved === 'servicePrincipal') return { servicePrincipal: name.text }
     return resolved === 'user' ? { user: name.text } : { group: name.text }
   }
 

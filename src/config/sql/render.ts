@@ -169,11 +169,15 @@ function urlOf(c: Connection): string {
 }
 
 function principalName(p: Principal): string {
-  return 'user' in p ? p.user : p.group
+  if ('user' in p) return p.user
+  if ('group' in p) return p.group
+  return p.servicePrincipal
 }
 
-function principalType(p: Principal): 'user' | 'group' {
-  return 'user' in p ? 'user' : 'group'
+function principalType(p: Principal): 'user' | 'group' | 'service principal' {
+  if ('user' in p) return 'user'
+  if ('group' in p) return 'group'
+  return 'service principal'
 }
 
 function principalLabel(p: Principal): string {

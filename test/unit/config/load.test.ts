@@ -81,7 +81,7 @@ connections:
     expect(r.problems).toEqual([
       '/cfg/connections.yaml:2 server.port: Too big: expected number to be <=65535',
       '/cfg/connections.yaml:2 server.colour: unknown key',
-      '/cfg/connections.yaml:6 connections["bad name"].owner: must be { user: ID } or { group: NAME }',
+      '/cfg/connections.yaml:6 connections["bad name"].owner: must be { user: ID }, { group: NAME } or { servicePrincipal: NAME }',
       "/cfg/connections.yaml:7 connections[\"bad name\"].auth.type: Invalid discriminator value. Expected 'bearer_token' | 'oauth_m2m' | 'oauth_u2m_shared' | 'oauth_u2m_per_user'",
       '/cfg/connections.yaml:11 connections.ok.auth.token: must be a secret reference { env: NAME } or { file: PATH }; secrets are never written inline',
     ])
@@ -144,7 +144,7 @@ grants:
   })
 
   test('the snapshot type is readonly [type:config-readonly]', () => {
-    expectTypeOf<ConfigSnapshot['grants']>().toEqualTypeOf<readonly { readonly on: string; readonly to: { user: string } | { group: string } }[]>()
+    expectTypeOf<ConfigSnapshot['grants']>().toEqualTypeOf<readonly { readonly on: string; readonly to: { user: string } | { group: string } | { servicePrincipal: string } }[]>()
   })
 })
 

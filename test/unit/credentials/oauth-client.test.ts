@@ -110,7 +110,7 @@ describe('mapOAuthError [oauth:errors-name-the-setting]', () => {
     )
     expect(e.message).not.toContain('rt-secret-value')
     expect(e.message).not.toContain('client-secret-value')
-    expect(e.message).toContain('[redacted]')
+    expect(e.message).toContain('[REDACTED]')
   })
 
   test('timeouts and network failures are transient CREDENTIAL_UNAVAILABLE', () => {

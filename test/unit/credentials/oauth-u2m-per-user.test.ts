@@ -118,12 +118,17 @@ describe('whose token', () => {
     expect(audit.events).toEqual([{ type: 'consent.started', user: 'alice@example.com', connection: 'drive' }])
   })
 
-  test('a stored token is sent as the bearer; refreshable only with a refresh token', async () => {
+  test('a stored token is sent as the bearer; refreshable only with a refresh token; every secret listed for redaction', async () => {
     await store.putToken({ connection: 'drive', user: 'alice@example.com' }, token('a'))
-    expect(await resolvePerUserU2m(connection, caller('alice@example.com'), deps())).toEqual({ kind: 'ready', authorization: 'Bearer at-a', refreshable: true })
+    expect(await resolvePerUserU2m(connection, caller('alice@example.com'), deps())).toEqual({
+      kind: 'ready',
+      authorization: 'Bearer at-a',
+      refreshable: true,
+      secrets: ['at-a', 'rt-a', 's'],
+    })
     const { refreshToken: _drop, ...noRefresh } = token('b')
     await store.putToken({ connection: 'drive', user: 'bob@example.com' }, noRefresh)
-    expect(await resolvePerUserU2m(connection, caller('bob@example.com'), deps())).toEqual({ kind: 'ready', authorization: 'Bearer at-b', refreshable: false })
+    expect(await resolvePerUserU2m(connection, caller('bob@example.com'), deps())).toEqual({ kind: 'ready', authorization: 'Bearer at-b', refreshable: false, secrets: ['at-b', 's'] })
   })
 
   // Store keys hash the user id exactly as given: no case folding, trimming or normalisation.

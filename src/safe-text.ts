@@ -1,7 +1,8 @@
 /**
- * Audit text that is safe to show on a terminal. Audit lines carry caller-supplied text (request
- * paths above all); `keyway audit` prints them and people `tail` the file, so characters a
- * terminal would act on are escaped both when lines are written and when they are shown. Pure.
+ * Text that is safe to show on a terminal. Audit lines and CLI output carry caller- and
+ * provider-supplied text (request paths, provider subjects and scopes); `keyway audit` prints
+ * them and people `tail` the file, so characters a terminal would act on are escaped both when
+ * lines are written and when they are shown. Pure.
  * @module
  */
 
