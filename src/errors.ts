@@ -16,6 +16,7 @@ export const TOOL_ERROR_CODES = [
   'EGRESS_BLOCKED',
   'UPSTREAM_TIMEOUT',
   'UPSTREAM_UNAVAILABLE',
+  'UPSTREAM_BUSY',
   'STORE_UNAVAILABLE',
   'CREDENTIAL_UNAVAILABLE',
 ] as const
@@ -36,6 +37,7 @@ export const ERROR_CODE_MEANINGS: Readonly<Record<AppErrorCode, string>> = {
   EGRESS_BLOCKED: 'the request would leave the connection (host, base path, address class) and was refused',
   UPSTREAM_TIMEOUT: 'the external API did not answer within the timeout',
   UPSTREAM_UNAVAILABLE: 'the external API could not be reached',
+  UPSTREAM_BUSY: 'the connection, or this caller on it, already has as many requests in flight as its limit allows; retry after a moment',
   STORE_UNAVAILABLE: 'the token store failed or holds a record that does not decrypt; nothing was assumed',
   CREDENTIAL_UNAVAILABLE: "the provider's token endpoint refused or failed to issue a credential",
   CONFIG_INVALID: 'the config file has problems; each is reported as file:line path: problem',

@@ -11,12 +11,13 @@ import { createCredentialProvider } from './credentials/provider.js'
 import type { CredentialProvider } from './credentials/credential.js'
 import { createOAuthClients, type OAuthClients } from './credentials/oauth-client.js'
 import { createRefresher } from './credentials/refresh.js'
+import { createConcurrencyLimiter } from './egress/limits.js'
 import { createEgress, type Egress } from './egress/safe-fetch.js'
 import type { Resolver } from './egress/guard.js'
 import type { TokenVerifier } from './identity/authenticate.js'
 import { createBrowserSignIn, type BrowserSignIn } from './identity/browser-sign-in.js'
 import { createOidcVerifier } from './identity/oidc.js'
-import { createLogger, type Logger } from './log.js'
+import { createLogger, errorMessage, type Logger } from './log.js'
 import type { CallDeps } from './mcp/call-tool.js'
 import { openTokenStore, type TokenStore } from './store/index.js'
 
@@ -77,6 +78,9 @@ export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOption
       get dangerouslyAllowPrivateNetworks() {
         return current.egress.dangerouslyAllowPrivateNetworks
       },
+      get configuredPorts() {
+        return current.egress.configuredPorts
+      },
     },
     ...(opts.resolve ? { resolve: opts.resolve } : {}),
   })
@@ -87,6 +91,7 @@ export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOption
   })
   const refresher = createRefresher({ store, now, audit, log })
   const credentials = createCredentialProvider({ clients: oauth, refresher, now, consent: { store, publicUrl: () => current.server.publicUrl, audit } })
+  const limits = createConcurrencyLimiter()
   const signIns = new WeakMap<object, BrowserSignIn | undefined>()
   const listeners = new Set<(next: ConfigSnapshot, previous: ConfigSnapshot) => void>()
   const depsCache = new WeakMap<ConfigSnapshot, CallDeps>()
@@ -101,6 +106,9 @@ export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOption
       if (next.store.url !== previous.store.url || next.store.encryptionKey?.reveal() !== previous.store.encryptionKey?.reveal())
         log.warn('store settings changed in the config; the token store keeps its current settings until a restart')
       current = next
+      // A removed connection's sockets close once its calls in flight have finished.
+      for (const name of previous.connections.keys())
+        if (!next.connections.has(name)) egress.dropPool(name).catch((e: unknown) => log.warn('closing a connection pool failed', { connection: name, error: errorMessage(e) }))
       for (const l of listeners) l(next, previous)
     },
     egress,
@@ -112,7 +120,7 @@ export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOption
     now,
     callDeps(snapshot) {
       let deps = depsCache.get(snapshot)
-      if (!deps) depsCache.set(snapshot, (deps = { snapshot, live: () => current, credentials, egress, audit, log, now }))
+      if (!deps) depsCache.set(snapshot, (deps = { snapshot, live: () => current, credentials, egress, limits, audit, log, now }))
       return deps
     },
     verifier(snapshot) {

@@ -28,6 +28,7 @@ interface Target {
   readonly issuers: readonly string[]
   readonly authorizationEndpoint?: string | undefined
   readonly tokenEndpoint?: string | undefined
+  readonly revocationEndpoint?: string | undefined
   readonly credentialExchange?: CredentialExchange | undefined
   /** False when metadata is guessed from an endpoint's origin: its issuer need not match. */
   readonly issuerConfigured: boolean
@@ -115,6 +116,7 @@ export const run: Command = async (argv, io) => {
     issuer: target.issuerConfigured ? discovery.issuer : undefined,
     authorizationEndpoint: target.authorizationEndpoint,
     tokenEndpoint: target.tokenEndpoint,
+    revocationEndpoint: target.revocationEndpoint,
     credentialExchange: target.credentialExchange,
     redirectUri: snapshot ? redirectUri(snapshot.server.publicUrl) : undefined,
   })
@@ -138,6 +140,7 @@ function connectionTarget(c: Connection): Target | string {
     issuers,
     authorizationEndpoint: a.authorizationEndpoint,
     tokenEndpoint: a.tokenEndpoint,
+    revocationEndpoint: a.revocationEndpoint,
     credentialExchange: a.credentialExchange,
     issuerConfigured: a.issuer !== undefined,
   }

@@ -22,7 +22,7 @@ import {
   type Principal,
   type SecretRef,
 } from './schema.js'
-import { hostMatches, isLoopbackHostname } from './hosts.js'
+import { checkAllowedTarget, compileAllowedHosts, configuredPortsOf, effectivePort, isLoopbackHostname, parseAllowedHost, type ConfiguredPorts } from './hosts.js'
 
 /** The built-in group every authenticated caller belongs to (design.md §2). */
 export const ACCOUNT_USERS_GROUP = 'account users'
@@ -63,6 +63,9 @@ export interface Connection {
   readonly readOnly: boolean
   readonly timeoutMs: number
   readonly maxResponseBytes: number
+  /** Requests in flight on this connection, and per caller on it (README "Config reference"). */
+  readonly maxConcurrentRequests: number
+  readonly maxConcurrentRequestsPerCaller: number
   readonly auth: AuthMethod
 }
 
@@ -111,6 +114,11 @@ export interface OidcSettings {
 export interface EgressPolicy {
   readonly allowedHosts: readonly string[] | undefined
   readonly dangerouslyAllowPrivateNetworks: boolean
+  /**
+   * Ports the config names per host (connection hosts, issuers, OAuth endpoints): an
+   * `allowedHosts` entry without a port allows these and the scheme's default port only.
+   */
+  readonly configuredPorts?: ConfiguredPorts | undefined
 }
 
 export interface ConfigSnapshot {
@@ -140,7 +148,13 @@ export interface ConfigSnapshot {
     readonly dangerouslyUseEphemeralKey: boolean
   }
   readonly audit: { readonly file: string }
-  readonly egress: EgressPolicy & { readonly timeoutMs: number; readonly maxResponseBytes: number }
+  readonly egress: EgressPolicy & {
+    readonly configuredPorts: ConfiguredPorts
+    readonly timeoutMs: number
+    readonly maxResponseBytes: number
+    readonly maxConcurrentRequests: number
+    readonly maxConcurrentRequestsPerCaller: number
+  }
   /** user → the config groups it belongs to. */
   readonly groupsOf: ReadonlyMap<string, readonly string[]>
   readonly groups: Readonly<Record<string, readonly string[]>>
@@ -231,7 +245,12 @@ function crossCheck(
   supported: ReadonlySet<AuthType> | undefined,
 ): void {
   const allowPrivate = cfg.egress.dangerouslyAllowPrivateNetworks
-  const allowed = cfg.egress.allowedHosts
+  const allowed = cfg.egress.allowedHosts && compileAllowedHosts(cfg.egress.allowedHosts)
+  const configuredPorts = configuredPortsOf(configuredUrls(cfg))
+  cfg.egress.allowedHosts?.forEach((entry, i) => {
+    const parsed = parseAllowedHost(entry)
+    if (typeof parsed === 'string') report(['egress', 'allowedHosts', i], parsed)
+  })
   if (allowPrivate) warnings.push('egress.dangerouslyAllowPrivateNetworks is true: connections may reach loopback and private addresses; use only for local development and tests')
   if (cfg.store.dangerouslyUseEphemeralKey) warnings.push('store.dangerouslyUseEphemeralKey is true: tokens are encrypted with a key that dies with the process')
 
@@ -239,8 +258,9 @@ function crossCheck(
   const checkUrl = (url: string, where: readonly PropertyKey[], what: string, egress = true): void => {
     const u = new URL(url)
     if (u.protocol === 'http:' && !allowPrivate) report(where, `${what} uses http://; only https:// is allowed unless egress.dangerouslyAllowPrivateNetworks is true`)
-    if (egress && allowed && !allowed.some((pattern) => hostMatches(u.hostname, pattern)))
-      report(where, `host "${u.hostname}" is not in egress.allowedHosts`)
+    const verdict = egress && allowed ? checkAllowedTarget(u, allowed, configuredPorts) : 'allowed'
+    if (verdict === 'host-not-allowed') report(where, `host "${u.hostname}" is not in egress.allowedHosts`)
+    else if (verdict === 'port-not-allowed') report(where, `port ${effectivePort(u)} of host "${u.hostname}" is not in egress.allowedHosts, which names that host only with other ports`)
     if (!allowPrivate && isLoopbackHostname(u.hostname)) report(where, `${what} points at a loopback address; allowed only with egress.dangerouslyAllowPrivateNetworks`)
   }
 
@@ -330,6 +350,17 @@ export function consentWarnings(snapshot: ConfigSnapshot): string[] {
     .map((c) => `connections.${c.name}.auth: ${FORWARDED_LINK_WARNING}`)
 }
 
+/** Every URL the config names that Keyway itself may dial or send a browser to (their ports are allowed). */
+function configuredUrls(cfg: ConfigFile): string[] {
+  const urls: string[] = []
+  for (const c of Object.values(cfg.connections)) {
+    urls.push(c.host)
+    if (c.auth.type === 'bearer_token') continue
+    for (const v of [c.auth.issuer, c.auth.authorizationEndpoint, c.auth.tokenEndpoint, c.auth.revocationEndpoint]) if (v) urls.push(v)
+  }
+  return urls
+}
+
 type SecretResolver = (ref: SecretRef) => Secret | string
 
 function createSecretResolver(dir: string, env: Env): SecretResolver {
@@ -396,6 +427,8 @@ function buildSnapshot(
       readOnly: c.readOnly,
       timeoutMs: c.timeoutMs ?? cfg.egress.timeoutMs,
       maxResponseBytes: c.maxResponseBytes ?? cfg.egress.maxResponseBytes,
+      maxConcurrentRequests: c.maxConcurrentRequests ?? cfg.egress.maxConcurrentRequests,
+      maxConcurrentRequestsPerCaller: c.maxConcurrentRequestsPerCaller ?? cfg.egress.maxConcurrentRequestsPerCaller,
       auth,
     })
   }
@@ -448,8 +481,11 @@ function buildSnapshot(
     egress: {
       allowedHosts: cfg.egress.allowedHosts,
       dangerouslyAllowPrivateNetworks: cfg.egress.dangerouslyAllowPrivateNetworks,
+      configuredPorts: configuredPortsOf(configuredUrls(cfg)),
       timeoutMs: cfg.egress.timeoutMs,
       maxResponseBytes: cfg.egress.maxResponseBytes,
+      maxConcurrentRequests: cfg.egress.maxConcurrentRequests,
+      maxConcurrentRequestsPerCaller: cfg.egress.maxConcurrentRequestsPerCaller,
     },
     groupsOf,
     groups: cfg.groups,

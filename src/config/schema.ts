@@ -86,6 +86,8 @@ export type OAuthMethodConfig = Extract<AuthMethodConfig, { type: 'oauth_m2m' | 
 
 const positiveMs = z.number().int().positive().max(600_000)
 const positiveBytes = z.number().int().positive().max(64 * 1024 * 1024)
+// Far above any sane limit; a typo of a few zeros should not switch the limit off.
+const concurrency = z.number().int().positive().max(100_000)
 
 export const ConnectionSchema = z.strictObject({
   host: httpUrl.describe('origin of the external API, e.g. https://api.github.com'),
@@ -96,6 +98,8 @@ export const ConnectionSchema = z.strictObject({
   readOnly: z.boolean().default(false).describe('only GET requests; the tool is annotated readOnlyHint'),
   timeoutMs: positiveMs.optional(),
   maxResponseBytes: positiveBytes.optional(),
+  maxConcurrentRequests: concurrency.optional().describe('requests in flight on this connection; more fail fast with UPSTREAM_BUSY'),
+  maxConcurrentRequestsPerCaller: concurrency.optional().describe('requests in flight per caller on this connection; more fail fast with UPSTREAM_BUSY'),
   auth: AuthMethodSchema,
 })
 export type ConnectionConfig = z.infer<typeof ConnectionSchema>
@@ -175,10 +179,13 @@ export const ConfigSchema = z.strictObject({
     file: z.string().min(1).default('./data/audit.jsonl'),
   }).prefault({}),
   egress: z.strictObject({
-    allowedHosts: z.array(z.string().min(1)).optional(),
+    allowedHosts: z.array(z.string().min(1)).optional()
+      .describe('host, *.domain, IP or [v6], optionally :port; without a port, the default port and the ports the config names on that host'),
     dangerouslyAllowPrivateNetworks: z.boolean().default(false),
     timeoutMs: positiveMs.default(30_000),
     maxResponseBytes: positiveBytes.default(262_144),
+    maxConcurrentRequests: concurrency.default(64).describe('default requests in flight per connection'),
+    maxConcurrentRequestsPerCaller: concurrency.default(16).describe('default requests in flight per caller per connection'),
   }).prefault({}),
   groups: z.record(GroupNameSchema, z.array(UserIdSchema)).default({}),
   connections: z.record(z.string(), ConnectionSchema).default({}),

@@ -9,6 +9,7 @@
  */
 import { isLoopbackHostname } from '../config/hosts.js'
 import type { CredentialExchange } from '../config/schema.js'
+import { isOnIssuerOrigin } from '../egress/same-origin.js'
 
 export type CheckStatus = 'pass' | 'fail' | 'unknown'
 /** Advisory checks never fail the command; they warn. */
@@ -43,6 +44,7 @@ export interface ProviderCheckInput {
   /** The connection's explicit endpoints; they win over the metadata's. */
   readonly authorizationEndpoint?: string | undefined
   readonly tokenEndpoint?: string | undefined
+  readonly revocationEndpoint?: string | undefined
   /** The connection's `credentialExchange`; undefined means Keyway chooses from the metadata. */
   readonly credentialExchange?: CredentialExchange | undefined
   /** `<publicUrl>/login/oauth/http.html`, or undefined when no config was found. */
@@ -66,12 +68,24 @@ export function checkProvider(input: ProviderCheckInput): ProviderReport {
   const m = input.metadata
   const authorizationEndpoint = input.authorizationEndpoint ?? stringField(m, 'authorization_endpoint')
   const tokenEndpoint = input.tokenEndpoint ?? stringField(m, 'token_endpoint')
+  // Keyway uses a metadata endpoint only on the issuer's origin (README "Security model").
+  const offOrigin = (field: string, explicit: string | undefined): string | undefined => {
+    const v = explicit === undefined ? stringField(m, field) : undefined
+    return v !== undefined && input.issuer !== undefined && !isOnIssuerOrigin(v, input.issuer) ? v : undefined
+  }
   const prerequisites: PrerequisiteResult[] = [
-    checkAuthorizationCode(m, authorizationEndpoint),
+    withOffOrigin(checkAuthorizationCode(m, authorizationEndpoint), [['authorization_endpoint', 'authorizationEndpoint', offOrigin('authorization_endpoint', input.authorizationEndpoint)]], input.issuer),
     checkRefreshToken(m),
     checkRedirectUri(input.redirectUri),
     checkClientAuth(m, input.credentialExchange),
-    checkTokenEndpoint(tokenEndpoint, input.tokenEndpoint !== undefined),
+    withOffOrigin(
+      checkTokenEndpoint(tokenEndpoint, input.tokenEndpoint !== undefined),
+      [
+        ['token_endpoint', 'tokenEndpoint', offOrigin('token_endpoint', input.tokenEndpoint)],
+        ['revocation_endpoint', 'revocationEndpoint', offOrigin('revocation_endpoint', input.revocationEndpoint)],
+      ],
+      input.issuer,
+    ),
     checkHttps(authorizationEndpoint, tokenEndpoint),
   ]
   const advisories: AdvisoryResult[] = [checkOfflineAccess(m), checkPkce(m), checkIssuer(m, input.issuer)]
@@ -79,6 +93,23 @@ export function checkProvider(input: ProviderCheckInput): ProviderReport {
 }
 
 const NO_METADATA = 'no provider metadata was available'
+
+/**
+ * A passing check turned into a failure when the metadata puts an endpoint off the issuer's
+ * origin: Keyway refuses such endpoints (nothing is sent there) unless the config sets them.
+ */
+function withOffOrigin(result: PrerequisiteResult, fields: readonly (readonly [string, string, string | undefined])[], issuer: string | undefined): PrerequisiteResult {
+  const off = fields.filter((f): f is readonly [string, string, string] => f[2] !== undefined)
+  if (result.status === 'fail' || off.length === 0 || issuer === undefined) return result
+  const origin = new URL(issuer).origin
+  return {
+    id: result.id,
+    title: result.title,
+    status: 'fail',
+    detail: `${off.map(([field, , url]) => `${field} ${url}`).join(' and ')} ${off.length > 1 ? 'are' : 'is'} not on the issuer's origin ${origin}; Keyway uses metadata endpoints on the issuer's origin only`,
+    fix: `set ${off.map(([, key, url]) => `auth.${key}: ${url}`).join(' and ')} explicitly on the connection`,
+  }
+}
 
 function checkAuthorizationCode(m: Metadata, authorizationEndpoint: string | undefined): PrerequisiteResult {
   const title = 'authorization code grant'

@@ -14,6 +14,7 @@ import type { Connection, OAuthSettings } from '../config/load.js'
 import type { CredentialExchange } from '../config/schema.js'
 import { basicClientCredentials } from '../encoding.js'
 import { AppError, isAppError, type AppErrorCode } from '../errors.js'
+import { confineToIssuerOrigin, type MetadataEndpointField } from '../egress/same-origin.js'
 import { formsOf, redactText } from '../redact.js'
 
 /** The `customFetch` openid-client calls; egress provides one per timeout (`Egress.fetchFor`). */
@@ -34,6 +35,16 @@ const RESERVED_AUTHORIZATION_PARAMS: ReadonlySet<string> = new Set([
 const RESERVED_TOKEN_PARAMS: ReadonlySet<string> = new Set([
   'grant_type', 'code', 'code_verifier', 'redirect_uri', 'refresh_token', 'client_id', 'client_secret', 'client_assertion', 'client_assertion_type',
 ])
+
+/** Discovered endpoints this module sends requests (or the browser) to; each must be on the issuer's origin. */
+const USED_ENDPOINTS: ReadonlySet<MetadataEndpointField> = new Set(['authorization_endpoint', 'token_endpoint', 'revocation_endpoint'])
+
+/** Metadata fields the config can set explicitly, and the `auth` key that does. */
+const EXPLICIT_SETTINGS: readonly (readonly [MetadataEndpointField, 'authorizationEndpoint' | 'tokenEndpoint' | 'revocationEndpoint'])[] = [
+  ['authorization_endpoint', 'authorizationEndpoint'],
+  ['token_endpoint', 'tokenEndpoint'],
+  ['revocation_endpoint', 'revocationEndpoint'],
+]
 
 /** Longest provider `error_description` quoted in a message. */
 const MAX_DESCRIPTION_CHARS = 200
@@ -193,6 +204,19 @@ async function createOAuthClient(connection: Connection, deps: OAuthClientDeps):
   let issuerKnown: boolean
   if (auth.issuer) {
     server = await discover(auth.issuer, fetchImpl, allowInsecure, timeoutMs, mapCtx('discovery', auth.credentialExchange ?? 'header_and_body', []))
+    // Before any request to them: a discovered endpoint must be on the issuer's origin unless
+    // the config sets it, so a metadata document cannot send the client secret elsewhere.
+    server = confineToIssuerOrigin(server, server.issuer, {
+      used: USED_ENDPOINTS,
+      explicit: new Set(EXPLICIT_SETTINGS.filter(([, key]) => auth[key] !== undefined).map(([field]) => field)),
+      code: 'EGRESS_BLOCKED',
+      who: `connection "${name}"`,
+      settingFor: (field) => {
+        const key = EXPLICIT_SETTINGS.find(([f]) => f === field)?.[1]
+        return key && `auth.${key}`
+      },
+      detail: { connection: name, operation: 'discovery' },
+    })
     issuerKnown = true
   } else {
     // Explicit endpoints and no issuer: openid-client needs an issuer identifier; the endpoint's

@@ -133,29 +133,61 @@ function decodeTriplets(s: string): string {
   return s.replace(PERCENT_TRIPLET, (t) => String.fromCharCode(Number.parseInt(t.slice(1), 16)))
 }
 
-// Credentials, framing and routing are Keyway's to set: a caller must never replace the
-// injected credential, smuggle a request (Content-Length, Transfer-Encoding), or pretend to
-// be a proxy hop. Hop-by-hop fields per RFC 9110 §7.6.1; `expect` because undici refuses it;
-// `accept-encoding` because Keyway neither decompresses nor should hand the model a gzip body.
-const DROPPED_REQUEST_HEADERS: ReadonlySet<string> = new Set([
-  'authorization',
-  'proxy-authorization',
-  'cookie',
-  'set-cookie',
-  'host',
-  'connection',
-  'keep-alive',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-  'proxy-connection',
-  'content-length',
-  'forwarded',
-  'expect',
-  'accept-encoding',
-])
-const DROPPED_REQUEST_PREFIXES = ['proxy-', 'x-forwarded-'] as const
+/** One caller request header Keyway never forwards: `name` exactly, or every name starting with `prefix`. */
+export type DroppedHeader = ({ readonly name: string } | { readonly prefix: string }) & { readonly reason: string }
+
+/**
+ * Caller request headers Keyway drops, whatever their case, each with the reason; the README
+ * "The tool" section renders this table and a test holds the two together. Credentials,
+ * framing and routing are Keyway's to set: a caller must never replace the injected credential,
+ * smuggle a request, pretend to be a proxy hop or a client address, or make an upstream
+ * framework run another method or path than the one Keyway checked.
+ */
+export const DROPPED_REQUEST_HEADERS: readonly DroppedHeader[] = [
+  { name: 'authorization', reason: 'the injected credential is the only one; a caller cannot replace it' },
+  { name: 'proxy-authorization', reason: 'a credential for a proxy' },
+  { name: 'cookie', reason: 'a session credential' },
+  { name: 'set-cookie', reason: 'a response field; a session credential' },
+  { name: 'host', reason: "routing: the connection's host decides" },
+  { name: 'connection', reason: 'hop-by-hop (RFC 9110 §7.6.1); it could name and remove the injected credential' },
+  { name: 'keep-alive', reason: 'hop-by-hop (RFC 9110 §7.6.1)' },
+  { name: 'te', reason: 'hop-by-hop (RFC 9110 §7.6.1)' },
+  { name: 'trailer', reason: 'hop-by-hop (RFC 9110 §7.6.1)' },
+  { name: 'transfer-encoding', reason: 'framing: request smuggling' },
+  { name: 'upgrade', reason: 'hop-by-hop (RFC 9110 §7.6.1); switches protocols' },
+  { name: 'proxy-connection', reason: 'hop-by-hop, non-standard' },
+  { name: 'content-length', reason: 'framing: the HTTP client computes it (request smuggling)' },
+  { name: 'expect', reason: 'the HTTP client refuses it' },
+  { name: 'accept-encoding', reason: 'Keyway asks for an uncompressed answer, which redaction reads byte by byte' },
+  { name: 'forwarded', reason: 'proxy chain and client address (RFC 7239) that upstreams trust for allowlists and rate limits' },
+  { prefix: 'x-forwarded-', reason: 'proxy chain, client address, original host, scheme and port' },
+  { name: 'via', reason: 'proxy chain' },
+  { name: 'x-real-ip', reason: 'client address' },
+  { name: 'x-client-ip', reason: 'client address' },
+  { name: 'true-client-ip', reason: 'client address' },
+  { name: 'cf-connecting-ip', reason: 'client address' },
+  { name: 'fastly-client-ip', reason: 'client address' },
+  { name: 'x-cluster-client-ip', reason: 'client address' },
+  { name: 'x-host', reason: 'host override some frameworks honour' },
+  { name: 'x-original-host', reason: 'host override some frameworks honour' },
+  { name: 'x-http-method-override', reason: 'method override: a GET Keyway checked (readOnly) would run as another method' },
+  { name: 'x-http-method', reason: 'method override' },
+  { name: 'x-method-override', reason: 'method override' },
+  { name: 'x-original-method', reason: 'method override' },
+  { name: 'x-original-url', reason: 'URL rewrite (IIS, Symfony): a path outside basePath would be served' },
+  { name: 'x-rewrite-url', reason: 'URL rewrite' },
+  { name: 'x-original-uri', reason: 'URL rewrite' },
+  { name: 'x-override-url', reason: 'URL rewrite' },
+  { prefix: 'proxy-', reason: 'proxy credentials and hop-by-hop fields' },
+]
+
+const DROPPED_NAMES: ReadonlySet<string> = new Set(DROPPED_REQUEST_HEADERS.flatMap((h) => ('name' in h ? [h.name] : [])))
+const DROPPED_PREFIXES: readonly string[] = DROPPED_REQUEST_HEADERS.flatMap((h) => ('prefix' in h ? [h.prefix] : []))
+
+/** Whether Keyway drops a caller header of this (lowercase) name. */
+export function isDroppedRequestHeader(lower: string): boolean {
+  return DROPPED_NAMES.has(lower) || DROPPED_PREFIXES.some((p) => lower.startsWith(p))
+}
 
 // RFC 9110 §5.1 field-name = token; §5.6.2 tchar.
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
@@ -164,11 +196,10 @@ const BAD_FIELD_VALUE = /[\u0000-\u0008\u000a-\u001f\u007f]/
 
 /**
  * The caller's extra request headers as Keyway will send them: names lowercased, and dropped
- * (case-insensitively) when they carry credentials (`Authorization`, `Proxy-Authorization`,
- * `Cookie`, `Set-Cookie`), routing (`Host`, `Forwarded`, `X-Forwarded-*`, any `Proxy-*`),
- * framing (`Content-Length`, `Transfer-Encoding`) or are hop-by-hop (RFC 9110 §7.6.1:
- * `Connection`, `Keep-Alive`, `TE`, `Trailer`, `Upgrade`, `Proxy-Connection`). A `Connection`
- * header is dropped whole and never honoured, so it cannot remove the injected credential.
+ * (case-insensitively) when {@link DROPPED_REQUEST_HEADERS} lists them: credentials, routing,
+ * client addresses, framing, hop-by-hop fields (RFC 9110 §7.6.1), method overrides and URL
+ * rewrites. A `Connection` header is dropped whole and never honoured, so it cannot remove the
+ * injected credential.
  *
  * Refuses the whole set (a result, not a throw) when a name is not an RFC 9110 token, a value
  * holds CR, LF, NUL or another control character, the same name appears twice in different
@@ -192,7 +223,7 @@ export function filterCallerHeaders(headers: Readonly<Record<string, string>> | 
     seen.add(lower)
     if (BAD_FIELD_VALUE.test(value)) return { ok: false, reason: `header "${lower}" has a value with CR, LF, NUL or another control character` }
     if (value.length > MAX_HEADER_VALUE_LENGTH) return { ok: false, reason: `header "${lower}" is longer than ${MAX_HEADER_VALUE_LENGTH} characters` }
-    if (DROPPED_REQUEST_HEADERS.has(lower) || DROPPED_REQUEST_PREFIXES.some((p) => lower.startsWith(p))) continue
+    if (isDroppedRequestHeader(lower)) continue
     out[lower] = value
   }
   return { ok: true, headers: out }

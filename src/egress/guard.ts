@@ -2,7 +2,7 @@
  * The egress guard: decides whether Keyway may connect to a URL under the configured
  * `EgressPolicy` (design.md §9), and returns the addresses it approved so the connection can
  * be pinned to them. It checks the scheme (https only unless the operator opted out), the
- * `egress.allowedHosts` list, and the class of every address the host resolves to (OWASP
+ * `egress.allowedHosts` list (host and port), and the class of every address the host resolves to (OWASP
  * SSRF: resolve, then refuse private, loopback, link-local, ... addresses). Expected refusals
  * are return values, not throws. It must not open sockets or send anything: DNS goes through
  * the injected `Resolver` only, and enforcing the verdict is `safe-fetch.ts`'s job.
@@ -11,14 +11,14 @@
  */
 import { lookup } from 'node:dns/promises'
 import type { EgressPolicy } from '../config/load.js'
-import { hostMatches } from '../config/hosts.js'
+import { checkAllowedTarget, compileAllowedHosts, effectivePort } from '../config/hosts.js'
 import { classifyAddress, isIpLiteral, type AddressClass } from './address.js'
 
 /** Resolves a host name to every address it has (IPv4 and IPv6, as text). */
 export type Resolver = (hostname: string) => Promise<readonly string[]>
 
 /** Why a target was refused. */
-export type EgressDenial = 'scheme' | 'bad-url' | 'host-not-allowed' | 'private-address' | 'dns-failed'
+export type EgressDenial = 'scheme' | 'bad-url' | 'host-not-allowed' | 'port-not-allowed' | 'private-address' | 'dns-failed'
 
 export type GuardResult =
   | { readonly ok: true; readonly addresses: readonly string[] }
@@ -38,8 +38,9 @@ export const systemResolver: Resolver = async (hostname) => {
  *
  * 1. the scheme is `https:` (or `http:` with `dangerouslyAllowPrivateNetworks`), else `'scheme'`;
  * 2. the URL carries no userinfo, else `'bad-url'`;
- * 3. the host matches `policy.allowedHosts` when that list is set (`hostMatches`), else
- *    `'host-not-allowed'`;
+ * 3. when `policy.allowedHosts` is set, the host matches an entry, else `'host-not-allowed'`,
+ *    and the port is the entry's, or (entry without a port) the scheme's default port or one
+ *    the config names on that host (`policy.configuredPorts`), else `'port-not-allowed'`;
  * 4. an IP-literal host (also `[v6]`, and what the URL parser made of `2130706433` or
  *    `0x7f.1`) is classified as it is; a name is resolved with `resolve`, and a failure or
  *    an empty answer is `'dns-failed'`;
@@ -62,8 +63,16 @@ export async function checkTarget(url: URL, policy: EgressPolicy, resolve: Resol
   }
   if (url.username !== '' || url.password !== '') return { ok: false, reason: 'bad-url', detail: `url for "${host}" must not carry userinfo` }
   const allowed = policy.allowedHosts
-  if (allowed !== undefined && !allowed.some((pattern) => hostMatches(host, pattern)))
-    return { ok: false, reason: 'host-not-allowed', detail: `host "${host}" is not in egress.allowedHosts` }
+  if (allowed !== undefined) {
+    const verdict = checkAllowedTarget(url, compileAllowedHosts(allowed), policy.configuredPorts)
+    if (verdict === 'host-not-allowed') return { ok: false, reason: verdict, detail: `host "${host}" is not in egress.allowedHosts` }
+    if (verdict === 'port-not-allowed')
+      return {
+        ok: false,
+        reason: verdict,
+        detail: `port ${effectivePort(url)} of host "${host}" is not allowed: egress.allowedHosts lists the host without this port, and no connection or endpoint in the config uses it`,
+      }
+  }
 
   // An IP-literal host needs no lookup; the URL parser already turned 2130706433, 0x7f.1 and
   // [::ffff:127.0.0.1] into their canonical forms.

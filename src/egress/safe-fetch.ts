@@ -2,7 +2,8 @@
  * The only way Keyway sends HTTP to the outside world (design.md §9): tool calls through
  * `send`, and token endpoints, discovery and the like through the fetch-compatible `fetchFor`.
  * Every request is first checked by the egress guard (`guard.ts`), then sent by undici
- * through one keep-alive `Agent` whose `connect.lookup` hands the socket only addresses that
+ * through keep-alive `Agent`s, one per connection plus one shared by provider requests, whose
+ * `connect.lookup` hands the socket only addresses that
  * pass the same address check (DNS pinning: the hostname stays for SNI and `Host`, the socket
  * goes to a checked IP, so a rebinding answer between check and connect is refused too).
  * Redirects are returned, never followed. Every request has one total deadline (DNS, waiting
@@ -29,6 +30,12 @@ export interface OutboundRequest {
   readonly timeoutMs: number
   /** At most this many body bytes are read; the rest is discarded and `truncated` is set. */
   readonly maxResponseBytes: number
+  /**
+   * Socket pool key, the connection's name: requests with the same key share sockets, and no
+   * key ever waits for another key's sockets, even to the same upstream address. Left out,
+   * the shared pool (token endpoints, discovery).
+   */
+  readonly pool?: string
 }
 
 export interface OutboundResponse {
@@ -62,6 +69,8 @@ export interface Egress {
   send(req: OutboundRequest): Promise<OutboundResponse>
   /** A fetch-compatible function through the same guard and pool, with its own `timeoutMs` deadline. */
   fetchFor(timeoutMs: number): EgressFetch
+  /** Closes one connection's pool (its connection left the config); requests in flight finish first. */
+  dropPool(key: string): Promise<void>
   /** Closes the pools; requests in flight finish first. */
   close(): Promise<void>
 }
@@ -71,7 +80,7 @@ export interface EgressOptions {
   readonly policy: EgressPolicy
   /** DNS resolver; the system resolver by default. Tests inject one. */
   readonly resolve?: Resolver
-  /** Most connections per origin (default {@link DEFAULT_MAX_SOCKETS_PER_ORIGIN}). */
+  /** Most sockets per origin in each pool (default {@link DEFAULT_MAX_SOCKETS_PER_ORIGIN}). */
   readonly maxSockets?: number
   /** How long one host's resolved addresses are reused (default {@link DNS_CACHE_TTL_MS}). */
   readonly dnsCacheTtlMs?: number
@@ -103,7 +112,8 @@ const EMPTY = Buffer.alloc(0)
  *
  * Hot path: the guard's DNS answer is cached per host name for {@link DNS_CACHE_TTL_MS} (IP
  * literals need none), requests go out with `Dispatcher.dispatch` and a handler that collects
- * the body directly, and connections are kept alive per origin.
+ * the body directly, and connections are kept alive per origin in the request's pool (one
+ * lookup in a Map; a pool is made on first use of its key).
  *
  * Retry: once, and only when the connection died (`ECONNRESET`, `EPIPE`, undici's "other
  * side closed") before any response byte. Idempotent methods (RFC 9110 §9.2.2) are retried on
@@ -143,15 +153,22 @@ export function createEgress(opts: EgressOptions): Egress {
     )
   }
 
-  const agent = new Agent({
-    connections: opts.maxSockets ?? DEFAULT_MAX_SOCKETS_PER_ORIGIN,
-    connect: { lookup },
-  })
+  const newAgent = (): Agent => new Agent({ connections: opts.maxSockets ?? DEFAULT_MAX_SOCKETS_PER_ORIGIN, connect: { lookup } })
+  // One pool per connection, so slow calls on one connection cannot take the sockets another
+  // connection to the same upstream address needs; provider requests share `shared`.
+  const shared = newAgent()
+  const pools = new Map<string, Agent>()
+  const agentFor = (key: string | undefined): Agent => {
+    if (key === undefined) return shared
+    let agent = pools.get(key)
+    if (agent === undefined) pools.set(key, (agent = newAgent()))
+    return agent
+  }
 
   function perform(req: OutboundRequest, external: AbortSignal | undefined): Promise<OutboundResponse> {
     return new Promise<OutboundResponse>((resolvePromise, rejectPromise) => {
       // The deadline starts now, so it also bounds a DNS lookup that hangs.
-      const exchange = new Exchange(agent, req, resolvePromise, rejectPromise)
+      const exchange = new Exchange(agentFor(req.pool), req, resolvePromise, rejectPromise)
       if (external !== undefined) exchange.follow(external)
       checkTarget(req.url, policy, resolve).then(
         (verdict) => {
@@ -192,7 +209,17 @@ export function createEgress(opts: EgressOptions): Egress {
         return toResponse(res, method)
       }
     },
-    close: () => agent.close(),
+    dropPool(key) {
+      const agent = pools.get(key)
+      if (agent === undefined) return Promise.resolve()
+      pools.delete(key)
+      return agent.close()
+    },
+    async close() {
+      const all = [shared, ...pools.values()]
+      pools.clear()
+      await Promise.all(all.map((a) => a.close()))
+    },
   }
 }
 

@@ -11,6 +11,10 @@
 import * as oidc from 'openid-client'
 import type { OidcSettings } from '../config/load.js'
 import { AppError } from '../errors.js'
+import { confineToIssuerOrigin } from '../egress/same-origin.js'
+
+/** Endpoints the sign-in uses; discovered, each must be on the issuer's origin (the token endpoint gets the client secret). */
+const USED_ENDPOINTS = new Set(['authorization_endpoint', 'token_endpoint', 'userinfo_endpoint'] as const)
 
 /** Per request to the identity provider. */
 const SIGN_IN_TIMEOUT_S = 10
@@ -49,10 +53,11 @@ export function createBrowserSignIn(settings: OidcSettings, opts: BrowserSignInO
         ...(opts.allowInsecure ? { execute: [oidc.allowInsecureRequests] } : {}),
       })
       .then((c) => {
-        const methods = c.serverMetadata().token_endpoint_auth_methods_supported
+        const metadata = confineToIssuerOrigin(c.serverMetadata(), settings.issuer, { used: USED_ENDPOINTS, code: 'IDENTITY_INVALID', who: 'identity.oidc.browserClient' })
+        const methods = metadata.token_endpoint_auth_methods_supported
         // RFC 8414 §2: Basic is the default when the provider publishes nothing.
         const auth = !methods || methods.includes('client_secret_basic') ? oidc.ClientSecretBasic(rp.clientSecret.reveal()) : oidc.ClientSecretPost(rp.clientSecret.reveal())
-        const out = new oidc.Configuration(c.serverMetadata(), rp.clientId, { client_secret: rp.clientSecret.reveal() }, auth)
+        const out = new oidc.Configuration(metadata, rp.clientId, { client_secret: rp.clientSecret.reveal() }, auth)
         out.timeout = SIGN_IN_TIMEOUT_S
         if (opts.fetch) out[oidc.customFetch] = opts.fetch
         if (opts.allowInsecure) oidc.allowInsecureRequests(out)
@@ -69,6 +74,8 @@ export function createBrowserSignIn(settings: OidcSettings, opts: BrowserSignInO
     issuerOrigin: new URL(settings.issuer).origin,
     async authorizationUrl(p) {
       const c = await configuration().catch((e: unknown) => {
+        // The issuer-origin refusal already says what is wrong and what was not sent.
+        if (e instanceof AppError) throw e
         throw new AppError('IDENTITY_INVALID', 'the identity provider could not be discovered for the browser sign-in (identity.oidc.issuer)', { cause: e })
       })
       return oidc.buildAuthorizationUrl(c, {

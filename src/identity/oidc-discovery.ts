@@ -2,11 +2,13 @@
  * Fetches the authorization server's metadata for the access-token verifier: OpenID Connect
  * Discovery (`<issuer>/.well-known/openid-configuration`), falling back to RFC 8414
  * (`/.well-known/oauth-authorization-server[/<issuer path>]`). It keeps only what verification
- * needs (`jwks_uri`, `introspection_endpoint`) and refuses metadata for another issuer or, unless
- * insecure mode is on, endpoints that are not https. It does not cache; `oidc.ts` does.
+ * needs (`jwks_uri`, `introspection_endpoint`) and refuses metadata for another issuer, those
+ * endpoints off the issuer's origin (`egress/same-origin.ts`) or, unless insecure mode is on,
+ * endpoints that are not https. It does not cache; `oidc.ts` does.
  * @module
  */
 import { AppError } from '../errors.js'
+import { confineToIssuerOrigin } from '../egress/same-origin.js'
 
 /** The part of RFC 8414 §2 metadata the verifier uses. */
 export interface IssuerMetadata {
@@ -14,6 +16,8 @@ export interface IssuerMetadata {
   readonly jwksUri: URL | undefined
   readonly introspectionEndpoint: URL | undefined
 }
+
+const USED_ENDPOINTS = new Set(['jwks_uri', 'introspection_endpoint'] as const)
 
 /** Per request; a slow issuer must not hold MCP requests for long. */
 export const METADATA_TIMEOUT_MS = 5_000
@@ -61,11 +65,11 @@ export async function fetchIssuerMetadata(issuer: string, fetchImpl: typeof fetc
     }
     const doc = body as Record<string, unknown>
     if (doc.issuer !== issuer) throw new AppError('IDENTITY_INVALID', `issuer metadata names issuer "${String(doc.issuer)}", expected "${issuer}"`)
-    return Object.freeze({
-      issuer,
-      jwksUri: endpoint(doc, 'jwks_uri', allowInsecure),
-      introspectionEndpoint: endpoint(doc, 'introspection_endpoint', allowInsecure),
-    })
+    const jwksUri = endpoint(doc, 'jwks_uri', allowInsecure)
+    const introspectionEndpoint = endpoint(doc, 'introspection_endpoint', allowInsecure)
+    // A foreign jwks_uri would let its owner sign tokens; a foreign introspection endpoint would receive callers' tokens.
+    confineToIssuerOrigin(doc, issuer, { used: USED_ENDPOINTS, code: 'IDENTITY_INVALID', who: 'identity.oidc' })
+    return Object.freeze({ issuer, jwksUri, introspectionEndpoint })
   }
   throw new AppError('IDENTITY_INVALID', lastProblem, lastCause === undefined ? {} : { cause: lastCause })
 }

@@ -16,6 +16,7 @@ import { describeCaller, rebaseCaller, type Caller } from '../identity/caller.js
 import type { Logger } from '../log.js'
 import { errorMessage } from '../log.js'
 import { buildUpstreamUrl, filterCallerHeaders, selectResponseHeaders } from '../egress/build-url.js'
+import type { ConcurrencyLimiter } from '../egress/limits.js'
 import type { Egress, OutboundResponse } from '../egress/safe-fetch.js'
 import { exceedsJsonDepth } from '../json-depth.js'
 import { decodeContent } from '../egress/content-encoding.js'
@@ -31,6 +32,8 @@ export interface CallDeps {
   readonly live: () => ConfigSnapshot
   readonly credentials: CredentialProvider
   readonly egress: Egress
+  /** In-flight limits per connection and per caller (`UPSTREAM_BUSY` over them). */
+  readonly limits: ConcurrencyLimiter
   readonly audit: AuditLog
   readonly log: Logger
   readonly now: () => number
@@ -235,18 +238,25 @@ async function forward(
       ...(body === undefined ? {} : { body }),
       timeoutMs: connection.timeoutMs,
       maxResponseBytes: connection.maxResponseBytes,
+      pool: connection.name,
     })
 
-  let response = await send(credential.authorization)
-  if (response.status === 401 && credential.refreshable) {
-    // One forced refresh and one retry for a token the provider no longer accepts; never a loop.
-    credential = await deps.credentials.resolve(connection, caller, { forceRefresh: true })
-    if (credential.kind === 'consent-required') return { ...credential, connection }
-    if (!stillAllowed()) return { kind: 'revoked' }
-    onCredential(credential.secrets)
-    response = await send(credential.authorization)
+  // Fails fast with UPSTREAM_BUSY over the connection's or the caller's in-flight limit.
+  const release = deps.limits.acquire(connection, describeCaller(caller))
+  try {
+    let response = await send(credential.authorization)
+    if (response.status === 401 && credential.refreshable) {
+      // One forced refresh and one retry for a token the provider no longer accepts; never a loop.
+      credential = await deps.credentials.resolve(connection, caller, { forceRefresh: true })
+      if (credential.kind === 'consent-required') return { ...credential, connection }
+      if (!stillAllowed()) return { kind: 'revoked' }
+      onCredential(credential.secrets)
+      response = await send(credential.authorization)
+    }
+    return { kind: 'response', response }
+  } finally {
+    release()
   }
-  return { kind: 'response', response }
 }
 
 function encodeBody(input: ToolInput): { body?: string; contentType?: string } {

@@ -129,7 +129,7 @@ describe('the caller\'s own credentials and identity', () => {
   }
 })
 
-describe('caller headers never carry credentials, framing or routing upstream [egress:header-filter]', () => {
+describe('caller headers never carry credentials, framing, routing, method overrides or rewrites upstream [egress:header-filter] [egress:dropped-headers]', () => {
   const cases: readonly [string, Record<string, string>][] = [
     ['its own Authorization', { Authorization: 'Bearer attacker-token' }],
     ['Authorization in lower case', { authorization: 'Bearer attacker-token' }],
@@ -139,6 +139,9 @@ describe('caller headers never carry credentials, framing or routing upstream [e
     ['hop-by-hop fields', { 'Transfer-Encoding': 'chunked', TE: 'trailers', Upgrade: 'h2c', 'Keep-Alive': 'timeout=5', 'Proxy-Connection': 'keep-alive' }],
     ['Host and X-Forwarded-Host', { Host: '127.0.0.1:1', 'X-Forwarded-Host': 'evil.example', 'X-Forwarded-For': '10.0.0.1', Forwarded: 'for=10.0.0.1' }],
     ['a Content-Length that lies', { 'Content-Length': '9999' }],
+    ['method overrides', { 'X-HTTP-Method-Override': 'DELETE', 'X-HTTP-Method': 'DELETE', 'X-Method-Override': 'DELETE', 'X-Original-Method': 'DELETE' }],
+    ['URL rewrites', { 'X-Original-URL': '/admin', 'X-Rewrite-URL': '/admin', 'X-Original-URI': '/admin', 'X-Override-URL': '/admin' }],
+    ['client-address and host claims', { 'X-Real-IP': '127.0.0.1', 'X-Client-IP': '127.0.0.1', 'True-Client-IP': '127.0.0.1', 'X-Host': 'internal.example', Via: '1.1 trusted' }],
   ]
   for (const [what, headers] of cases) {
     test(`${what}: dropped; the upstream sees exactly the injected credential and its own host`, async () => {
@@ -151,6 +154,10 @@ describe('caller headers never carry credentials, framing or routing upstream [e
       expect(seen?.headers['x-forwarded-host']).toBeUndefined()
       expect(seen?.headers.forwarded).toBeUndefined()
       expect(seen?.headers.host).toBe(new URL(upstream.origin).host)
+      // Whatever the row sent, none of it arrived under its own name.
+      for (const name of Object.keys(headers)) if (!['authorization', 'host', 'content-length', 'transfer-encoding', 'connection'].includes(name.toLowerCase())) expect(seen?.headers[name.toLowerCase()], name).toBeUndefined()
+      expect(seen?.method).toBe('POST')
+      expect(seen?.path).toBe('/api/v1/items')
       expect(seen?.body).toBe('{"a":1}')
       // The caller's own API key never travels upstream, in any header.
       expect(JSON.stringify(seen?.headers)).not.toContain(TEST_KEYS.alice)

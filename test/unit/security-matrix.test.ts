@@ -86,7 +86,8 @@ describe(DOC, () => {
     for (const r of rows) {
       for (const c of r.citations) {
         const abs = path.join(ROOT, c.file)
-        if (!sources.has(c.file)) sources.set(c.file, existsSync(abs) ? readFileSync(abs, 'utf8') : '')
+        // Names as the test runner shows them: `\'` inside a quoted test name is an apostrophe.
+        if (!sources.has(c.file)) sources.set(c.file, existsSync(abs) ? readFileSync(abs, 'utf8').replaceAll("\\'", "'") : '')
         const source = sources.get(c.file) ?? ''
         if (source === '') {
           problems.push(`row ${r.n}: ${c.file} does not exist`)

@@ -142,6 +142,35 @@ describe('checkProvider', () => {
     })
   })
 
+  describe('endpoints off the issuer origin (Google-style) [egress:issuer-origin]', () => {
+    const google = { ...GOOD, token_endpoint: 'https://oauth2.example.com/token', revocation_endpoint: 'https://oauth2.example.com/revoke' }
+
+    test('a metadata token or revocation endpoint on another host fails with the explicit settings to add', () => {
+      expect(status(check(google), 'token_endpoint')).toEqual({
+        id: 'token_endpoint',
+        title: 'standard token endpoint',
+        status: 'fail',
+        detail:
+          "token_endpoint https://oauth2.example.com/token and revocation_endpoint https://oauth2.example.com/revoke are not on the issuer's origin https://as.example.com; Keyway uses metadata endpoints on the issuer's origin only",
+        fix: 'set auth.tokenEndpoint: https://oauth2.example.com/token and auth.revocationEndpoint: https://oauth2.example.com/revoke explicitly on the connection',
+      })
+      expect(check(google).ok).toBe(false)
+    })
+
+    test('another port of the issuer host is another origin too; the authorization endpoint is checked the same way', () => {
+      expect(status(check({ ...GOOD, token_endpoint: 'https://as.example.com:8443/token' }), 'token_endpoint')?.fix).toBe('set auth.tokenEndpoint: https://as.example.com:8443/token explicitly on the connection')
+      expect(status(check({ ...GOOD, authorization_endpoint: 'https://login.example.com/authorize' }), 'authorization_code')).toMatchObject({
+        status: 'fail',
+        fix: 'set auth.authorizationEndpoint: https://login.example.com/authorize explicitly on the connection',
+      })
+    })
+
+    test('explicit endpoints pass, and without an issuer to compare with nothing is judged', () => {
+      expect(status(check(google, { tokenEndpoint: 'https://oauth2.example.com/token', revocationEndpoint: 'https://oauth2.example.com/revoke' }), 'token_endpoint')?.status).toBe('pass')
+      expect(status(check(google, { issuer: undefined }), 'token_endpoint')?.status).toBe('pass')
+    })
+  })
+
   describe('6. HTTPS endpoints', () => {
     test('http on a public host fails; on loopback it passes with a note', () => {
       expect(status(check({ ...GOOD, token_endpoint: 'http://as.example.com/token' }), 'https')).toMatchObject({

@@ -129,6 +129,53 @@ grants:
     expect(text).toMatch(/connections\.plain\.auth\.token: cannot read secret file \/cfg\/nope\.txt \(ENOENT\)/)
   })
 
+  test('allowedHosts: entries with ports, bad entries, configured URLs on a port the list leaves out [egress:ports]', async () => {
+    const r = await load(`version: 1
+egress:
+  allowedHosts: [api.example.com, "idp.example.com:8443", "bad:port", "::1", "[::1]:70000"]
+connections:
+  api:
+    host: https://api.example.com:9443
+    owner: { user: a }
+    auth: { type: bearer_token, token: { env: T } }
+  m2m:
+    host: https://api.example.com
+    owner: { user: a }
+    auth: { type: oauth_m2m, tokenEndpoint: "https://idp.example.com/token", clientId: c, clientSecret: { env: T } }
+`)
+    expect(r.ok).toBe(false)
+    if (r.ok) return
+    expect(r.problems).toEqual([
+      '/cfg/connections.yaml:3 egress.allowedHosts[2]: port must be a number from 1 to 65535',
+      '/cfg/connections.yaml:3 egress.allowedHosts[3]: write an IPv6 address in brackets: [v6] or [v6]:port',
+      '/cfg/connections.yaml:3 egress.allowedHosts[4]: port must be a number from 1 to 65535',
+      '/cfg/connections.yaml:12 connections.m2m.auth.tokenEndpoint: port 443 of host "idp.example.com" is not in egress.allowedHosts, which names that host only with other ports',
+    ])
+  })
+
+  test('in-flight limits: egress defaults, per-connection overrides', async () => {
+    const r = await load(`version: 1
+egress: { maxConcurrentRequests: 10 }
+connections:
+  a:
+    host: https://api.example.com
+    owner: { user: a }
+    maxConcurrentRequestsPerCaller: 2
+    auth: { type: bearer_token, token: { env: T } }
+  b:
+    host: https://api.example.com
+    owner: { user: a }
+    maxConcurrentRequests: 3
+    auth: { type: bearer_token, token: { env: T } }
+`)
+    if (!r.ok) throw new Error(r.problems.join('\n'))
+    const { a, b } = Object.fromEntries(r.snapshot.connections)
+    expect([a?.maxConcurrentRequests, a?.maxConcurrentRequestsPerCaller]).toEqual([10, 2])
+    expect([b?.maxConcurrentRequests, b?.maxConcurrentRequestsPerCaller]).toEqual([3, 16])
+    expect(r.snapshot.egress).toMatchObject({ maxConcurrentRequests: 10, maxConcurrentRequestsPerCaller: 16 })
+    expect(r.snapshot.egress.configuredPorts.get('api.example.com')).toEqual(new Set([443]))
+  })
+
   test('an auth type this build cannot serve is refused at load with a message saying so', async () => {
     const r = await load(VALID, { T: 't' }, new Set<AuthType>(['bearer_token']))
     expect(r.ok).toBe(false)

@@ -1,5 +1,6 @@
+import { readFile } from 'node:fs/promises'
 import { describe, expect, test } from 'vitest'
-import { buildUpstreamUrl, filterCallerHeaders, MAX_PATH_LENGTH, selectResponseHeaders } from '../../../src/egress/build-url.js'
+import { buildUpstreamUrl, DROPPED_REQUEST_HEADERS, filterCallerHeaders, MAX_PATH_LENGTH, selectResponseHeaders } from '../../../src/egress/build-url.js'
 
 const github = { origin: 'https://api.github.com', basePath: '/' }
 const drive = { origin: 'https://www.googleapis.com', basePath: '/drive/v3/' }
@@ -162,6 +163,32 @@ describe('filterCallerHeaders [egress:header-filter]', () => {
       ok: true,
       headers: { accept: 'application/vnd.github+json', 'x-github-api-version': '2022-11-28', 'content-type': 'application/json', 'if-none-match': '"abc"' },
     })
+  })
+
+  test('method overrides, URL rewrites and client-address claims are dropped in any case [egress:dropped-headers]', () => {
+    const r = filterCallerHeaders({
+      'X-HTTP-Method-Override': 'DELETE',
+      'x-http-method': 'DELETE',
+      'X-Method-Override': 'PUT',
+      'X-Original-Method': 'PATCH',
+      'X-Original-URL': '/admin',
+      'X-Rewrite-URL': '/admin',
+      'X-Original-URI': '/admin',
+      'X-Real-IP': '127.0.0.1',
+      'X-Client-IP': '127.0.0.1',
+      'True-Client-IP': '127.0.0.1',
+      'X-Host': 'internal.example',
+      Via: '1.1 trusted-proxy',
+      'X-Note': 'kept',
+    })
+    expect(r).toEqual({ ok: true, headers: { 'x-note': 'kept' } })
+  })
+
+  test('the README lists exactly the dropped headers of the table, with the same reasons [egress:dropped-headers]', async () => {
+    const readme = await readFile(new URL('../../../README.md', import.meta.url), 'utf8')
+    const section = readme.slice(readme.indexOf('Caller headers Keyway never forwards'), readme.indexOf('## Config reference'))
+    const rows = [...section.matchAll(/^\| `([a-z0-9-]+\*?)` \| (.+) \|$/gm)].map((m) => [m[1], m[2]])
+    expect(Object.fromEntries(rows)).toEqual(Object.fromEntries(DROPPED_REQUEST_HEADERS.map((h) => ['name' in h ? h.name : `${h.prefix}*`, h.reason])))
   })
 
   test('undefined and empty give no headers', () => {

@@ -125,6 +125,29 @@ describe('checkTarget [egress:block-private-ip]', () => {
     expect(await checkTarget(new URL('https://evil.com/'), policy, ok)).toEqual({ ok: false, reason: 'host-not-allowed', detail: 'host "evil.com" is not in egress.allowedHosts' })
   })
 
+  test('allowedHosts ports: an allowed host on a port neither its entry nor the config names is refused before DNS [egress:ports]', async () => {
+    const policy: EgressPolicy = {
+      allowedHosts: ['api.example.com', 'idp.example.com', 'alt.example.com:8443'],
+      dangerouslyAllowPrivateNetworks: false,
+      configuredPorts: new Map([['idp.example.com', new Set([8443])]]),
+    }
+    const ok = fakeDns({ 'api.example.com': ['93.184.216.34'], 'idp.example.com': ['93.184.216.35'], 'alt.example.com': ['93.184.216.36'] })
+    for (const url of ['https://api.example.com/', 'https://idp.example.com:8443/token', 'https://idp.example.com/x', 'https://alt.example.com:8443/'])
+      expect((await checkTarget(new URL(url), policy, ok)).ok, url).toBe(true)
+    const lookups = ok.calls.length
+    for (const [url, port, host] of [
+      ['https://api.example.com:6379/', 6379, 'api.example.com'],
+      ['https://idp.example.com:9443/token', 9443, 'idp.example.com'],
+      ['https://alt.example.com/', 443, 'alt.example.com'],
+    ] as const)
+      expect(await checkTarget(new URL(url), policy, ok)).toEqual({
+        ok: false,
+        reason: 'port-not-allowed',
+        detail: `port ${port} of host "${host}" is not allowed: egress.allowedHosts lists the host without this port, and no connection or endpoint in the config uses it`,
+      })
+    expect(ok.calls.length).toBe(lookups)
+  })
+
   test('userinfo in the URL is refused', async () => {
     expect(await deny('https://user:sk-CANARY-123@api.example.com/')).toEqual({ ok: false, reason: 'bad-url', detail: 'url for "api.example.com" must not carry userinfo' })
   })

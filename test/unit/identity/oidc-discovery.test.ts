@@ -72,7 +72,23 @@ describe('fetchIssuerMetadata', () => {
   test('http endpoints are refused unless insecure mode is on [identity:https-only]', async () => {
     const s = stubFetch({ [`${issuer}/.well-known/openid-configuration`]: doc({ jwks_uri: 'http://idp.example/jwks' }) })
     expect((await refusal(fetchIssuerMetadata(issuer, s.fetch, false))).message).toBe('issuer metadata jwks_uri must be an https url')
-    await expect(fetchIssuerMetadata(issuer, s.fetch, true)).resolves.toMatchObject({ issuer })
+    const http = 'http://idp.example'
+    const insecure = stubFetch({ [`${http}/.well-known/openid-configuration`]: doc({ issuer: http, jwks_uri: `${http}/jwks`, introspection_endpoint: `${http}/introspect` }) })
+    await expect(fetchIssuerMetadata(http, insecure.fetch, true)).resolves.toMatchObject({ issuer: http })
+  })
+
+  // Scheme, host and port are the origin: a downgrade to http:// is off-origin even in insecure mode.
+  test.each([
+    ['jwks_uri on another host', { jwks_uri: 'https://keys.evil.example/jwks' }, 'jwks_uri on https://keys.evil.example'],
+    ['jwks_uri on another port', { jwks_uri: 'https://idp.example:8443/jwks' }, 'jwks_uri on https://idp.example:8443'],
+    ['jwks_uri downgraded to http', { jwks_uri: 'http://idp.example/jwks' }, 'jwks_uri on http://idp.example'],
+    ['introspection_endpoint on another host', { introspection_endpoint: 'https://evil.example/introspect' }, 'introspection_endpoint on https://evil.example'],
+  ])('%s is refused: endpoints come from the issuer\'s origin only [egress:issuer-origin]', async (_what, extra, named) => {
+    const s = stubFetch({ [`${issuer}/.well-known/openid-configuration`]: doc(extra) })
+    const e = await refusal(fetchIssuerMetadata(issuer, s.fetch, true))
+    expect(e.code).toBe('IDENTITY_INVALID')
+    expect(e.message).toBe(`identity.oidc: the provider metadata puts ${named}, not on the issuer's origin https://idp.example; nothing was sent there, and Keyway uses metadata endpoints on the issuer's origin only`)
+    expect(s.seen).toHaveLength(1)
   })
 
   test('redirects are not followed and non-json is refused', async () => {
