@@ -1,7 +1,8 @@
 /**
  * `keyway validate [--config F]`: loads the file exactly as `serve` would and prints every
- * problem at once as `file:line path: problem`; exit 1 if there is any. A valid file is then
- * checked against the token store: credentials stored under a connection the file no longer has
+ * problem at once as `file:line path: problem`; exit 1 if there is any. A valid file gets the
+ * consent-link advice (per-user connections in API-key mode without `auth.accountMatch`) as
+ * warnings, and is then checked against the token store: credentials stored under a connection the file no longer has
  * (removed or renamed) or that now uses another auth type are warned about, with the command
  * that prunes them. That check only lists the store; when the store cannot be read from here (no
  * encryption key in this shell, Redis down) it says it was skipped and why, and never fails
@@ -9,7 +10,7 @@
  * @module
  */
 import { parseArgs } from 'node:util'
-import type { ConfigSnapshot } from '../src/config/load.js'
+import { consentWarnings, type ConfigSnapshot } from '../src/config/load.js'
 import { findOrphans, groupOrphans, orphanWarnings } from '../src/credentials/orphans.js'
 import { openStoreToInspect, reasonOf } from '../src/credentials/store-access.js'
 import { configPath, loadOrReport, type CliIo, type Command } from './cli.js'
@@ -20,6 +21,7 @@ export const run: Command = async (argv, io) => {
   const snapshot = await loadOrReport(file, io)
   if (!snapshot) return 1
   const tools = snapshot.tools.length
+  for (const w of consentWarnings(snapshot)) io.err(`keyway: warning: ${w}`)
   io.out(`${file}: ok (${snapshot.connections.size} connection${snapshot.connections.size === 1 ? '' : 's'}, ${tools} tool${tools === 1 ? '' : 's'}, ${snapshot.grants.length} grant${snapshot.grants.length === 1 ? '' : 's'})`)
   await checkStoredCredentials(snapshot, io)
   return 0

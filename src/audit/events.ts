@@ -28,9 +28,13 @@ export interface ToolCallEvent {
 }
 
 export interface ConsentEvent {
-  readonly type: 'consent.started' | 'consent.granted' | 'consent.failed'
+  readonly type: 'consent.started' | 'consent.granted' | 'consent.failed' | 'consent.account_mismatch'
   readonly user: string
   readonly connection: string
+  /** The provider account that signed in (email, else subject), when the provider named it. */
+  readonly providerAccount?: string
+  /** `consent.account_mismatch`: the provider account `auth.accountMatch` asked for, in words. */
+  readonly expected?: string
   readonly reason?: string
   readonly scopes?: string
   readonly warning?: string

@@ -145,7 +145,13 @@ function detailOf(rec: AuditRecord, s: (k: string) => string): string {
     case 'grant.changed':
       return s('statement')
     default:
-      return [s('reason'), s('warning'), s('scopes') && `scopes ${s('scopes')}`].filter(Boolean).join('; ')
+      return [
+        s('providerAccount') && `provider account ${s('providerAccount')}`,
+        s('expected') && `expected ${s('expected')}`,
+        s('reason'),
+        s('warning'),
+        s('scopes') && `scopes ${s('scopes')}`,
+      ].filter(Boolean).join('; ')
   }
 }
 

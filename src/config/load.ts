@@ -14,6 +14,7 @@ import { Secret } from '../secret.js'
 import {
   CONNECTION_NAME_PATTERN,
   ConfigSchema,
+  type AccountMatch,
   type AuthMethodConfig,
   type AuthType,
   type ConfigFile,
@@ -25,6 +26,9 @@ import { checkAllowedTarget, compileAllowedHosts, configuredPortsOf, effectivePo
 
 /** The built-in group every authenticated caller belongs to (design.md §2). */
 export const ACCOUNT_USERS_GROUP = 'account users'
+
+/** Said of a per-user connection whose consent links nothing ties to a person or an account. */
+export const FORWARDED_LINK_WARNING = 'a forwarded consent link binds whoever signs in; set auth.accountMatch or identity.oidc.browserClient'
 
 export type Env = Readonly<Record<string, string | undefined>>
 
@@ -39,6 +43,8 @@ export interface OAuthSettings {
   readonly credentialExchange: CredentialExchange | undefined
   readonly authorizationParams: Readonly<Record<string, string>>
   readonly tokenParams: Readonly<Record<string, string>>
+  /** Which provider account a consent must use (u2m methods only; always undefined for `oauth_m2m`). */
+  readonly accountMatch: AccountMatch | undefined
 }
 
 export type AuthMethod =
@@ -335,6 +341,19 @@ function checkOAuth(
   }
 }
 
+/**
+ * Advice `keyway validate` gives about consent links (not load warnings: every command that
+ * loads the file would repeat them). API-key mode cannot tell who opens a per-user link, so
+ * without `auth.accountMatch` whoever signs in at the provider is bound (README "Consent links
+ * and provider accounts").
+ */
+export function consentWarnings(snapshot: ConfigSnapshot): string[] {
+  if (snapshot.identity.oidc?.browserClient) return []
+  return [...snapshot.connections.values()]
+    .filter((c) => c.auth.type === 'oauth_u2m_per_user' && c.auth.accountMatch === undefined)
+    .map((c) => `connections.${c.name}.auth: ${FORWARDED_LINK_WARNING}`)
+}
+
 /** Every URL the config names that Keyway itself may dial or send a browser to (their ports are allowed). */
 function configuredUrls(cfg: ConfigFile): string[] {
   const urls: string[] = []
@@ -400,6 +419,7 @@ function buildSnapshot(
             credentialExchange: c.auth.credentialExchange,
             authorizationParams: c.auth.authorizationParams,
             tokenParams: c.auth.tokenParams,
+            accountMatch: c.auth.type === 'oauth_m2m' ? undefined : c.auth.accountMatch,
           }
     connections.set(name, {
       name,

@@ -57,11 +57,28 @@ const oauthClientFields = {
     .describe('extra token request parameters, e.g. audience or resource'),
 }
 
+/**
+ * Which provider account a sign-in must use (README "Consent links and provider accounts"): the
+ * provider's email (verified, by default) equal to the Keyway user, or its `sub` as mapped here.
+ */
+export const AccountMatchSchema = z.discriminatedUnion('claim', [
+  z.strictObject({
+    claim: z.literal('email'),
+    verified: z.boolean().default(true).describe('require email_verified: true from the provider'),
+  }),
+  z.strictObject({
+    claim: z.literal('sub'),
+    map: z.record(UserIdSchema, z.string().min(1)).describe('Keyway user → the provider sub their sign-in must carry'),
+  }),
+], { error: 'must be { claim: email, verified?: BOOLEAN } or { claim: sub, map: { USER: PROVIDER_SUB } }' })
+  .describe('the provider account a consent must be made with; left out, whoever signs in is bound')
+export type AccountMatch = z.infer<typeof AccountMatchSchema>
+
 export const AuthMethodSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('bearer_token'), token: SecretRefSchema }),
   z.strictObject({ type: z.literal('oauth_m2m'), ...oauthClientFields }),
-  z.strictObject({ type: z.literal('oauth_u2m_shared'), ...oauthClientFields }),
-  z.strictObject({ type: z.literal('oauth_u2m_per_user'), ...oauthClientFields }),
+  z.strictObject({ type: z.literal('oauth_u2m_shared'), ...oauthClientFields, accountMatch: AccountMatchSchema.optional() }),
+  z.strictObject({ type: z.literal('oauth_u2m_per_user'), ...oauthClientFields, accountMatch: AccountMatchSchema.optional() }),
 ])
 export type AuthMethodConfig = z.infer<typeof AuthMethodSchema>
 export type AuthType = AuthMethodConfig['type']

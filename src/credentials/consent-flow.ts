@@ -10,6 +10,9 @@
  *   browser user is confirmed;
  * - `provider-callback` under the provider `state`, taken once by the callback;
  * - `sign-in-callback` under the state of Keyway's own sign-in at the identity provider (OIDC mode);
+ * - `confirmation` under an id derived from the flow id and a confirmation form token (API-key
+ *   mode): the server-side half of the form, issued with the page and taken once by the POST, so
+ *   only a token this server issued for this link confirms it;
  * - `outcome` under an id derived from the flow id, so whoever waits (`keyway authorize`, a
  *   waiting tool call) learns how it ended.
  *
@@ -92,6 +95,15 @@ const OutcomeSchema = z.strictObject({
   expiresAt: epochMs.optional(),
   refreshToken: z.boolean().optional(),
   warnings: z.array(z.string()).optional(),
+  /** The provider account that signed in, when named (granted flows). */
+  account: z.string().optional(),
+})
+
+const ConfirmationSchema = z.strictObject({
+  purpose: z.literal('confirmation'),
+  flowId: randomId,
+  createdAt: epochMs,
+  expiresAt: epochMs,
 })
 
 /** The record behind a consent link. */
@@ -222,6 +234,28 @@ export async function takeCallback(store: TokenStore, state: string): Promise<Ca
 async function takeChecked<T>(store: TokenStore, id: string, schema: z.ZodType<T>, what: string): Promise<T | undefined> {
   if (parseRecord(schema, await store.getFlow(id), what) === undefined) return undefined
   return parseRecord(schema, await store.takeFlow(id), what)
+}
+
+/** Where a confirmation form token is recorded: derived from the flow id and the token, so the store never holds the token. */
+export function confirmationId(flowId: string, token: string): string {
+  return createHash('sha256').update(`confirmation\u0000${flowId}\u0000${token}`, 'utf8').digest('base64url')
+}
+
+/**
+ * Records that this server issued confirmation form `token` for the link (API-key mode), for what
+ * is left of the link's lifetime. Each page view issues its own; the link itself is not rewritten,
+ * so a page view can never bring back a link that a concurrent confirmation has just taken.
+ */
+export async function putConfirmation(store: TokenStore, flowId: string, link: ConsentLink, token: string, now: number): Promise<void> {
+  const ttl = link.expiresAt - now
+  if (ttl <= 0) throw new AppError('FLOW_INVALID', 'the sign-in link expired')
+  await store.putFlow(confirmationId(flowId, token), { purpose: 'confirmation', flowId, createdAt: now, expiresAt: link.expiresAt }, ttl)
+}
+
+/** Consumes the confirmation `token` of the link: true once for a token issued for it, false for anything else. */
+export async function takeConfirmation(store: TokenStore, flowId: string, token: string): Promise<boolean> {
+  const record = await takeChecked(store, confirmationId(flowId, token), ConfirmationSchema, 'confirmation')
+  return record !== undefined && record.flowId === flowId
 }
 
 /** The id an outcome is stored under: derived, so only holders of the flow id can read it. */

@@ -59,7 +59,15 @@ export interface TokenSet {
   readonly expiresAt?: number
   /** Claims of a validated ID token, when one came (OpenID Connect Core §3.1.3.7). */
   readonly idTokenClaims?: Readonly<Record<string, unknown>>
+  /**
+   * Account fields some providers add to a code-exchange response outside OpenID Connect
+   * (`sub`, `user_id`, `account_id`, `uid`, `user`, `email`), string values only.
+   */
+  readonly accountFields?: Readonly<Record<string, string>>
 }
+
+/** Token response members that name the signed-in account at providers without OpenID Connect. */
+const ACCOUNT_FIELDS = ['sub', 'user_id', 'account_id', 'uid', 'user', 'email'] as const
 
 /** How `credentialExchange` was decided, for messages and `keyway credentials`. */
 export type ExchangeSource = 'config' | 'metadata' | 'default'
@@ -75,6 +83,8 @@ export interface OAuthClient {
   readonly exchangeSource: ExchangeSource
   readonly authorizationEndpoint: string | undefined
   readonly revocationEndpoint: string | undefined
+  /** OpenID Connect Core §5.3 userinfo endpoint from discovery, when the provider has one. */
+  readonly userinfoEndpoint: string | undefined
   /** The underlying openid-client configuration (for the few calls not wrapped here). */
   readonly config: oidc.Configuration
   /** RFC 6749 §4.4: a token for the client itself, with `auth.scopes` and `auth.tokenParams`. */
@@ -89,6 +99,11 @@ export interface OAuthClient {
    * plus the query the browser brought (openid-client sends it, without the query, as `redirect_uri`).
    */
   exchangeCode(callbackUrl: URL, p: { readonly codeVerifier: string; readonly state: string; readonly nonce?: string }): Promise<TokenSet>
+  /**
+   * OpenID Connect Core §5.3: the claims of the account an access token belongs to, through the
+   * egress guard. `expectedSubject` (the ID token's `sub`) must match (§5.3.2).
+   */
+  userInfo(accessToken: string, expectedSubject: string | undefined): Promise<Readonly<Record<string, unknown>>>
   /** RFC 7009. `false` when the provider has no revocation endpoint (nothing was sent). */
   revoke(token: string, hint: 'access_token' | 'refresh_token'): Promise<boolean>
 }
@@ -244,7 +259,12 @@ async function createOAuthClient(connection: Connection, deps: OAuthClientDeps):
   const toSet = (r: oidc.TokenEndpointResponse & oidc.TokenEndpointResponseHelpers): TokenSet => {
     const expiresIn = r.expiresIn()
     const claims = r.id_token ? r.claims() : undefined
-    const scope = typeof r.scope === 'string' ? sanitizeScope(r.scope, [secret, r.access_token, ...(r.refresh_token ? [r.refresh_token] : [])]) : undefined
+    const exchanged = [secret, r.access_token, ...(r.refresh_token ? [r.refresh_token] : [])]
+    const scope = typeof r.scope === 'string' ? sanitizeScope(r.scope, exchanged) : undefined
+    // Account fields are shown on pages and in the audit: never with something the provider echoed back.
+    const account = Object.fromEntries(
+      ACCOUNT_FIELDS.flatMap((k) => (typeof r[k] === 'string' && r[k] !== '' ? [[k, redactText(r[k], formsOf(exchanged)).value]] : [])),
+    )
     return {
       accessToken: r.access_token,
       tokenType: r.token_type,
@@ -252,6 +272,7 @@ async function createOAuthClient(connection: Connection, deps: OAuthClientDeps):
       ...(scope ? { scope } : {}),
       ...(expiresIn === undefined ? {} : { expiresAt: now() + expiresIn * 1000 }),
       ...(claims ? { idTokenClaims: { ...claims } } : {}),
+      ...(Object.keys(account).length > 0 ? { accountFields: account } : {}),
     }
   }
   const exchange = chosen.exchange
@@ -264,6 +285,7 @@ async function createOAuthClient(connection: Connection, deps: OAuthClientDeps):
     exchangeSource: chosen.source,
     authorizationEndpoint: server.authorization_endpoint,
     revocationEndpoint: server.revocation_endpoint,
+    userinfoEndpoint: server.userinfo_endpoint,
     config,
 
     async clientCredentials() {
@@ -316,6 +338,14 @@ async function createOAuthClient(connection: Connection, deps: OAuthClientDeps):
       }
     },
 
+    async userInfo(accessToken, expectedSubject) {
+      try {
+        return { ...(await oidc.fetchUserInfo(config, accessToken, expectedSubject ?? oidc.skipSubjectCheck)) }
+      } catch (e) {
+        throw mapOAuthError(e, mapCtx('userinfo', exchange, [accessToken]))
+      }
+    },
+
     async revoke(token, hint) {
       if (!server.revocation_endpoint) return false
       try {
@@ -356,7 +386,7 @@ function filterParams(params: Readonly<Record<string, string>>, reserved: Readon
 }
 
 /** Which request to the provider failed; named in messages. */
-export type Operation = 'discovery' | 'client_credentials' | 'refresh_token' | 'authorization_code' | 'revocation'
+export type Operation = 'discovery' | 'client_credentials' | 'refresh_token' | 'authorization_code' | 'userinfo' | 'revocation'
 
 interface MapContext {
   readonly connection: string
@@ -378,6 +408,7 @@ const OPERATION_TEXT: Readonly<Record<Operation, string>> = {
   client_credentials: 'the client_credentials token request',
   refresh_token: 'the token refresh',
   authorization_code: 'the authorization code exchange',
+  userinfo: 'the userinfo request',
   revocation: 'the token revocation',
 }
 
@@ -477,6 +508,9 @@ export function mapOAuthError(e: unknown, ctx: MapContext): AppError {
   if (e instanceof TypeError) {
     // fetch() rejects with TypeError for DNS, connection refused and reset.
     return fail('CREDENTIAL_UNAVAILABLE', `the provider could not be reached for ${what}`, 'unreachable', true)
+  }
+  if (e instanceof oidc.WWWAuthenticateChallengeError && ctx.operation === 'userinfo') {
+    return fail('CREDENTIAL_UNAVAILABLE', `the provider refused ${what} with the new access token (status ${e.status}): add openid to auth.scopes so the ID token names the account`, 'challenge', false)
   }
   if (e instanceof oidc.WWWAuthenticateChallengeError) {
     return fail('CREDENTIAL_UNAVAILABLE', `the provider refused ${what} with a WWW-Authenticate challenge (status ${e.status}): check auth.credentialExchange, auth.clientId and auth.clientSecret`, 'challenge', false)

@@ -20,7 +20,7 @@ export interface RecordOptions {
   readonly now: number
   /** The record being refreshed: its refresh token, scope and subject carry over when the response omits them. */
   readonly previous?: TokenRecord
-  /** Who signed in at the provider, when known (ID token `sub`). */
+  /** Who signed in at the provider, when known: its email, else its subject (`provider-account.ts`). */
   readonly subject?: string
 }
 
@@ -33,7 +33,8 @@ export function recordFromTokenSet(set: TokenSet, opts: RecordOptions): TokenRec
   const prev = opts.previous
   const refreshToken = set.refreshToken ?? prev?.refreshToken
   const scope = set.scope ?? prev?.scope
-  const subject = opts.subject ?? (typeof set.idTokenClaims?.sub === 'string' ? set.idTokenClaims.sub : undefined) ?? prev?.subject
+  // The account named at sign-in stays: a refreshed ID token names the same account (OIDC Core §12.2).
+  const subject = opts.subject ?? prev?.subject ?? (typeof set.idTokenClaims?.sub === 'string' ? set.idTokenClaims.sub : undefined)
   const warnings = opts.method !== 'oauth_m2m' && refreshToken === undefined ? [NO_REFRESH_TOKEN_WARNING] : undefined
   return {
     method: opts.method,

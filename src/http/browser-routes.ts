@@ -3,12 +3,16 @@
  * link a person opens) and `GET /login/oauth/http.html` (the one OAuth redirect URI). The link
  * first establishes who is at the browser: in OIDC identity mode a sign-in at the identity
  * provider whose user must be the flow's completer (or a member of its group); in API-key mode a
- * confirmation page naming the user and the connection, confirmed with a one-time form token
- * (double-submit cookie). Only then is the flow consumed and the browser sent to the provider with
+ * confirmation page naming the user the provider account will be bound to, confirmed with a form
+ * token that is a double-submit cookie AND recorded server-side for this link when the page is
+ * rendered, taken once by the POST (a replayed or never-issued pair is refused). Only then is the flow consumed and the browser sent to the provider with
  * state, PKCE S256 and the exact redirect URI. The callback takes its record by `state` (single
  * use; both Keyway's own sign-in and the provider's answer arrive here, told apart by the record's
  * purpose), requires the browser-binding cookie set when the browser left (RFC 9700 §4.7), and
- * hands the code to `credentials/consent.ts`. Works for shared and per-user flows alike. Pages
+ * hands the code to `credentials/consent.ts`, which may refuse the provider account
+ * (`auth.accountMatch`). Provider error text is shown only for a callback whose `state` names a
+ * live flow; any other callback gets a generic page that echoes nothing of the query. Works for
+ * shared and per-user flows alike. Pages
  * come from `pages.ts`; nothing here stores a token itself or prints a secret.
  * @module
  */
@@ -20,12 +24,14 @@ import type { AuditLog } from '../audit/audit-log.js'
 import type { ConfigSnapshot } from '../config/load.js'
 import {
   connectPath,
+  putConfirmation,
   putProviderCallback,
   putSignInCallback,
   randomSecret,
   readConsentLink,
   sha256Hex,
   takeCallback,
+  takeConfirmation,
   takeConsentLink,
   type ConsentLink,
   type ProviderCallback,
@@ -45,10 +51,12 @@ import type { TokenStore } from '../store/index.js'
 import { isFlowId } from '../store/index.js'
 import { closeAfterAnswer, describeCap, FORM_MAX_BYTES, readBody } from './body-limit.js'
 import {
+  accountMismatchPage,
   confirmPage,
   failurePage,
   flowGonePage,
   grantedPage,
+  invalidCallbackPage,
   pageHeaders,
   providerErrorPage,
   wrongUserPage,
@@ -102,7 +110,13 @@ export function browserBodyCap(c: Context): number {
 
 /** Mounts the consent routes on the app (through `AppOptions.extraRoutes`). */
 export function mountBrowserRoutes(app: Hono, deps: BrowserRouteDeps): void {
-  const consentDeps: ConsentDeps = { store: deps.store, clients: deps.clients, audit: deps.audit, now: deps.now }
+  const consentDeps: ConsentDeps = {
+    store: deps.store,
+    clients: deps.clients,
+    audit: deps.audit,
+    now: deps.now,
+    onAccountLookupSkipped: (e) => deps.log.warn('provider account not learnt from userinfo', { error: errorMessage(e) }),
+  }
   const retry = (flow: { readonly connection: string; readonly method: string } | undefined): string =>
     flow === undefined ? 'start again from where you got the link' : (deps.retryHint ?? defaultRetryHint)(flow)
 
@@ -146,10 +160,12 @@ export function mountBrowserRoutes(app: Hono, deps: BrowserRouteDeps): void {
     }
     const client = await deps.clients.get(connection)
     const formToken = randomSecret()
+    await putConfirmation(deps.store, flowId, link, formToken, deps.now())
     const page = confirmPage({
       connection: link.connection,
       description: connection.description,
       completer: describeOwner(link.completer),
+      bindsTo: bindsTo(link),
       usedBy: link.tokenUser === null ? `everyone granted USE CONNECTION on ${link.connection}` : link.tokenUser,
       scopes: connection.auth.type === 'bearer_token' ? [] : connection.auth.scopes,
       providerOrigin: client.authorizationEndpoint ? new URL(client.authorizationEndpoint).origin : client.issuer,
@@ -174,6 +190,9 @@ export function mountBrowserRoutes(app: Hono, deps: BrowserRouteDeps): void {
     const cookieToken = getCookie(c, CONFIRM_COOKIE) ?? ''
     if (!isFlowId(flowId) || !sameSecret(posted, cookieToken))
       return send(failurePage({ title: 'Confirmation failed', message: 'The confirmation form did not match this browser. Open the link again and press the button on that page.', retry: '', status: 403 }))
+    // The pair must also be one this server issued for this link, and it works once.
+    if (!(await takeConfirmation(deps.store, flowId, posted)))
+      return send(failurePage({ title: 'Confirmation failed', message: 'This confirmation was not issued for this link or was already used. Open the link again and press the button on that page.', retry: '', status: 403 }))
     // Everything that can fail for reasons other than the flow (discovery, say) happens before
     // the link is consumed, so such a failure leaves the link usable.
     const peek = await readConsentLink(deps.store, flowId)
@@ -203,8 +222,9 @@ export function mountBrowserRoutes(app: Hono, deps: BrowserRouteDeps): void {
     const error = query.get('error')
     const record = isFlowId(state) ? await takeCallback(deps.store, state) : undefined
     if (!record) {
-      // Some providers answer an unusable request (redirect_uri_mismatch …) without our state.
-      if (error) return send(providerErrorPage({ connection: undefined, error: safeCode(error), description: safeDescription(query.get('error_description')), redirectUri: redirectUri(snapshot.server.publicUrl), clientId: undefined, retry: retry(undefined) }))
+      // Without a live flow behind `state` nothing of the query is shown: anyone can make this
+      // URL, and provider error text would be their text on Keyway's origin.
+      if (error) return send(invalidCallbackPage({ redirectUri: redirectUri(snapshot.server.publicUrl) }))
       return send(flowGonePage(retry(undefined)))
     }
     const bound = getCookie(c, bindCookieName(state))
@@ -260,10 +280,12 @@ export function mountBrowserRoutes(app: Hono, deps: BrowserRouteDeps): void {
     }
     try {
       const granted = await completeConsent(consentDeps, snapshot, record, callbackUrl)
+      if (granted.kind === 'account-mismatch') return send(accountMismatchPage({ ...granted, retry: retry(record) }))
       return send(grantedPage({
         connection: granted.connection,
         usedBy: granted.tokenUser === null ? `everyone granted USE CONNECTION on ${granted.connection}` : granted.tokenUser,
         completedBy: completedBy(record),
+        providerAccount: granted.providerAccount,
         scope: granted.scope,
         expiresAt: granted.expiresAt,
         refreshToken: granted.refreshToken,
@@ -285,6 +307,15 @@ export function defaultRetryHint(flow: { readonly connection: string; readonly m
   return flow.method === 'oauth_u2m_shared'
     ? `the connection's owner runs ${authorizeCommand(flow.connection)} again`
     : 'call the tool again from your agent to get a new link'
+}
+
+/** Whom a confirmed link binds the provider account to (the confirmation page's one sentence). */
+function bindsTo(link: ConsentLink): { phrase: string; name: string } {
+  if (link.tokenUser !== null) return { phrase: `Keyway user ${link.tokenUser}`, name: link.tokenUser }
+  const c = link.completer
+  if ('user' in c) return { phrase: `Keyway user ${c.user}`, name: c.user }
+  if ('group' in c) return { phrase: `a member of Keyway group ${c.group}`, name: `a member of group ${c.group}` }
+  return { phrase: `Keyway service principal ${c.servicePrincipal}`, name: `the owner of service principal ${c.servicePrincipal}` }
 }
 
 function send(page: Page, cookies: readonly string[] = [], extra: Readonly<Record<string, string>> = {}): Response {

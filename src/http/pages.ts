@@ -129,6 +129,11 @@ export interface ConfirmPageInput {
   readonly description: string | undefined
   /** `user alice@example.com` or `a member of group admins`. */
   readonly completer: string
+  /**
+   * Whom the provider account gets bound to, as a phrase and as a name: `Keyway user alice@…` /
+   * `alice@…`, or for a group owner `a member of Keyway group admins` / `a member of group admins`.
+   */
+  readonly bindsTo: { readonly phrase: string; readonly name: string }
   /** Whose token it becomes: `everyone granted USE CONNECTION on it` (shared) or a user. */
   readonly usedBy: string
   readonly scopes: readonly string[]
@@ -155,7 +160,7 @@ export function confirmPage(p: ConfirmPageInput): Page {
 <dt>Provider</dt><dd><code>${p.providerOrigin}</code></dd>
 <dt>Link expires</dt><dd>${formatExpiry(p.expiresAt, p.now)}</dd>
 </dl>
-<p>If you are not ${p.completer}, close this page: whoever signs in next decides which account the connection uses.</p>
+<p class="warning">This connects the provider account you sign in with to ${p.bindsTo.phrase}. If you are not ${p.bindsTo.name}, stop.</p>
 <form method="post" action="${p.action}">
 <input type="hidden" name="token" value="${p.formToken}">
 <button type="submit">Continue to the provider</button>
@@ -167,6 +172,8 @@ export interface GrantedPageInput {
   readonly connection: string
   readonly usedBy: string
   readonly completedBy: string
+  /** The provider account that signed in, when the provider named it. */
+  readonly providerAccount: string | undefined
   readonly scope: string | undefined
   readonly expiresAt: number | undefined
   readonly refreshToken: boolean
@@ -188,7 +195,7 @@ export function grantedPage(p: GrantedPageInput): Page {
     }
 <dl>
 <dt>Connection</dt><dd><code>${p.connection}</code></dd>
-<dt>Signed in by</dt><dd>${p.completedBy}</dd>
+<dt>Signed in by</dt><dd>${p.completedBy}${p.providerAccount === undefined ? ' (the provider did not name the account)' : html` as provider account <strong>${p.providerAccount}</strong>`}</dd>
 <dt>Used by</dt><dd>${p.usedBy}</dd>
 <dt>Scopes granted</dt><dd>${p.scope ? html`<code>${p.scope}</code>` : 'not stated by the provider'}</dd>
 <dt>Access token expires</dt><dd>${formatExpiry(p.expiresAt, p.now)}</dd>
@@ -272,6 +279,34 @@ export function wrongUserPage(p: { readonly signedInAs: string; readonly expecte
     tone: 'error',
     body: html`<p>You are signed in as <strong>${p.signedInAs}</strong>, but this link for connection <code>${p.connection}</code> was made for <strong>${p.expected}</strong>. Nothing was stored and the link no longer works.</p>
 <p>${p.expected} must open a new link while signed in as themselves.</p>`,
+  })
+}
+
+/** `auth.accountMatch` refused the provider account: say which was used and which was expected. */
+export function accountMismatchPage(p: {
+  readonly connection: string
+  readonly keywayUser: string
+  readonly providerAccount: string | undefined
+  readonly expected: string
+  readonly retry: string
+}): Page {
+  return renderPage({
+    status: 403,
+    title: 'This provider account does not belong to this Keyway user',
+    tone: 'error',
+    body: html`<p>You signed in at the provider as <strong>${p.providerAccount ?? 'an account the provider did not name'}</strong>, but connection <code>${p.connection}</code> for Keyway user <strong>${p.keywayUser}</strong> requires ${p.expected}. Nothing was stored and the link no longer works.</p>
+<p>To try again: ${p.retry}, and sign in at the provider with the expected account.</p>`,
+  })
+}
+
+/** A callback without a live flow behind its `state`: nothing from the query is shown. */
+export function invalidCallbackPage(p: { readonly redirectUri: string }): Page {
+  return renderPage({
+    status: 400,
+    title: 'This sign-in link is not valid or has expired',
+    tone: 'error',
+    body: html`<p>Nothing was stored. Start again from where you got the link.</p>
+<p>If you are setting up Keyway and the provider reported a problem before any sign-in started, check the connection's client registration at the provider; Keyway's redirect URI is <code>${p.redirectUri}</code> (<code>keyway redirect-uri</code> prints it).</p>`,
   })
 }
 

@@ -43,7 +43,7 @@ export interface TokenRecord {
   readonly obtainedAt: number
   readonly lastRefreshAt?: number
   readonly lastUsedAt?: number
-  /** Who signed in at the provider (for `keyway credentials`). */
+  /** The provider account that signed in, its email else its subject (for `keyway credentials`). */
   readonly subject?: string
   /** Conditions to surface, e.g. "no refresh token was issued". */
   readonly warnings?: readonly string[]

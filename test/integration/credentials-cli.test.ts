@@ -38,7 +38,7 @@ const oauthConnection = (name: string, type: string): string => `  ${name}:
     owner: { user: admin@example.com }
     auth:
       type: ${type}
-      ${OAUTH}
+      ${OAUTH}${type === 'oauth_u2m_per_user' ? '\n      accountMatch: { claim: email }' : ''}
 `
 
 interface ConfigOptions {

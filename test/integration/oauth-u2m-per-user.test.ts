@@ -28,7 +28,8 @@ import { startHttp, type HttpKeyway } from '../../src/start.js'
 import { openTokenStore, type TokenStore } from '../../src/store/index.js'
 import type { CliIo } from '../../tools/cli.js'
 import { run as credentials } from '../../tools/credentials.js'
-import { launchBrowser, signInAtProvider, skipBrowserTests, type TestBrowser } from '../helpers/browser.js'
+import { launchBrowser, skipBrowserTests, type TestBrowser } from '../helpers/browser.js'
+import { consentInBrowser as consentInBrowserAt, type BrowserRun } from '../helpers/consent-browser.js'
 import { apiKeyLines, loadTestConfig, TEST_KEYS, writeTempConfig } from '../helpers/config.js'
 import { freePort } from '../helpers/free-port.js'
 import type { ToolCallResult } from '../helpers/mcp-clients.js'
@@ -178,63 +179,8 @@ afterAll(async () => {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-interface BrowserRun {
-  /** HTTP status of the page the flow ended on (Keyway's callback page, or the wrong-user page). */
-  readonly status: number
-  readonly text: string
-  /** Navigations to the redirect URI, in order (the last is the provider's answer). */
-  readonly callbacks: readonly string[]
-}
-
-/**
- * A person opens a consent link in a fresh browser and goes through what Keyway and the
- * provider show, as `user`: OIDC mode signs them in at the identity provider first; API-key
- * mode shows the confirmation page, whose button they press.
- */
-async function consentInBrowser(link: string, user: string): Promise<BrowserRun> {
-  const context = await browser.newContext()
-  const page = await context.newPage()
-  const navigations: { readonly url: URL; readonly status: number }[] = []
-  page.on('response', (r) => {
-    if (r.request().isNavigationRequest() && r.frame() === page.mainFrame()) navigations.push({ url: new URL(r.url()), status: r.status() })
-  })
-  /** Index of the first navigation from `from` on that matches. */
-  const navigation = async (from: number, match: (n: { readonly url: URL; readonly status: number }) => boolean): Promise<number> => {
-    for (let waited = 0; waited < 30_000; waited += 25) {
-      const i = navigations.findIndex((n, j) => j >= from && match(n))
-      if (i >= 0) return i
-      await new Promise((r) => setTimeout(r, 25))
-    }
-    throw new Error(`no such navigation; seen: ${navigations.map((n) => `${n.status} ${n.url.pathname}`).join(', ')}`)
-  }
-  const isCallback = (n: { readonly url: URL }): boolean => n.url.pathname === CALLBACK_PATH
-  try {
-    await page.goto(link)
-    if (new URL(page.url()).origin !== as.issuer) {
-      // API-key mode: the confirmation page.
-      await page.click('button[type="submit"]')
-      await page.waitForURL((u) => u.origin === as.issuer, { timeout: 10_000 })
-    }
-    await signInAtProvider(page, user)
-    let last = await navigation(0, isCallback)
-    if (navigations[last]?.status === 303) {
-      // OIDC mode, the right user: Keyway sends the browser on to the connection's own consent.
-      const next = await navigation(last + 1, (n) => isCallback(n) || (n.url.origin === as.issuer && n.url.pathname.startsWith('/interaction/') && n.status === 200))
-      const at = navigations[next]
-      if (at && !isCallback(at)) {
-        await page.waitForURL(at.url.href, { waitUntil: 'domcontentloaded', timeout: 10_000 })
-        await signInAtProvider(page, user)
-        last = await navigation(next + 1, isCallback)
-      } else last = next
-    }
-    const final = navigations[last]
-    await page.waitForURL((u) => u.pathname === CALLBACK_PATH, { waitUntil: 'domcontentloaded', timeout: 10_000 })
-    const callbacks = navigations.filter(isCallback).map((n) => n.url.href)
-    return { status: final?.status ?? 0, text: await page.locator('main').innerText(), callbacks }
-  } finally {
-    await context.close()
-  }
-}
+/** A person opens a consent link in a fresh browser as `user` (test/helpers/consent-browser.ts). */
+const consentInBrowser = (link: string, user: string): Promise<BrowserRun> => consentInBrowserAt(browser, as.issuer, link, user)
 
 const bearer = (key: keyof typeof TEST_KEYS): Record<string, string> => ({ authorization: `Bearer ${TEST_KEYS[key]}` })
 const textOf = (r: ToolCallResult): string => r.content[0]?.text ?? ''
@@ -544,7 +490,7 @@ describe.skipIf(skipBrowserTests())('API-key mode (confirmation page), expiry an
       const text = await page.locator('main').innerText()
       expect(text).toContain(`This link was made for user ${ALICE} to sign in to connection drive`)
       expect(text).toMatch(/The token will be used by\s+alice@example\.com/)
-      expect(text).toContain(`If you are not user ${ALICE}, close this page`)
+      expect(text).toContain(`This connects the provider account you sign in with to Keyway user ${ALICE}. If you are not ${ALICE}, stop.`)
     } finally {
       await page.context().close()
     }

@@ -61,7 +61,8 @@ const seen: Record<string, string[]> = { 'tool results': [], 'consent pages': []
 /** Plants a secret captured from a peer under a fresh name. */
 function plant(kind: string, value: unknown): void {
   if (typeof value !== 'string' || value === '') return
-  if (!Object.values(planted).includes(value)) planted[`${kind}${Object.keys(planted).length}`] = value
+  // One value may be planted under several kinds (the callback's code is also the code redeemed).
+  if (!Object.entries(planted).some(([k, v]) => v === value && k.replace(/\d+$/, '') === kind)) planted[`${kind}${Object.keys(planted).length}`] = value
 }
 
 beforeAll(async () => {

@@ -3,7 +3,7 @@
  * out of frames, caches and Referer, and the no-refresh-token warning is impossible to miss.
  */
 import { describe, expect, test } from 'vitest'
-import { confirmPage, escapeHtml, grantedPage, html, pageHeaders, providerErrorPage } from '../../../src/http/pages.js'
+import { accountMismatchPage, confirmPage, escapeHtml, grantedPage, html, invalidCallbackPage, pageHeaders, providerErrorPage } from '../../../src/http/pages.js'
 
 describe('pages', () => {
   test('html escapes interpolations and keeps nested safe markup [consent:escape]', () => {
@@ -27,6 +27,7 @@ describe('pages', () => {
       connection: 'crm',
       description: '<script>alert(1)</script>',
       completer: 'user a"b@example.com',
+      bindsTo: { phrase: 'Keyway user a"b@example.com', name: 'a"b@example.com' },
       usedBy: 'everyone granted USE CONNECTION on crm',
       scopes: ['read', 'offline_access'],
       providerOrigin: 'https://idp.example',
@@ -38,18 +39,38 @@ describe('pages', () => {
     expect(p.body).not.toContain('<script>')
     expect(p.body).toContain('&lt;script&gt;')
     expect(p.body).toContain('user a&quot;b@example.com')
+    expect(p.body).toContain('This connects the provider account you sign in with to Keyway user a&quot;b@example.com. If you are not a&quot;b@example.com, stop.')
     expect(p.body).toContain('<form method="post" action="/connect/abc">')
     expect(p.body).toContain('name="token" value="tok-123"')
     expect(p.headers['content-security-policy']).toContain("form-action 'self' https://idp.example;")
   })
 
   test('granted page without a refresh token carries a loud warning [consent:no-refresh-token-warning]', () => {
-    const common = { connection: 'crm', usedBy: 'x', completedBy: 'alice', scope: 'read', expiresAt: 3_600_000, warnings: [], now: 0 }
+    const common = { connection: 'crm', usedBy: 'x', completedBy: 'alice', providerAccount: undefined, scope: 'read', expiresAt: 3_600_000, warnings: [], now: 0 }
     const warned = grantedPage({ ...common, refreshToken: false })
     expect(warned.body).toContain('role="alert"')
     expect(warned.body).toContain('Access will stop at first expiry')
     expect(warned.body).toContain('offline_access')
     expect(grantedPage({ ...common, refreshToken: true }).body).not.toContain('role="alert"')
+  })
+
+  test('granted page names the provider account next to the Keyway user, escaped [consent:escape]', () => {
+    const p = grantedPage({ connection: 'crm', usedBy: 'x', completedBy: 'carol', providerAccount: '<b>bob</b>@example.com', scope: undefined, expiresAt: undefined, refreshToken: true, warnings: [], now: 0 })
+    expect(p.body).toContain('carol as provider account <strong>&lt;b&gt;bob&lt;/b&gt;@example.com</strong>')
+  })
+
+  test('account mismatch page names the account used and the one expected, escaped [consent:escape]', () => {
+    const p = accountMismatchPage({ connection: 'crm', keywayUser: 'carol', providerAccount: '<i>bob</i>', expected: 'a verified email address carol', retry: 'again' })
+    expect(p.status).toBe(403)
+    expect(p.body).toContain('as <strong>&lt;i&gt;bob&lt;/i&gt;</strong>')
+    expect(p.body).toContain('requires a verified email address carol')
+  })
+
+  test('the invalid-callback page is generic: fixed text and Keyway\'s own redirect URI only [consent:callback-generic]', () => {
+    const p = invalidCallbackPage({ redirectUri: 'https://kw.example/login/oauth/http.html' })
+    expect(p.status).toBe(400)
+    expect(p.body).toContain('This sign-in link is not valid or has expired')
+    expect(p.body).toContain('<code>https://kw.example/login/oauth/http.html</code>')
   })
 
   test('redirect_uri_mismatch shows the exact URI to register', () => {
