@@ -43,8 +43,9 @@ export const DEFAULT_LISTENER_LIMITS: ListenerLimits = Object.freeze({
   // The largest body (server.maxRequestBytes, 1 MiB by default) takes well under this on any link
   // an agent runs on. It bounds receiving the request only, never a long answer (SSE, consent waits).
   requestTimeoutMs: 30_000,
-  // Clients reuse a connection at once or not at all; idle sockets only hold a connection slot.
-  keepAliveTimeoutMs: 5_000,
+  // Above the 60 s idle timeout of common load balancers, so a balancer never sends a request on a
+  // connection Keyway is closing (a 502 for the caller). Idle sockets are bounded by maxConnections.
+  keepAliveTimeoutMs: 65_000,
   // Node's default is 30 s, which would let a slow client overstay the timeouts above by that much.
   connectionsCheckingIntervalMs: 1_000,
   maxConnections: 1024,
