@@ -24,6 +24,21 @@ export function escapeForTerminal(cell: string): string {
 }
 
 /**
+ * Text someone else chose (a provider's error description, an account name) as one bounded line
+ * for a message or a page: every terminal-unsafe character becomes a space, runs of them one space,
+ * the ends are trimmed, and more than `maxChars` characters end in `…`.
+ */
+export function oneLine(text: string, maxChars: number): string {
+  const line = text.replace(new RegExp(`${TERMINAL_UNSAFE.source}+`, 'g'), ' ').trim()
+  return line.length > maxChars ? `${line.slice(0, maxChars)}…` : line
+}
+
+/** An OAuth error code as given, if it is one (RFC 6749 §5.2 charset, printable ASCII without `"` and `\`), else a placeholder. */
+export function safeErrorCode(code: string): string {
+  return /^[\x20-\x21\x23-\x5B\x5D-\x7E]{1,64}$/.test(code) ? code : 'an invalid error code'
+}
+
+/**
  * A value as one JSON line that is still safe on a terminal: `JSON.stringify` escapes only C0
  * controls, so C1 controls and bidi characters are written as `\uXXXX` escapes (the same JSON value).
  */

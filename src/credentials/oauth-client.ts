@@ -16,6 +16,7 @@ import { basicClientCredentials } from '../encoding.js'
 import { AppError, isAppError, type AppErrorCode } from '../errors.js'
 import { confineToIssuerOrigin, type MetadataEndpointField } from '../egress/same-origin.js'
 import { formsOf, redactText } from '../redact.js'
+import { oneLine, safeErrorCode } from '../safe-text.js'
 
 /** The `customFetch` openid-client calls; egress provides one per timeout (`Egress.fetchFor`). */
 export type ProviderFetch = oidc.CustomFetch
@@ -463,12 +464,12 @@ export function mapOAuthError(e: unknown, ctx: MapContext): AppError {
         return fail('CREDENTIAL_UNAVAILABLE', `the provider refused the requested resource (invalid_target${desc}): check auth.tokenParams.resource (RFC 8707)`, 'invalid_target', false)
       default: {
         const transient = e.status >= 500 || e.error === 'temporarily_unavailable' || e.error === 'server_error'
-        return fail('CREDENTIAL_UNAVAILABLE', `the provider answered ${what} with ${safeToken(e.error)} (status ${e.status}${desc})`, safeToken(e.error), transient)
+        return fail('CREDENTIAL_UNAVAILABLE', `the provider answered ${what} with ${safeErrorCode(e.error)} (status ${e.status}${desc})`, safeErrorCode(e.error), transient)
       }
     }
   }
   if (e instanceof oidc.AuthorizationResponseError) {
-    return fail('FLOW_INVALID', `the provider returned ${safeToken(e.error)} to the callback`, safeToken(e.error), false)
+    return fail('FLOW_INVALID', `the provider returned ${safeErrorCode(e.error)} to the callback`, safeErrorCode(e.error), false)
   }
   // egress refusals and failures arrive wrapped by openid-client ("something went wrong").
   const app = findAppError(e)
@@ -554,15 +555,8 @@ function responseStatus(e: oidc.ClientError): number | undefined {
   return cause instanceof Response ? cause.status : undefined
 }
 
-/** An OAuth error code as a safe token (RFC 6749 §5.2 limits them to printable ASCII without quotes). */
-function safeToken(v: string): string {
-  return /^[\x20-\x21\x23-\x5B\x5D-\x7E]{1,64}$/.test(v) ? v : 'an invalid error code'
-}
-
-/** `: <description>` with control characters removed, bounded (the caller redacts it). */
+/** `: <description>` as one bounded line (the caller redacts it). */
 function describe(description: string | undefined): string {
-  if (!description) return ''
-  let d = description.replace(/[\u0000-\u001f\u007f-\u009f]+/g, ' ').trim()
-  if (d.length > MAX_DESCRIPTION_CHARS) d = `${d.slice(0, MAX_DESCRIPTION_CHARS)}…`
+  const d = description ? oneLine(description, MAX_DESCRIPTION_CHARS) : ''
   return d ? `: ${d}` : ''
 }

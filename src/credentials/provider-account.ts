@@ -9,6 +9,7 @@
  * @module
  */
 import type { AccountMatch } from '../config/schema.js'
+import { oneLine } from '../safe-text.js'
 import type { OAuthClient, TokenSet } from './oauth-client.js'
 
 /** Where the account facts came from. */
@@ -81,17 +82,12 @@ export async function learnProviderAccount(
 
 /** How the account is named on pages, in the audit log and in `keyway credentials`: one bounded line. */
 export function describeAccount(account: ProviderAccount): string | undefined {
-  if (account.email !== undefined) return account.emailVerified === false ? `${oneLine(account.email)} (email not verified)` : oneLine(account.email)
-  return account.sub === undefined ? undefined : oneLine(account.sub)
+  if (account.email !== undefined) return account.emailVerified === false ? `${oneLine(account.email, MAX_ACCOUNT_CHARS)} (email not verified)` : oneLine(account.email, MAX_ACCOUNT_CHARS)
+  return account.sub === undefined ? undefined : oneLine(account.sub, MAX_ACCOUNT_CHARS)
 }
 
 /** Longest account name shown: RFC 5321 §4.5.3.1.3 bounds an address path at 256 octets. */
 const MAX_ACCOUNT_CHARS = 256
-
-function oneLine(v: string): string {
-  const line = v.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]+/g, ' ').trim()
-  return line.length > MAX_ACCOUNT_CHARS ? `${line.slice(0, MAX_ACCOUNT_CHARS)}…` : line
-}
 
 /** Outcome of {@link checkAccount}: `expected` says, for the page and the audit, what would have matched. */
 export type AccountCheck = { readonly ok: true } | { readonly ok: false; readonly expected: string }

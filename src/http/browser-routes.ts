@@ -49,6 +49,7 @@ import { errorMessage, type Logger } from '../log.js'
 import type { Runtime } from '../runtime.js'
 import type { TokenStore } from '../store/index.js'
 import { isFlowId } from '../store/index.js'
+import { oneLine, safeErrorCode } from '../safe-text.js'
 import { closeAfterAnswer, describeCap, FORM_MAX_BYTES, readBody } from './body-limit.js'
 import {
   accountMismatchPage,
@@ -243,7 +244,7 @@ export function mountBrowserRoutes(app: Hono, deps: BrowserRouteDeps): void {
   const signedIn = async (record: SignInCallback, callbackUrl: URL, error: string | null, snapshot: ConfigSnapshot): Promise<Response> => {
     const signIn = deps.signIn(snapshot)
     if (error || !signIn) {
-      return send(failurePage({ title: 'Sign-in at the identity provider failed', message: `The identity provider answered ${error ? safeCode(error) : 'after identity.oidc.browserClient was removed'}. Nothing was stored; the link still works.`, retry: 'open the link again', status: 400 }))
+      return send(failurePage({ title: 'Sign-in at the identity provider failed', message: `The identity provider answered ${error ? safeErrorCode(error) : 'after identity.oidc.browserClient was removed'}. Nothing was stored; the link still works.`, retry: 'open the link again', status: 400 }))
     }
     let who: { user: string; groups: readonly string[] }
     try {
@@ -266,7 +267,7 @@ export function mountBrowserRoutes(app: Hono, deps: BrowserRouteDeps): void {
   const providerAnswered = async (record: ProviderCallback, callbackUrl: URL, error: string | null, snapshot: ConfigSnapshot): Promise<Response> => {
     const onOutcomeError = (e: unknown): void => deps.log.warn('outcome not recorded', { error: errorMessage(e) })
     if (error) {
-      const code = safeCode(error)
+      const code = safeErrorCode(error)
       await failConsent(consentDeps, record, code, onOutcomeError)
       const connection = snapshot.connections.get(record.connection)
       return send(providerErrorPage({
@@ -363,13 +364,6 @@ function sameSecret(a: string, b: string): boolean {
   return x.length === y.length && timingSafeEqual(x, y)
 }
 
-/** An OAuth error code from the query, as a safe short token (RFC 6749 §4.1.2.1 charset). */
-function safeCode(v: string): string {
-  return /^[\x20-\x21\x23-\x5B\x5D-\x7E]{1,64}$/.test(v) ? v : 'an invalid error code'
-}
-
 function safeDescription(v: string | null): string | undefined {
-  if (!v) return undefined
-  const d = v.replace(/[\u0000-\u001f\u007f]+/g, ' ').trim()
-  return d.length > MAX_DESCRIPTION_CHARS ? `${d.slice(0, MAX_DESCRIPTION_CHARS)}…` : d || undefined
+  return (v && oneLine(v, MAX_DESCRIPTION_CHARS)) || undefined
 }
