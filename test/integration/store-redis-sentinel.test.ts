@@ -39,7 +39,7 @@ describeTokenStoreContract('redis sentinel', async () => ({
   openPeer: () => createBackend(topo.url),
 }))
 
-describe('token writes wait for the replica (WAIT 1) [store:replicated-write]', () => {
+describe('token writes wait for the replica (WAIT 1)', () => {
   const ns = `kwtest-${randomBytes(6).toString('hex')}`
   const ref = { connection: 'wait', user: 'kim@example.com' }
   const key = tokenKey(ns, ref)
@@ -110,7 +110,7 @@ describe('token writes wait for the replica (WAIT 1) [store:replicated-write]', 
   }, 20_000)
 })
 
-describe('Sentinel failover under load [store:failover]', () => {
+describe('Sentinel failover under load', () => {
   test('SIGKILL the primary: calls resume after promotion, the token survives, one token request', async () => {
     const te = await startTokenEndpoint()
     const upstream = await startUpstream()
