@@ -232,6 +232,7 @@ function connectOnce<C extends { connect(): Promise<unknown>; destroy(): unknown
   let client = create()
   let ready = false
   let connecting: Promise<void> | undefined
+  let lastError: unknown // of the previous attempt, while the store has not connected yet
   return {
     get client() {
       return client
@@ -241,14 +242,19 @@ function connectOnce<C extends { connect(): Promise<unknown>; destroy(): unknown
     },
     ensureReady(): Promise<void> {
       if (ready) return Promise.resolve()
+      // After a failed attempt, one caller waits for the next one and the others fail at once,
+      // rather than every caller waiting out a connect to a store that is down.
+      if (connecting !== undefined && lastError !== undefined) return Promise.reject(lastError)
       connecting ??= deadline(client.connect(), connectTimeoutMs, 'redis did not connect').then(
         () => {
           ready = true
+          lastError = undefined
           connecting = undefined
         },
         (e: unknown) => {
           const failed = client
           client = create()
+          lastError = e
           connecting = undefined
           void Promise.resolve()
             .then(() => failed.destroy())
@@ -274,6 +280,11 @@ function sentinelConnection(t: Extract<RedisTopology, { kind: 'sentinel' }>, opt
       },
       // Besides the Sentinels' announcements, re-check the primary every few seconds.
       scanInterval: 5_000,
+      // 0: a first connect that finds no Sentinel or no primary fails at once (the library would
+      // otherwise retry 16 times a second apart and print each error to stdout), and a command that
+      // fails is not retried past our deadline. A primary that stops answering still makes the
+      // client ask the Sentinels again before the next command (that path is not counted).
+      maxCommandRediscovers: 0,
     })
     // Errors surface on the calls that meet them; an EventEmitter without a listener would crash.
     s.on('error', () => {})

@@ -4,7 +4,7 @@
  * three Sentinels (quorum 2, down after 1 s, so a SIGKILLed primary is replaced in a few seconds),
  * and a three-master Cluster built with `redis-cli --cluster create`. Each test file starts its
  * own and tears it down; nothing here touches the shared Redis on 6379. Admin commands go through
- * `redis-cli`. Tests only; 127.0.0.1 only.
+ * `redis-cli`. Also the fail-fast check every unreachable topology must pass. Tests only; 127.0.0.1 only.
  * @module
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
@@ -13,6 +13,9 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { promisify } from 'node:util'
+import { performance } from 'node:perf_hooks'
+import { expect } from 'vitest'
+import type { StoreBackend } from '../../src/store/backend.js'
 import { freePort } from './free-port.js'
 
 const run = promisify(execFile)
@@ -191,5 +194,24 @@ export async function startCluster(): Promise<ClusterTopology> {
   } catch (e) {
     await close()
     throw e
+  }
+}
+
+/** Every kind of backend call must reject with STORE_UNAVAILABLE within `withinMs`. */
+export async function expectEveryCallFailsFast(backend: StoreBackend, withinMs: number): Promise<void> {
+  const calls: Array<[string, () => Promise<unknown>]> = [
+    ['get', () => backend.get('k')],
+    ['set', () => backend.set('k', 'v', 1000)],
+    ['compareAndSwap', () => backend.compareAndSwap('k', 'a', 'b')],
+    ['acquireLock', () => backend.acquireLock('k', 1000)],
+    ['keys', async () => {
+      for await (const k of backend.keys('x')) void k
+    }],
+    ['ping', () => backend.ping()],
+  ]
+  for (const [name, call] of calls) {
+    const started = performance.now()
+    await expect(call(), name).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' })
+    expect(performance.now() - started, name).toBeLessThan(withinMs)
   }
 }

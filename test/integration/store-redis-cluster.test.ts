@@ -14,7 +14,7 @@ import { createKeyring } from '../../src/store/crypto.js'
 import { tokenKey } from '../../src/store/keys.js'
 import { createTokenStore } from '../../src/store/token-store.js'
 import { describeTokenStoreContract } from '../contract/token-store.contract.js'
-import { redisCli, startCluster } from '../helpers/redis-topology.js'
+import { expectEveryCallFailsFast, redisCli, startCluster } from '../helpers/redis-topology.js'
 
 const cluster = await startCluster()
 afterAll(() => cluster.close())
@@ -25,6 +25,15 @@ describeTokenStoreContract('redis cluster', async () => ({
 }))
 
 describe('redis cluster specifics', () => {
+  test('no Cluster node answers: every call fails fast as STORE_UNAVAILABLE', async () => {
+    const backend = await createBackend('redis+cluster://127.0.0.1:1,127.0.0.1:2')
+    try {
+      await expectEveryCallFailsFast(backend, 2_500)
+    } finally {
+      await backend.close()
+    }
+  })
+
   test('keys() lists the keys of every master, and token writes do not wait without replicas', async () => {
     const warnings: string[] = []
     const keyring = createKeyring({ current: new Secret(randomBytes(32).toString('base64')), previous: [], dangerouslyUseEphemeralKey: false, warn: () => {} })

@@ -11,7 +11,7 @@
 import { randomBytes } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { afterAll, describe, expect, test } from 'vitest'
+import { afterAll, describe, expect, test, vi } from 'vitest'
 import { createMemoryAuditLog } from '../../src/audit/audit-log.js'
 import { createMemoryLogger } from '../../src/log.js'
 import { Secret } from '../../src/secret.js'
@@ -23,7 +23,7 @@ import { createTokenStore, type TokenRecord } from '../../src/store/token-store.
 import { describeTokenStoreContract } from '../contract/token-store.contract.js'
 import { apiKeyLines, loadTestConfig, TEST_KEYS } from '../helpers/config.js'
 import { connectClient, textOf } from '../helpers/mcp-clients.js'
-import { MASTER_NAME, redisCli, startSentinelTopology, waitUntil } from '../helpers/redis-topology.js'
+import { expectEveryCallFailsFast, MASTER_NAME, redisCli, startSentinelTopology, waitUntil } from '../helpers/redis-topology.js'
 import { startTokenEndpoint } from '../helpers/start-token-endpoint.js'
 import { startUpstream } from '../helpers/start-upstream.js'
 
@@ -33,6 +33,18 @@ afterAll(() => topo.close())
 const KEY = randomBytes(32).toString('base64')
 const keyring = createKeyring({ current: new Secret(KEY), previous: [], dangerouslyUseEphemeralKey: false, warn: () => {} })
 const record = (n: number): TokenRecord => ({ method: 'oauth_u2m_per_user', accessToken: `canary-at-${n}`, refreshToken: `canary-rt-${n}`, tokenType: 'Bearer', obtainedAt: n })
+
+test('no Sentinel answers: every call fails fast as STORE_UNAVAILABLE, and the client library prints nothing to stdout', async () => {
+  const printed = vi.spyOn(console, 'log')
+  const backend = await createBackend('redis+sentinel://127.0.0.1:1,127.0.0.1:2/kwmaster')
+  try {
+    await expectEveryCallFailsFast(backend, 2_500)
+    expect(printed).not.toHaveBeenCalled()
+  } finally {
+    printed.mockRestore()
+    await backend.close()
+  }
+})
 
 describeTokenStoreContract('redis sentinel', async () => ({
   backend: await createBackend(topo.url),
