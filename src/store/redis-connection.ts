@@ -278,8 +278,9 @@ function sentinelConnection(t: Extract<RedisTopology, { kind: 'sentinel' }>, opt
         ...(opts.sentinelPassword === undefined ? {} : { password: opts.sentinelPassword.reveal() }),
         socket: { connectTimeout: opts.connectTimeoutMs },
       },
-      // Besides the Sentinels' announcements, re-check the primary every few seconds.
-      scanInterval: 5_000,
+      // Besides the Sentinels' announcements, re-check the primary now and then (a re-check holds
+      // commands back for one round trip to a Sentinel, so not too often).
+      scanInterval: 10_000,
       // 0: a first connect that finds no Sentinel or no primary fails at once (the library would
       // otherwise retry 16 times a second apart and print each error to stdout), and a command that
       // fails is not retried past our deadline. A primary that stops answering still makes the
