@@ -1,6 +1,7 @@
 /**
  * `keyway validate [--config F]`: loads the file exactly as `serve` would and prints every
- * problem at once as `file:line path: problem`; exit 1 if there is any. A valid file gets the
+ * problem at once as `file:line path: problem`; exit 1 if there is any. A valid file is summed up
+ * (counts, and the token store's topology without any password), gets the
  * consent-link advice (per-user connections in API-key mode without `auth.accountMatch`) as
  * warnings, and is then checked against the token store: credentials stored under a connection the file no longer has
  * (removed or renamed) or that now uses another auth type are warned about, with the command
@@ -13,6 +14,7 @@ import { parseArgs } from 'node:util'
 import { consentWarnings, type ConfigSnapshot } from '../src/config/load.js'
 import { findOrphans, groupOrphans, orphanWarnings } from '../src/credentials/orphans.js'
 import { openStoreToInspect, reasonOf } from '../src/credentials/store-access.js'
+import { describeStoreUrl } from '../src/store/index.js'
 import { configPath, loadOrReport, type CliIo, type Command } from './cli.js'
 
 export const run: Command = async (argv, io) => {
@@ -23,6 +25,7 @@ export const run: Command = async (argv, io) => {
   const tools = snapshot.tools.length
   for (const w of consentWarnings(snapshot)) io.err(`keyway: warning: ${w}`)
   io.out(`${file}: ok (${snapshot.connections.size} connection${snapshot.connections.size === 1 ? '' : 's'}, ${tools} tool${tools === 1 ? '' : 's'}, ${snapshot.grants.length} grant${snapshot.grants.length === 1 ? '' : 's'})`)
+  io.out(`store: ${describeStoreUrl(snapshot.store.url)}`)
   await checkStoredCredentials(snapshot, io)
   return 0
 }

@@ -147,6 +147,8 @@ export interface ConfigSnapshot {
     readonly url: string
     /** Redis AUTH password, kept out of `url` so the URL can be logged. */
     readonly password: Secret | undefined
+    /** Sentinel AUTH (`redis+sentinel://` only). */
+    readonly sentinelPassword: Secret | undefined
     readonly encryptionKey: Secret | undefined
     readonly encryptionKeys: readonly Secret[]
     readonly dangerouslyUseEphemeralKey: boolean
@@ -484,6 +486,7 @@ function buildSnapshot(
     store: {
       url: storeUrl,
       password: cfg.store.password && secret(cfg.store.password, ['store', 'password']),
+      sentinelPassword: cfg.store.sentinelPassword && secret(cfg.store.sentinelPassword, ['store', 'sentinelPassword']),
       encryptionKey: cfg.store.encryptionKey && secret(cfg.store.encryptionKey, ['store', 'encryptionKey']),
       encryptionKeys: cfg.store.encryptionKeys.map((ref, i) => secret(ref, ['store', 'encryptionKeys', i])),
       dangerouslyUseEphemeralKey: cfg.store.dangerouslyUseEphemeralKey,

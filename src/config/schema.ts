@@ -6,6 +6,8 @@
  * @module
  */
 import * as z from 'zod'
+import { STORE_SCHEMES } from '../store/backend.js'
+import { redisUrlProblem } from '../store/redis-url.js'
 
 /** A reference to a secret; secrets never appear inline in the file. */
 export const SecretRefSchema = z.union([
@@ -170,9 +172,16 @@ export const ConfigSchema = z.strictObject({
     stdioUser: UserIdSchema.optional(),
   }).prefault({}),
   store: z.strictObject({
-    url: z.string().regex(/^(sqlite:\/\/|memory:\/\/|redis:\/\/|rediss:\/\/)/, 'must start with sqlite://, memory://, redis:// or rediss://')
-      .default('sqlite://./data/keyway.sqlite'),
-    password: SecretRefSchema.optional().describe('Redis password (AUTH); keep it out of store.url'),
+    url: z.string()
+      .regex(/^(sqlite:\/\/|memory:\/\/|redis:\/\/|rediss:\/\/|redis\+sentinel:\/\/|redis\+cluster:\/\/)/, `must start with ${STORE_SCHEMES}`)
+      .superRefine((url, ctx) => {
+        const problem = redisUrlProblem(url)
+        if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem })
+      })
+      .default('sqlite://./data/keyway.sqlite')
+      .describe('redis+sentinel://host:26379,host:26379/<masterName>[/<db>] or redis+cluster://host:6379,host:6379 for high availability'),
+    password: SecretRefSchema.optional().describe('Redis password (AUTH) of the data nodes; keep it out of store.url'),
+    sentinelPassword: SecretRefSchema.optional().describe('AUTH password of the Sentinels (redis+sentinel:// only), when they require one'),
     encryptionKey: SecretRefSchema.optional().describe('32 random bytes, base64 (openssl rand -base64 32)'),
     encryptionKeys: z.array(SecretRefSchema).default([])
       .describe('older keys: records they wrote still decrypt, new writes use encryptionKey'),

@@ -1,7 +1,8 @@
 /**
  * The storage backend contract under the token store: a string key-value store with TTLs, an
  * atomic put-if-unchanged, an atomic take, an owner-token lock and listing by prefix, chosen by
- * the `store.url` scheme (SQLite embedded by default, memory for tests, Redis for replicas).
+ * the `store.url` scheme (SQLite embedded by default, memory for tests, Redis for replicas: one
+ * server, Sentinel or Cluster).
  * Backends store opaque strings (already sealed by the layer above) and know nothing of tokens.
  * Their one rule: a miss is `undefined`, and any failure of the backend throws
  * `AppError('STORE_UNAVAILABLE')` with the original kept as `cause`; nothing is ever guessed.
@@ -10,6 +11,10 @@
 import { randomBytes } from 'node:crypto'
 import type { Secret } from '../secret.js'
 import { AppError, isAppError } from '../errors.js'
+import { isRedisUrl } from './redis-url.js'
+
+/** The schemes `store.url` accepts, for messages. */
+export const STORE_SCHEMES = 'sqlite://, memory://, redis://, rediss://, redis+sentinel:// or redis+cluster://'
 
 /** Which backend a store URL selected. */
 export type BackendKind = 'memory' | 'sqlite' | 'redis'
@@ -47,6 +52,13 @@ export interface StoreBackend {
   acquireLock(key: string, ttlMs: number): Promise<LockHandle | undefined>
   /** Every live key that starts with `prefix` (in no particular order). */
   keys(prefix: string): AsyncIterable<string>
+  /**
+   * After a token write to `key`: waits until a replica holds it, where the backend has replicas
+   * (Redis: `WAIT 1` when the primary has any), so a failover cannot roll the write back. Never
+   * throws: the write is on the primary either way; an unconfirmed copy is logged as a warning.
+   * Absent (nothing to wait for) on memory and SQLite.
+   */
+  replicate?(key: string): Promise<void>
   /** Resolves when the backend answers; for `/readyz`. */
   ping(): Promise<void>
   /** Releases connections and timers; later calls throw `STORE_UNAVAILABLE`. Idempotent. */
@@ -63,8 +75,12 @@ export interface BackendOptions {
   readonly commandTimeoutMs?: number
   /** sqlite: how long to wait for another process's write lock before failing. */
   readonly busyTimeoutMs?: number
-  /** redis: the AUTH password (`store.password`), kept out of the URL. */
+  /** redis: the AUTH password of the data nodes (`store.password`), kept out of the URL. */
   readonly password?: Secret
+  /** redis+sentinel: the AUTH password of the Sentinels (`store.sentinelPassword`). */
+  readonly sentinelPassword?: Secret
+  /** redis: receives warnings (a token write no replica acknowledged in time). */
+  readonly warn?: (message: string) => void
 }
 
 /**
@@ -113,10 +129,10 @@ export async function acquireLockWithCas(
 }
 
 /**
- * Opens the backend a `store.url` names: `memory://`, `sqlite://<absolute path>`, `redis://…` or
- * `rediss://…`. Backends are loaded on demand so that a memory store never loads native SQLite.
+ * Opens the backend a `store.url` names: `memory://`, `sqlite://<absolute path>`, `redis://…`,
+ * `rediss://…`, `redis+sentinel://…` or `redis+cluster://…` (forms: `redis-url.ts`). Backends are loaded on demand so that a memory store never loads native SQLite.
  * A Redis backend connects in the background: an unreachable Redis makes calls fail, not this.
- * @throws AppError `CONFIG_INVALID` for an unknown scheme or a relative SQLite path
+ * @throws AppError `CONFIG_INVALID` for an unknown scheme, a malformed Sentinel or Cluster URL or a relative SQLite path
  * @throws AppError `STORE_UNAVAILABLE` when the SQLite file cannot be created or opened
  */
 export async function createBackend(url: string, opts: BackendOptions = {}): Promise<StoreBackend> {
@@ -128,16 +144,18 @@ export async function createBackend(url: string, opts: BackendOptions = {}): Pro
     const { createSqliteBackend } = await import('./sqlite-backend.js')
     return createSqliteBackend(url.slice('sqlite://'.length), opts.busyTimeoutMs === undefined ? {} : { busyTimeoutMs: opts.busyTimeoutMs })
   }
-  if (url.startsWith('redis://') || url.startsWith('rediss://')) {
+  if (isRedisUrl(url)) {
     const { createRedisBackend } = await import('./redis-backend.js')
     return createRedisBackend(url, {
       ...(opts.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: opts.connectTimeoutMs }),
       ...(opts.commandTimeoutMs === undefined ? {} : { commandTimeoutMs: opts.commandTimeoutMs }),
       ...(opts.password === undefined ? {} : { password: opts.password }),
+      ...(opts.sentinelPassword === undefined ? {} : { sentinelPassword: opts.sentinelPassword }),
+      ...(opts.warn === undefined ? {} : { warn: opts.warn }),
     })
   }
   // The URL may carry a Redis password: never echo it.
-  throw new AppError('CONFIG_INVALID', 'store.url must start with sqlite://, memory://, redis:// or rediss://', {
+  throw new AppError('CONFIG_INVALID', `store.url must start with ${STORE_SCHEMES}`, {
     detail: { setting: 'store.url' },
   })
 }

@@ -7,6 +7,7 @@
 export { createBackend, type BackendKind, type BackendOptions, type LockHandle, type StoreBackend } from './backend.js'
 export { createKeyring, keyIdOf, type Keyring, type KeyringOptions } from './crypto.js'
 export { openTokenStore, type OpenTokenStoreOptions, type StoreSettings } from './open.js'
+export { describeStoreUrl } from './redis-url.js'
 export { createMemoryBackend, type MemoryBackend, type MemoryBackendOptions } from './memory-backend.js'
 export {
   createTokenStore,

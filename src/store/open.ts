@@ -13,13 +13,15 @@ import { createTokenStore, type TokenStore } from './token-store.js'
 export interface StoreSettings {
   readonly url: string
   readonly password?: Secret | undefined
+  /** Sentinel AUTH (`store.sentinelPassword`); only `redis+sentinel://` uses it. */
+  readonly sentinelPassword?: Secret | undefined
   readonly encryptionKey: Secret | undefined
   readonly encryptionKeys: readonly Secret[]
   readonly dangerouslyUseEphemeralKey: boolean
 }
 
 export interface OpenTokenStoreOptions {
-  /** Receives the one loud warning of `dangerouslyUseEphemeralKey`. */
+  /** Receives the one loud warning of `dangerouslyUseEphemeralKey`, and the store's warnings (an unreplicated token write). */
   readonly warn: (message: string) => void
   readonly now?: () => number
   readonly namespace?: string
@@ -42,6 +44,8 @@ export async function openTokenStore(settings: StoreSettings, opts: OpenTokenSto
     ...opts.backend,
     ...(opts.now === undefined ? {} : { now: opts.now }),
     ...(settings.password === undefined ? {} : { password: settings.password }),
+    ...(settings.sentinelPassword === undefined ? {} : { sentinelPassword: settings.sentinelPassword }),
+    warn: opts.backend?.warn ?? opts.warn,
   })
   return createTokenStore(backend, keyring, {
     ...(opts.now === undefined ? {} : { now: opts.now }),

@@ -1,54 +1,47 @@
 /**
- * The shared backend for replicas (`redis://…`, `rediss://…`): keyv over @keyv/redis for plain
- * reads, writes and deletes, and the same node-redis client for the atomic operations
- * (`SET NX PX` for put-if-absent and locks, Lua for compare-and-swap, compare-and-delete and
- * get-and-delete; a script runs without interleaving, so each is atomic across replicas).
+ * The shared backend for replicas: `redis://…` / `rediss://…` (one server), `redis+sentinel://…`
+ * (a primary found through Sentinel) and `redis+cluster://…` (Redis Cluster); the connection for
+ * each is built in `redis-connection.ts`. keyv over @keyv/redis does plain reads, writes and
+ * deletes, and the same node-redis client runs the atomic operations (`SET NX PX` for put-if-absent
+ * and locks, Lua for compare-and-swap, compare-and-delete and get-and-delete; a script runs without
+ * interleaving and touches one key, so each is atomic across replicas and fits one Cluster slot).
  * Redis keeps values as they are (no keyv JSON wrapper) and expires them itself with `PX`.
  * By default keyv swallows store errors and node-redis queues commands while disconnected, which
- * turns an outage into misses or hangs. Here the client is built with `disableOfflineQueue`, a
- * connect timeout and a capped-backoff reconnect strategy, keyv runs with `throwOnErrors`, and
- * every command has a deadline: an unreachable Redis fails fast as `STORE_UNAVAILABLE`. The URL
- * may carry a password; it is never logged or put in an error message.
+ * turns an outage into misses or hangs. Here no client queues offline, keyv runs with
+ * `throwOnErrors`, and every command has a deadline: an unreachable Redis (or a primary that is
+ * being replaced by a Sentinel failover) fails fast as `STORE_UNAVAILABLE`. After a token write,
+ * {@link StoreBackend.replicate} waits (`WAIT 1`) for a replica to acknowledge it when the primary
+ * has replicas, so a failover does not roll a rotated refresh token back. The URL may carry a
+ * password; it is never logged or put in an error message.
  * @module
  */
 import type { Secret } from '../secret.js'
-import KeyvRedis, { createClient } from '@keyv/redis'
+import KeyvRedis from '@keyv/redis'
 import { Keyv, type DeserializedData } from 'keyv'
 import { acquireLockWithCas, assertTtl, closedFailure, storeFailure, type StoreBackend } from './backend.js'
+import { createRedisConnection } from './redis-connection.js'
+import { parseRedisUrl } from './redis-url.js'
+
+export { REDIS_MAX_RECONNECT_DELAY_MS, REDIS_PING_INTERVAL_MS } from './redis-connection.js'
 
 /** First connection budget; a closed port fails at once, an unroutable host after this. */
 export const REDIS_CONNECT_TIMEOUT_MS = 2_000
 /** Redis answers in well under a millisecond; two seconds means it is not answering. */
 export const REDIS_COMMAND_TIMEOUT_MS = 2_000
-/** Reconnect backoff doubles from 50 ms up to this cap and never gives up, so a replica recovers by itself. */
-export const REDIS_MAX_RECONNECT_DELAY_MS = 2_000
-/** Detects half-open connections (a Redis that vanished without closing the socket). */
-export const REDIS_PING_INTERVAL_MS = 10_000
+/** How long a token write waits for a replica's acknowledgement (`WAIT 1 <ms>`), at most half the command deadline. */
+export const REDIS_WAIT_TIMEOUT_MS = 1_000
 /** SCAN batch hint for listing by prefix. */
 const SCAN_COUNT = 500
 
-/** The node-redis client as this backend configures it: fail fast instead of queueing or hanging. */
-function createRawClient(url: string, connectTimeoutMs: number, password: Secret | undefined) {
-  return createClient({
-    url,
-    ...(password === undefined ? {} : { password: password.reveal() }),
-    // Without this, commands issued while disconnected wait in a queue for ever.
-    disableOfflineQueue: true,
-    pingInterval: REDIS_PING_INTERVAL_MS,
-    socket: {
-      connectTimeout: connectTimeoutMs,
-      reconnectStrategy: (retries: number) =>
-        Math.min(50 * 2 ** Math.min(retries, 10), REDIS_MAX_RECONNECT_DELAY_MS) + Math.floor(Math.random() * 100),
-    },
-  })
-}
-type RedisClient = ReturnType<typeof createRawClient>
-
 export interface RedisBackendOptions {
-  /** The AUTH password (`store.password`). */
+  /** The AUTH password of the data nodes (`store.password`); wins over a password in the URL. */
   readonly password?: Secret
+  /** The AUTH password of the Sentinels (`store.sentinelPassword`). */
+  readonly sentinelPassword?: Secret
   readonly connectTimeoutMs?: number
   readonly commandTimeoutMs?: number
+  /** Receives the warning when a token write was not acknowledged by a replica in time. */
+  readonly warn?: (message: string) => void
 }
 
 // Compare-and-swap. ARGV: hasExpected, expected, hasNext, next, ttlMs ('' = none).
@@ -91,34 +84,15 @@ function escapeGlob(text: string): string {
 export async function createRedisBackend(url: string, opts: RedisBackendOptions = {}): Promise<StoreBackend> {
   const connectTimeoutMs = opts.connectTimeoutMs ?? REDIS_CONNECT_TIMEOUT_MS
   const commandTimeoutMs = opts.commandTimeoutMs ?? REDIS_COMMAND_TIMEOUT_MS
-  let lastError: unknown
-  let failing = false // an error was seen since the current client last became ready
-  const newClient = (): RedisClient => {
-    const c = createRawClient(url, connectTimeoutMs, opts.password)
-    // node-redis emits 'error' on every failed (re)connect; an EventEmitter without a listener would
-    // crash the process. Events of a client that has been replaced are ignored.
-    c.on('error', (e: unknown) => {
-      if (c !== client) return
-      lastError = e
-      failing = true
-    })
-    c.on('ready', () => {
-      if (c === client) failing = false
-    })
-    return c
-  }
-  let client = newClient()
-  const startConnect = (): void => {
-    failing = false
-    const c = client
-    c.connect().catch((e: unknown) => {
-      if (c !== client) return
-      lastError = e
-      failing = true
-    })
-  }
+  const waitTimeoutMs = Math.max(1, Math.min(REDIS_WAIT_TIMEOUT_MS, Math.floor(commandTimeoutMs / 2)))
+  const topology = parseRedisUrl(url)
+  const conn = createRedisConnection(topology, {
+    connectTimeoutMs,
+    ...(opts.password === undefined ? {} : { password: opts.password }),
+    ...(opts.sentinelPassword === undefined ? {} : { sentinelPassword: opts.sentinelPassword }),
+  })
 
-  const adapter = new KeyvRedis(client, { throwOnErrors: true, throwOnConnectError: true, connectionTimeout: connectTimeoutMs })
+  const adapter = new KeyvRedis(conn.client, { throwOnErrors: true, throwOnConnectError: true, connectionTimeout: connectTimeoutMs })
   const keyv = new Keyv({
     store: adapter,
     useKeyPrefix: false,
@@ -137,48 +111,11 @@ export async function createRedisBackend(url: string, opts: RedisBackendOptions 
     // Calls reject with the same error (throwOnErrors); the event needs no second report.
   })
 
-  /**
-   * A handshake that never completes (a host that accepts and stays silent) would leave the client
-   * stuck for ever, and reconnecting a destroyed node-redis client revives its old connect loop
-   * too. So a stuck client is destroyed and replaced; the next call connects the new one.
-   */
-  const replaceStuckClient = (stuck: RedisClient): void => {
-    if (stuck !== client || stuck.isReady) return
-    client = newClient()
-    adapter.client = client
-    try {
-      stuck.destroy()
-    } catch {
-      // already closed
-    }
-  }
-
   let closed = false
-  const waitForReady = (): Promise<void> =>
-    new Promise<void>((resolve, reject) => {
-      const c = client
-      const done = (e?: unknown): void => {
-        clearTimeout(timer)
-        c.off('ready', onReady)
-        c.off('error', onError)
-        if (e === undefined) resolve()
-        else reject(e)
-      }
-      const onReady = (): void => done()
-      const onError = (e: unknown): void => done(e ?? new Error('redis connection failed'))
-      const timer = setTimeout(() => {
-        replaceStuckClient(c)
-        done(new Error(`redis did not connect within ${connectTimeoutMs} ms`))
-      }, connectTimeoutMs)
-      c.on('ready', onReady)
-      c.on('error', onError)
-    })
   const ensureReady = async (): Promise<void> => {
-    if (client.isReady) return
-    if (!client.isOpen) startConnect()
-    // Already failing: answer now rather than make every caller wait out the reconnect loop.
-    else if (failing) throw lastError ?? new Error('redis is not connected')
-    await waitForReady()
+    await conn.ensureReady()
+    // The connection replaces a client that never got ready; keyv must talk to the current one.
+    if (adapter.client !== conn.client) adapter.client = conn.client
   }
   const withDeadline = <T>(p: Promise<T>): Promise<T> =>
     new Promise<T>((resolve, reject) => {
@@ -208,17 +145,15 @@ export async function createRedisBackend(url: string, opts: RedisBackendOptions 
     guard('compareAndSwap', async () => {
       assertTtl(ttlMs, 'ttlMs')
       if (expected === undefined && next !== undefined) {
-        const reply = await client.set(key, next, ttlMs === undefined ? { condition: 'NX' } : { condition: 'NX', expiration: { type: 'PX', value: ttlMs } })
+        const reply = await conn.commands.set(key, next, ttlMs === undefined ? { condition: 'NX' } : { condition: 'NX', expiration: { type: 'PX', value: ttlMs } })
         return reply === 'OK'
       }
-      const reply = await client.eval(CAS_SCRIPT, {
+      const reply = await conn.commands.eval(CAS_SCRIPT, {
         keys: [key],
         arguments: [expected === undefined ? '0' : '1', expected ?? '', next === undefined ? '0' : '1', next ?? '', ttlMs === undefined ? '' : String(ttlMs)],
       })
       return reply === 1
     })
-
-  startConnect()
 
   return {
     kind: 'redis',
@@ -238,34 +173,43 @@ export async function createRedisBackend(url: string, opts: RedisBackendOptions 
     compareAndSwap,
     takeOnce: (key) =>
       guard('takeOnce', async () => {
-        const reply = await client.eval(TAKE_SCRIPT, { keys: [key] })
+        const reply = await conn.commands.eval(TAKE_SCRIPT, { keys: [key] })
         if (reply === null) return undefined
         if (typeof reply !== 'string') throw new TypeError('redis take did not return a string')
         return reply
       }),
     acquireLock: (key, ttlMs) => acquireLockWithCas(compareAndSwap, key, ttlMs),
     async *keys(prefix) {
-      const match = `${escapeGlob(prefix)}*`
-      let cursor = '0'
-      do {
-        const page = await guard('keys', () => client.scan(cursor, { MATCH: match, COUNT: SCAN_COUNT }))
-        cursor = String(page.cursor)
-        for (const key of page.keys) {
-          if (key.startsWith(prefix)) yield key
+      const pages = conn.scan(`${escapeGlob(prefix)}*`, SCAN_COUNT)[Symbol.asyncIterator]()
+      try {
+        for (;;) {
+          const next = await guard('keys', () => pages.next())
+          if (next.done === true) return
+          if (next.value.startsWith(prefix)) yield next.value
         }
-      } while (cursor !== '0')
+      } finally {
+        // Not awaited: after a deadline the generator may still be waiting on its page.
+        void pages.return?.(undefined).catch(() => undefined)
+      }
     },
-    ping: () =>
-      guard('ping', async () => {
-        await client.ping()
-      }),
+    ping: () => guard('ping', () => conn.ping()),
+    async replicate(key) {
+      // Never throws: the write itself succeeded on the primary; only its copy is in doubt.
+      if (closed) return
+      try {
+        await ensureReady()
+        if ((await withDeadline(conn.replicaCount(key))) === 0) return
+        const acked = await withDeadline(conn.wait(key, 1, waitTimeoutMs))
+        if (acked < 1) opts.warn?.(`token store (redis): no replica acknowledged a token write within ${waitTimeoutMs} ms; it is on the primary, and a failover before it replicates would lose it`)
+      } catch (e) {
+        opts.warn?.(`token store (redis): could not confirm that a token write reached a replica (${e instanceof Error ? e.message : 'unknown error'}); it is on the primary`)
+      }
+    },
     async close() {
       if (closed) return
       closed = true
-      if (!client.isOpen) return
       try {
-        if (client.isReady) await client.close()
-        else client.destroy()
+        await conn.close()
       } catch {
         // Closing a connection that is already gone has nothing left to release.
       }

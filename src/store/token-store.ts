@@ -223,19 +223,27 @@ export function createTokenStore(backend: StoreBackend, keyring: Keyring, opts: 
       const key = tokenKey(ns, ref)
       assertTokenRecord(record)
       await backend.set(key, sealToken(key, ref, record))
+      // A token write waits for a replica where there are replicas, so a failover keeps it (storage-schema.md).
+      await backend.replicate?.(key)
     },
 
     async replaceToken(ref, expected, next) {
       const key = tokenKey(ns, ref)
       if (next !== undefined) assertTokenRecord(next)
       const sealedNext = next === undefined ? undefined : sealToken(key, ref, next)
-      if (expected === undefined) return backend.compareAndSwap(key, undefined, sealedNext)
-      const raw = await backend.get(key)
-      if (raw === undefined) return false
-      // Compare contents (a fresh seal never repeats bytes), then swap on the exact bytes read:
-      // any write in between changes them and the swap fails.
-      if (canonical(openToken(key, raw).record) !== canonical(expected)) return false
-      return backend.compareAndSwap(key, raw, sealedNext)
+      let swapped: boolean
+      if (expected === undefined) swapped = await backend.compareAndSwap(key, undefined, sealedNext)
+      else {
+        const raw = await backend.get(key)
+        if (raw === undefined) return false
+        // Compare contents (a fresh seal never repeats bytes), then swap on the exact bytes read:
+        // any write in between changes them and the swap fails.
+        if (canonical(openToken(key, raw).record) !== canonical(expected)) return false
+        swapped = await backend.compareAndSwap(key, raw, sealedNext)
+      }
+      // A rotated refresh token waits for a replica where there are replicas, so a failover keeps it.
+      if (swapped && next !== undefined) await backend.replicate?.(key)
+      return swapped
     },
 
     async deleteToken(ref) {

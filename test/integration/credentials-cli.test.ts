@@ -292,11 +292,12 @@ describe('keyway validate', () => {
   test('warns about a removed connection and a re-typed one that still hold credentials; validation still passes [cli:credentials]', async () => {
     const ws = await workspace()
     const clean = await runCommand(validate, ['--config', ws.file])
-    expect(clean).toEqual({ code: 0, out: [`${ws.file}: ok (5 connections, 0 tools, 0 grants)`], err: [] })
+    const storeLine = `store: sqlite ${path.join(path.dirname(ws.file), 'data', 'keyway.sqlite')}`
+    expect(clean).toEqual({ code: 0, out: [`${ws.file}: ok (5 connections, 0 tools, 0 grants)`, storeLine], err: [] })
     await writeFile(ws.file, configText({ legacy: false, crmType: 'oauth_u2m_per_user' }))
     const r = await runCommand(validate, ['--config', ws.file])
     expect(r.code).toBe(0)
-    expect(r.out).toEqual([`${ws.file}: ok (4 connections, 0 tools, 0 grants)`])
+    expect(r.out).toEqual([`${ws.file}: ok (4 connections, 0 tools, 0 grants)`, storeLine])
     expect(r.err).toEqual([
       'keyway: warning: connection "crm" now uses oauth_u2m_per_user but 1 oauth_u2m_shared credential is still stored under it; it is never used again: keyway credentials lists them, keyway credentials --prune deletes them',
       'keyway: warning: connection "legacy_drive" is no longer in the config (removed or renamed) but 2 oauth_u2m_per_user credentials are still stored under it; they are never used again: keyway credentials lists them, keyway credentials --prune deletes them',
