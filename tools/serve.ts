@@ -88,13 +88,24 @@ export const run: Command = async (argv, io) => {
   const onHangup = (): void => void reloader.reload('SIGHUP', { force: true })
   process.on('SIGHUP', onHangup)
   // Listening for the signals before the ready line is printed: whoever waits for that line may signal at once.
-  const stopped = new Promise<string>((resolve) => {
-    process.once('SIGINT', () => resolve('SIGINT'))
-    process.once('SIGTERM', () => resolve('SIGTERM'))
-    if (values.stdio) process.stdin.once('end', () => resolve('end of stdin'))
-  })
+  // The first one starts the drain; a second one exits at once.
+  let signalled: ((why: string) => void) | undefined
+  const stopped = new Promise<string>((resolve) => (signalled = resolve))
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (signalled) {
+      signalled(sig)
+      signalled = undefined
+      return
+    }
+    io.err(`keyway: ${sig} during shutdown; exiting without waiting`)
+    process.exit(1)
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+  if (values.stdio) process.stdin.once('end', () => signalled?.('end of stdin'))
   io.err(`${listening}${await startupWarnings(runtime)}`)
   const signal = await stopped
+  signalled = undefined
   const drainMs = runtime.snapshot().server.drainTimeoutMs
   io.err(`keyway: shutting down (${signal}); tool calls in flight get up to ${drainMs} ms`)
   // Whatever hangs while closing, the process is gone shortly after the drain.
