@@ -49,6 +49,23 @@ export const run: Command = async (argv, io) => {
     io.err(`keyway: ${rejectedLogIntervalMs}`)
     return 2
   }
+  // Listening for the signals before anything starts: a stdio client may call a tool (and its host
+  // send SIGTERM) before the ready line, and whoever waits for that line may signal at once. A
+  // signal during start-up drains once started. The first one starts the drain; a second exits at once.
+  let signalled: ((why: string) => void) | undefined
+  const stopped = new Promise<string>((resolve) => (signalled = resolve))
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (signalled) {
+      signalled(sig)
+      signalled = undefined
+      return
+    }
+    io.err(`keyway: ${sig} during shutdown; exiting without waiting`)
+    process.exit(1)
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+  if (values.stdio) process.stdin.once('end', () => signalled?.('end of stdin'))
   // Hashed before loading: if the file changes in between, the first check reloads it (never misses it).
   const initialHash = await hashConfigFile(file)
   const snapshot = await loadOrReport(file, io)
@@ -87,22 +104,6 @@ export const run: Command = async (argv, io) => {
   // SIGHUP re-reads even unchanged content (secret files referenced by the config may have changed).
   const onHangup = (): void => void reloader.reload('SIGHUP', { force: true })
   process.on('SIGHUP', onHangup)
-  // Listening for the signals before the ready line is printed: whoever waits for that line may signal at once.
-  // The first one starts the drain; a second one exits at once.
-  let signalled: ((why: string) => void) | undefined
-  const stopped = new Promise<string>((resolve) => (signalled = resolve))
-  const onSignal = (sig: NodeJS.Signals): void => {
-    if (signalled) {
-      signalled(sig)
-      signalled = undefined
-      return
-    }
-    io.err(`keyway: ${sig} during shutdown; exiting without waiting`)
-    process.exit(1)
-  }
-  process.on('SIGINT', onSignal)
-  process.on('SIGTERM', onSignal)
-  if (values.stdio) process.stdin.once('end', () => signalled?.('end of stdin'))
   io.err(`${listening}${await startupWarnings(runtime)}`)
   const signal = await stopped
   signalled = undefined

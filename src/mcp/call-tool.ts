@@ -66,7 +66,8 @@ export interface CallHooks {
   readonly beforeCall?: () => Promise<void>
   /**
    * The call's own cancellation (the MCP request's signal): when it aborts, the call ends and its
-   * upstream requests are aborted, as on shutdown. The fast path has none (nobody to answer).
+   * upstream requests are aborted, as on shutdown. The fast path passes none: reading the HTTP
+   * request's signal would build the full `Request` it exists to avoid; its calls end at their deadline.
    */
   readonly signal?: AbortSignal
 }
