@@ -36,7 +36,7 @@ export const ERROR_CODE_MEANINGS: Readonly<Record<AppErrorCode, string>> = {
   INVALID_REQUEST: 'the tool arguments are malformed (method, path, query, headers or body)',
   EGRESS_BLOCKED: 'the request would leave the connection (host, base path, address class) and was refused',
   UPSTREAM_TIMEOUT: 'the external API did not answer within the timeout',
-  UPSTREAM_UNAVAILABLE: 'the external API could not be reached',
+  UPSTREAM_UNAVAILABLE: 'the external API could not be reached, or Keyway is shutting down (`server shutting down`: retry, another replica answers)',
   UPSTREAM_BUSY: 'the connection, or this caller on it, already has as many requests in flight as its limit allows; retry after a moment',
   STORE_UNAVAILABLE: 'the token store failed or holds a record that does not decrypt; nothing was assumed',
   CREDENTIAL_UNAVAILABLE: "the provider's token endpoint refused or failed to issue a credential",

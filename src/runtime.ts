@@ -1,8 +1,10 @@
 /**
  * The long-lived parts of a running Keyway and the one place they are wired together: the
  * current config snapshot (swapped whole on reload), the token store, the egress client, OAuth
- * provider clients and credential providers, the audit log and the logger. Transports (HTTP,
- * stdio) and commands receive a `Runtime` and never construct these themselves.
+ * provider clients and credential providers, the audit log and the logger, and the shutdown state
+ * (draining, calls in flight, the abort signal of upstream requests). It gathers the facts
+ * `/readyz` reports (`readiness.ts` judges them). Transports (HTTP, stdio) and commands receive a
+ * `Runtime` and never construct these themselves.
  * @module
  */
 import { createAuditLog, type AuditLog } from './audit/audit-log.js'
@@ -16,10 +18,27 @@ import { createEgress, type Egress } from './egress/safe-fetch.js'
 import type { Resolver } from './egress/guard.js'
 import type { TokenVerifier } from './identity/authenticate.js'
 import { createBrowserSignIn, type BrowserSignIn } from './identity/browser-sign-in.js'
-import { createOidcVerifier } from './identity/oidc.js'
+import { createOidcVerifier, type OidcVerifier } from './identity/oidc.js'
 import { createLogger, errorMessage, type Logger } from './log.js'
 import type { CallDeps } from './mcp/call-tool.js'
+import type { ProbeResult, ReadinessFacts, ReloadState } from './readiness.js'
+import { createShutdown, type Shutdown } from './shutdown.js'
 import { openTokenStore, type TokenStore } from './store/index.js'
+
+/**
+ * Longest wait for one readiness probe. Above the Redis client's own 2 s connect and command
+ * limits, so a probe reports their answer; below the usual 5 s probe timeout of Kubernetes.
+ */
+export const PROBE_TIMEOUT_MS = 3_000
+
+/**
+ * On close, how long work left behind by calls stopped at shutdown (a refresh holding a lease,
+ * a rotated token being saved) may still take before the store closes under it.
+ */
+export const LEFT_BEHIND_WAIT_MS = 1_000
+
+/** On close, how long the egress pools may take to close (requests in flight were aborted already). */
+export const EGRESS_CLOSE_WAIT_MS = 500
 
 export interface Runtime {
   /** The live snapshot; a request keeps the one it started with. */
@@ -42,6 +61,20 @@ export interface Runtime {
   browserSignIn(snapshot: ConfigSnapshot): BrowserSignIn | undefined
   /** Subscribe to snapshot swaps (tools/list_changed); returns an unsubscribe function. */
   onSwap(listener: (next: ConfigSnapshot, previous: ConfigSnapshot) => void): () => void
+  /** Draining, calls in flight and the abort signal of their upstream requests (README "Shutdown and readiness"). */
+  readonly shutdown: Shutdown
+  /** Tells the runtime where the config file's state comes from (the watcher of `keyway serve`). */
+  reportReloads(state: () => ReloadState): void
+  /** Probes the store and the OIDC keys (each at most `PROBE_TIMEOUT_MS`) and returns what `/readyz` judges. */
+  readinessFacts(): Promise<ReadinessFacts>
+  /** Probes the store only (at most `PROBE_TIMEOUT_MS`). */
+  probeStore(): Promise<ProbeResult>
+  /** Probes the OIDC keys of the live snapshot; undefined without `identity.oidc`. */
+  probeOidc(): Promise<ProbeResult | undefined>
+  /**
+   * Releases everything: waits up to `LEFT_BEHIND_WAIT_MS` for work left behind by stopped calls
+   * (refresh leases are released when it ends), then closes egress, the audit log and the store.
+   */
   close(): Promise<void>
 }
 
@@ -97,7 +130,39 @@ export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOption
   const depsCache = new WeakMap<ConfigSnapshot, CallDeps>()
   // One verifier per identity.oidc settings object: a reload that keeps the same issuer
   // settings still gets a new object, so JWKS and token caches restart; that is rare and cheap.
-  const verifiers = new WeakMap<object, TokenVerifier>()
+  const verifiers = new WeakMap<object, OidcVerifier>()
+  const oidcVerifier = (snapshot: ConfigSnapshot): OidcVerifier | undefined => {
+    const oidc = snapshot.identity.oidc
+    if (!oidc) return undefined
+    let v = verifiers.get(oidc)
+    if (!v) {
+      // The identity provider is the admin's own infrastructure, often on a private network:
+      // its discovery and JWKS fetches do not go through the connection egress guard.
+      v = createOidcVerifier(oidc, { now, allowInsecure: snapshot.egress.dangerouslyAllowPrivateNetworks })
+      verifiers.set(oidc, v)
+    }
+    return v
+  }
+  const shutdown = createShutdown()
+  let reloadState: (() => ReloadState) | undefined
+  const probeStore = async (): Promise<ProbeResult> => {
+    try {
+      await withinMs(store.ping(), PROBE_TIMEOUT_MS, `no answer within ${PROBE_TIMEOUT_MS} ms`)
+      return { ok: true }
+    } catch (e) {
+      return { ok: false, error: withCause(e) }
+    }
+  }
+  const probeOidc = async (): Promise<ProbeResult | undefined> => {
+    const v = oidcVerifier(current)
+    if (!v) return undefined
+    try {
+      const status = await withinMs(v.keysStatus(), PROBE_TIMEOUT_MS, `no answer within ${PROBE_TIMEOUT_MS} ms`)
+      return status.ok ? { ok: true } : { ok: false, error: status.reason }
+    } catch (e) {
+      return { ok: false, error: errorMessage(e) }
+    }
+  }
 
   return {
     snapshot: () => current,
@@ -120,20 +185,11 @@ export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOption
     now,
     callDeps(snapshot) {
       let deps = depsCache.get(snapshot)
-      if (!deps) depsCache.set(snapshot, (deps = { snapshot, live: () => current, credentials, egress, limits, audit, log, now }))
+      if (!deps) depsCache.set(snapshot, (deps = { snapshot, live: () => current, credentials, egress, limits, audit, log, now, shutdown }))
       return deps
     },
     verifier(snapshot) {
-      const oidc = snapshot.identity.oidc
-      if (!oidc) return undefined
-      let v = verifiers.get(oidc)
-      if (!v) {
-        // The identity provider is the admin's own infrastructure, often on a private network:
-        // its discovery and JWKS fetches do not go through the connection egress guard.
-        v = createOidcVerifier(oidc, { now, allowInsecure: snapshot.egress.dangerouslyAllowPrivateNetworks }).verify
-        verifiers.set(oidc, v)
-      }
-      return v
+      return oidcVerifier(snapshot)?.verify
     },
     browserSignIn(snapshot) {
       const oidc = snapshot.identity.oidc
@@ -145,10 +201,48 @@ export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOption
       listeners.add(listener)
       return () => listeners.delete(listener)
     },
+    shutdown,
+    reportReloads(state) {
+      reloadState = state
+    },
+    async readinessFacts() {
+      const snapshot = current
+      const [storeResult, oidcResult] = await Promise.all([probeStore(), probeOidc()])
+      return {
+        draining: shutdown.draining,
+        connections: snapshot.connections.size,
+        storeNeeded: [...snapshot.connections.values()].some((c) => c.auth.type !== 'bearer_token'),
+        storeBackend: store.kind,
+        store: storeResult,
+        oidc: oidcResult,
+        apiKeys: snapshot.identity.apiKeys.size > 0,
+        reload: reloadState?.(),
+      }
+    },
+    probeStore,
+    probeOidc,
     async close() {
-      await egress.close()
+      if (!(await shutdown.settled(LEFT_BEHIND_WAIT_MS))) log.warn('work of stopped calls still running at close (a refresh lease may be left to expire)')
+      await withinMs(egress.close(), EGRESS_CLOSE_WAIT_MS, 'egress close').catch(() => log.debug('egress pools still closing at exit'))
       await audit.close()
       if (!opts.store) await store.close()
     },
   }
+}
+
+/** `p`, or a rejection with `message` after `ms` (the timer never keeps the process alive). */
+function withinMs<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message)), ms)
+    timer.unref()
+  })
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer))
+}
+
+/** An error's message and its cause's (`token store (redis) failed during ping (connect ECONNREFUSED …)`), for logs. */
+function withCause(e: unknown): string {
+  const cause = e instanceof Error ? e.cause : undefined
+  const inner = cause === undefined ? '' : errorMessage(cause)
+  return inner === '' ? errorMessage(e) : `${errorMessage(e)} (${inner})`
 }

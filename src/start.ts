@@ -1,7 +1,9 @@
 /**
  * Starting Keyway: the HTTP server (`keyway serve`) and the stdio server (`keyway serve
- * --stdio`), each from a loaded snapshot. Used by the command line and by integration tests,
- * so both start Keyway exactly the same way. Holds no policy.
+ * --stdio`), each from a loaded snapshot, and stopping them: drain the tool calls in flight for up
+ * to `server.drainTimeoutMs`, abort what is left, then close (README "Shutdown and readiness").
+ * Used by the command line and by integration tests, so both start and stop Keyway exactly the
+ * same way. Holds no policy.
  * @module
  */
 import { serveStdio } from '@modelcontextprotocol/server/stdio'
@@ -24,6 +26,11 @@ export interface HttpKeyway {
   readonly app: KeywayApp
   /** Undefined when the port was taken by another Keyway (stdio mode only). */
   readonly http: Listening | undefined
+  /**
+   * Drains (readiness 503, new tool calls refused, calls in flight get `server.drainTimeoutMs`,
+   * then their upstream requests are aborted and they answer `UPSTREAM_UNAVAILABLE: server
+   * shutting down`), then closes the listener and the runtime.
+   */
   close(): Promise<void>
 }
 
@@ -41,7 +48,24 @@ function listenerLimits(snapshot: ConfigSnapshot, opts: StartOptions): Partial<L
 }
 
 /**
- * The app options every Keyway gets: readiness includes the token store, the consent routes are
+ * The first half of stopping: from now on `/readyz` answers 503, new tool calls are refused and
+ * answers close their connections; calls in flight get up to `server.drainTimeoutMs` (of the live
+ * config) to finish, and then are aborted. Resolves once no call is in flight.
+ */
+export async function drainCalls(runtime: Runtime, http: Listening | undefined): Promise<void> {
+  const { shutdown, log } = runtime
+  const drainMs = runtime.snapshot().server.drainTimeoutMs
+  shutdown.begin()
+  http?.endKeepAlive()
+  if (shutdown.inFlight === 0) return
+  log.info('draining tool calls in flight', { calls: shutdown.inFlight, drainTimeoutMs: drainMs })
+  if (await shutdown.idle(drainMs)) return
+  log.warn('drain time is up; aborting the tool calls still in flight', { calls: shutdown.inFlight, drainTimeoutMs: drainMs })
+  shutdown.abort()
+}
+
+/**
+ * The app options every Keyway gets: the consent routes are
  * mounted, and consent is asked for each client its own way (`mcp/consent.ts`) unless the
  * caller brings its own `askForConsent`.
  */
@@ -59,10 +83,6 @@ export function appOptions(runtime: Runtime, opts: AppOptions = {}): AppOptions 
           onLegacyInitialize: opts.onLegacyInitialize ?? (async (caller, params) => (caller.kind === 'user' ? asker.rememberInitialize(caller.user, params) : undefined)),
         }
       : {}),
-    ready: async () => {
-      await runtime.store.ping()
-      await opts.ready?.()
-    },
     extraRoutes: (app) => {
       mountBrowserRoutes(app, browserRouteDeps(runtime))
       opts.extraRoutes?.(app)
@@ -85,9 +105,11 @@ export async function startHttp(snapshot: ConfigSnapshot, opts: StartOptions = {
     app,
     http,
     async close() {
-      // MCP first: it ends open subscription streams, so the HTTP server can drain promptly.
-      await app.mcp.close()
+      await drainCalls(runtime, http)
+      // The listener before the MCP handler: closing the handler tears down requests still being
+      // answered, so the answers of aborted calls are written first (open streams are cut after a grace).
       await http.close()
+      await app.mcp.close()
       await runtime.close()
     },
   }
@@ -156,9 +178,12 @@ export async function startStdio(snapshot: ConfigSnapshot, opts: StdioOptions = 
     app,
     http,
     async close() {
+      await drainCalls(runtime, http)
+      // One turn of the event loop: the SDK writes the answers of aborted calls before its transport closes.
+      await new Promise((resolve) => setImmediate(resolve))
       await stdio.close()
-      await app.mcp.close()
       await http?.close()
+      await app.mcp.close()
       await runtime.close()
     },
   }

@@ -5,6 +5,7 @@
  */
 import type { AuthType } from '../config/schema.js'
 import type { IdentitySource } from '../identity/caller.js'
+import type { StopReason } from '../shutdown.js'
 
 export interface ToolCallEvent {
   readonly type: 'tool.call'
@@ -24,6 +25,11 @@ export interface ToolCallEvent {
   readonly error?: string
   /** Occurrences of the call's own secrets replaced in what the upstream answered; absent when none. */
   readonly redacted?: number
+  /**
+   * Set when the call did not run to its end: `draining` (refused during shutdown, nothing sent),
+   * `shutdown` (aborted when the drain time was up), `cancelled` (the client cancelled it).
+   */
+  readonly stopped?: StopReason
   readonly durationMs: number
 }
 

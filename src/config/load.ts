@@ -133,6 +133,8 @@ export interface ConfigSnapshot {
     readonly maxRequestBytes: number
     /** Open connections per listener. */
     readonly maxConnections: number
+    /** On shutdown, how long calls in flight may run before they are aborted (README "Shutdown and readiness"). */
+    readonly drainTimeoutMs: number
   }
   readonly identity: {
     readonly oidc: OidcSettings | undefined
@@ -456,6 +458,7 @@ function buildSnapshot(
       allowedHosts: cfg.server.allowedHosts,
       maxRequestBytes: cfg.server.maxRequestBytes,
       maxConnections: cfg.server.maxConnections,
+      drainTimeoutMs: cfg.server.drainTimeoutMs,
     },
     identity: {
       oidc: oidc && {

@@ -165,6 +165,9 @@ export const ConfigSchema = z.strictObject({
       .describe('largest /mcp request body, counted as it arrives (413 beyond it); also the cap of one tool call\'s arguments'),
     maxConnections: z.number().int().positive().max(1_000_000).default(1024)
       .describe('open connections per listener; further ones are closed at once'),
+    // 25 s + the 2 s Keyway needs to answer and close fits Kubernetes' default 30 s grace period.
+    drainTimeoutMs: z.number().int().min(0).max(600_000).default(25_000)
+      .describe('on SIGTERM/SIGINT, how long tool calls in flight may take to finish before their upstream requests are aborted'),
   }).prefault({}),
   identity: z.strictObject({
     oidc: OidcSchema.optional(),

@@ -4,7 +4,9 @@
  * debounces, validates the whole file exactly as `keyway serve` loads it, and only then hands the
  * new immutable snapshot to the caller, which swaps one reference (calls already running keep
  * theirs). A bad edit never replaces a good snapshot: it is logged with the same problem lines
- * `keyway validate` prints, audited as `config.rejected`, and the last good config stays live.
+ * `keyway validate` prints, audited as `config.rejected`, and the last good config stays live;
+ * while the file on disk stays rejected, `state()` says so (for `/readyz`) and a warning is logged
+ * again every minute, until a good file is loaded (or the good one is back) or the reloader closes.
  * This module reads the file system and timers only; it decides no policy and never touches the
  * token store (removed connections are reported through `onConnectionsRemoved`).
  * @module
@@ -15,6 +17,7 @@ import { readFile, realpath, stat } from 'node:fs/promises'
 import path from 'node:path'
 import type { AuditLog } from '../audit/audit-log.js'
 import { errorMessage, type Logger } from '../log.js'
+import type { ReloadState } from '../readiness.js'
 import type { ConfigSnapshot, LoadResult } from './load.js'
 
 /**
@@ -30,6 +33,12 @@ export const RELOAD_DEBOUNCE_MS = 150
  * makes sure a change is seen within this time anyway.
  */
 export const CONFIG_POLL_INTERVAL_MS = 2_000
+
+/**
+ * How often the warning about a rejected file on disk is repeated. A rejected edit is easy to
+ * miss (the old config keeps serving); once a minute keeps it in view without flooding the log.
+ */
+export const REJECTED_LOG_INTERVAL_MS = 60_000
 
 /** Loads config text as if read from `file` (relative paths resolve against its folder). */
 export type ConfigLoader = (text: string, file: string) => Promise<LoadResult>
@@ -59,6 +68,10 @@ export interface ReloaderOptions {
   readonly initialHash?: string
   readonly log?: Logger
   readonly audit?: AuditLog
+  /** Repeat of the rejected-file warning (default {@link REJECTED_LOG_INTERVAL_MS}). */
+  readonly rejectedLogIntervalMs?: number
+  /** Clock for `state().sinceMs` (epoch ms). */
+  readonly now?: () => number
 }
 
 export interface ConfigReloader {
@@ -69,6 +82,8 @@ export interface ConfigReloader {
   reload(reason: string, opts?: { readonly force?: boolean }): Promise<ReloadOutcome>
   /** The last good snapshot this reloader knows of. */
   current(): ConfigSnapshot | undefined
+  /** Whether the file on disk is the live config (`ok`) or was rejected, since when and why. */
+  state(): ReloadState
   /** Waits for a reload in progress; later calls to `reload` still work. */
   close(): Promise<void>
 }
@@ -108,7 +123,11 @@ export function createConfigReloader(file: string, opts: ReloaderOptions): Confi
   const log = opts.log
   let current = opts.initial
   let goodHash = opts.initialHash
-  let rejected: { hash: string; problems: readonly string[] } | undefined
+  const now = opts.now ?? Date.now
+  const remindEveryMs = opts.rejectedLogIntervalMs ?? REJECTED_LOG_INTERVAL_MS
+  let rejected: { hash: string; problems: readonly string[]; sinceMs: number } | undefined
+  let reminder: NodeJS.Timeout | undefined
+  let closed = false
   let tail: Promise<unknown> = Promise.resolve()
   let waiting: { promise: Promise<ReloadOutcome>; force: boolean } | undefined
 
@@ -124,7 +143,11 @@ export function createConfigReloader(file: string, opts: ReloaderOptions): Confi
       const problems = [`${abs}:1 (file): ${code === 'ENOENT' ? 'file not found' : `cannot read file (${errorMessage(e)})`}`]
       return reject(`unreadable:${code ?? 'unknown'}`, problems, reason, force)
     }
-    if (!force && hash === goodHash) return { kind: 'unchanged' }
+    if (!force && hash === goodHash) {
+      // The good content is back on disk: nothing to load, and nothing rejected any more.
+      if (rejected) clearRejected('the config file on disk is the live config again')
+      return { kind: 'unchanged' }
+    }
     if (!force && rejected?.hash === hash) return { kind: 'rejected', problems: rejected.problems, repeated: true }
     const result = await opts.load(text, abs)
     if (!result.ok) return reject(hash, result.problems, reason, force)
@@ -133,7 +156,8 @@ export function createConfigReloader(file: string, opts: ReloaderOptions): Confi
 
   const reject = (hash: string, problems: readonly string[], reason: string, force: boolean): ReloadOutcome => {
     if (!force && rejected?.hash === hash) return { kind: 'rejected', problems, repeated: true }
-    rejected = { hash, problems }
+    rejected = { hash, problems, sinceMs: rejected?.hash === hash ? rejected.sinceMs : now() }
+    startReminder()
     log?.warn('config rejected; the last good config stays live', { file: abs, reason, problemCount: problems.length, problems })
     opts.audit?.record({ type: 'config.rejected', file: abs, problems: problems.length })
     try {
@@ -156,7 +180,7 @@ export function createConfigReloader(file: string, opts: ReloaderOptions): Confi
     }
     current = next
     goodHash = hash
-    rejected = undefined
+    if (rejected) clearRejected()
     const removed = previous ? removedConnections(previous, next) : []
     log?.info('config reloaded', {
       file: abs,
@@ -177,6 +201,27 @@ export function createConfigReloader(file: string, opts: ReloaderOptions): Confi
     return { kind: 'reloaded', snapshot: next, removedConnections: removed }
   }
 
+  // One warning a minute while the file on disk stays rejected; unref'd, so it never keeps the process alive.
+  const startReminder = (): void => {
+    if (reminder || closed) return
+    reminder = setInterval(() => {
+      if (!rejected) return
+      log?.warn('config file on disk is still rejected; the last good config stays live', {
+        file: abs,
+        rejectedSince: new Date(rejected.sinceMs).toISOString(),
+        problemCount: rejected.problems.length,
+        problems: rejected.problems,
+      })
+    }, remindEveryMs)
+    reminder.unref()
+  }
+  const clearRejected = (message?: string): void => {
+    rejected = undefined
+    if (reminder) clearInterval(reminder)
+    reminder = undefined
+    if (message) log?.info(message, { file: abs })
+  }
+
   const reload = (reason: string, o: { readonly force?: boolean } = {}): Promise<ReloadOutcome> => {
     const force = o.force ?? false
     // A request made while another waits to start joins it (the file is read when it starts).
@@ -194,7 +239,11 @@ export function createConfigReloader(file: string, opts: ReloaderOptions): Confi
   return {
     reload,
     current: () => current,
+    state: () => (rejected ? { kind: 'rejected', problems: rejected.problems, sinceMs: rejected.sinceMs } : { kind: 'ok' }),
     close: async () => {
+      closed = true
+      if (reminder) clearInterval(reminder)
+      reminder = undefined
       await tail
     },
   }
@@ -308,6 +357,7 @@ export function watchConfig(file: string, opts: WatchOptions): ConfigWatcher {
     ready,
     reload: reloader.reload,
     current: reloader.current,
+    state: reloader.state,
     async close() {
       closed = true
       await ready

@@ -36,6 +36,11 @@ export interface OutboundRequest {
    * the shared pool (token endpoints, discovery).
    */
   readonly pool?: string
+  /**
+   * Abort signals the request follows (the runtime's shutdown signal, the call's own
+   * cancellation): when one aborts, the socket is cut and `send` rejects with that signal's reason.
+   */
+  readonly signals?: readonly AbortSignal[]
 }
 
 export interface OutboundResponse {
@@ -165,11 +170,11 @@ export function createEgress(opts: EgressOptions): Egress {
     return agent
   }
 
-  function perform(req: OutboundRequest, external: AbortSignal | undefined): Promise<OutboundResponse> {
+  function perform(req: OutboundRequest, external: readonly AbortSignal[] | undefined): Promise<OutboundResponse> {
     return new Promise<OutboundResponse>((resolvePromise, rejectPromise) => {
       // The deadline starts now, so it also bounds a DNS lookup that hangs.
       const exchange = new Exchange(agentFor(req.pool), req, resolvePromise, rejectPromise)
-      if (external !== undefined) exchange.follow(external)
+      if (external !== undefined) for (const signal of external) exchange.follow(signal)
       checkTarget(req.url, policy, resolve).then(
         (verdict) => {
           if (!verdict.ok) exchange.fail(refusal(verdict, req))
@@ -181,7 +186,7 @@ export function createEgress(opts: EgressOptions): Egress {
   }
 
   return {
-    send: (req) => perform(req, undefined),
+    send: (req) => perform(req, req.signals),
     fetchFor(timeoutMs) {
       return async (input, init = {}) => {
         const signal = init.signal ?? undefined
@@ -200,7 +205,7 @@ export function createEgress(opts: EgressOptions): Egress {
             timeoutMs,
             maxResponseBytes: FETCH_MAX_RESPONSE_BYTES,
           },
-          signal,
+          signal === undefined ? undefined : [signal],
         )
         if (res.truncated)
           throw new AppError('UPSTREAM_UNAVAILABLE', `${method} ${url.host} answered with more than ${FETCH_MAX_RESPONSE_BYTES} bytes`, {
@@ -244,7 +249,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   #headers: Record<string, string | string[] | undefined> = {}
   #chunks: Buffer[] = []
   #size = 0
-  #unfollow: (() => void) | undefined
+  #unfollow: (() => void)[] | undefined
 
   constructor(agent: Agent, req: OutboundRequest, resolve: (res: OutboundResponse) => void, reject: (e: unknown) => void) {
     this.#agent = agent
@@ -254,11 +259,13 @@ class Exchange implements Dispatcher.DispatchHandler {
     this.#timer = setTimeout(() => this.#onDeadline(), req.timeoutMs)
   }
 
-  /** Ends the exchange with the signal's own reason when it aborts (fetch semantics). */
+  /** Ends the exchange with the signal's own reason when it aborts (fetch semantics); may be called for several signals. */
   follow(signal: AbortSignal): void {
+    if (signal.aborted) return this.#end(signal.reason, new RequestCancelled())
     const onAbort = (): void => this.#end(signal.reason, new RequestCancelled())
     signal.addEventListener('abort', onAbort, { once: true })
-    this.#unfollow = () => signal.removeEventListener('abort', onAbort)
+    this.#unfollow ??= []
+    this.#unfollow.push(() => signal.removeEventListener('abort', onAbort))
   }
 
   dispatch(): void {
@@ -353,7 +360,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   #settle(): void {
     this.#settled = true
     clearTimeout(this.#timer)
-    this.#unfollow?.()
+    if (this.#unfollow !== undefined) for (const unfollow of this.#unfollow) unfollow()
   }
 }
 

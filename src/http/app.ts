@@ -1,6 +1,7 @@
 /**
  * The HTTP face of Keyway (design.md §4) as one hono app: `/mcp` behind Host/Origin checks and
- * bearer authentication, RFC 9728 metadata in OIDC mode, health and readiness. Browser routes
+ * bearer authentication, RFC 9728 metadata in OIDC mode, health and readiness (each check named,
+ * judged by `readiness.ts`). Browser routes
  * (consent links, the OAuth callback) are mounted by the modules that own them through
  * `extraRoutes`. Every route sits behind the body gate of `body-limit.ts`; `/mcp` reads its body
  * through it and refuses JSON nested too deeply and JSON-RPC batches before the SDK sees them.
@@ -20,6 +21,7 @@ import { exceedsJsonDepth } from '../json-depth.js'
 import { errorMessage } from '../log.js'
 import { tryFastToolCall } from '../mcp/fast-path.js'
 import { createServerFactory, type CallScope, type ServerDeps } from '../mcp/server.js'
+import { assessReadiness, type ReadinessFacts } from '../readiness.js'
 import type { Runtime } from '../runtime.js'
 import { closeAfterAnswer, describeCap, limitBody, readBody, tooLargeJson } from './body-limit.js'
 import { browserBodyCap } from './browser-routes.js'
@@ -35,8 +37,6 @@ export const MAX_MCP_JSON_DEPTH = 64
 export const BATCH_REFUSED = { jsonrpc: '2.0', id: null, error: { code: -32600, message: 'Invalid Request: batching is not supported' } } as const
 
 export interface AppOptions {
-  /** Readiness of dependencies beyond the config (the token store); throws when not ready. */
-  readonly ready?: () => Promise<void>
   readonly askForConsent?: ServerDeps['askForConsent']
   readonly awaitConsent?: ServerDeps['awaitConsent']
   /** Answer plain 2026-07-28 tool calls without the SDK's per-request machinery (default true). */
@@ -90,14 +90,19 @@ export function createApp(rt: Runtime, opts: AppOptions = {}): KeywayApp {
   ))
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }))
+  let lastVerdict = ''
   app.get('/readyz', async (c) => {
-    try {
-      await opts.ready?.()
-      return c.json({ status: 'ready', connections: rt.snapshot().connections.size })
-    } catch (e) {
-      rt.log.warn('not ready', { error: errorMessage(e) })
-      return c.json({ status: 'not_ready', reason: isAppError(e) ? e.code : 'dependency unavailable' }, 503)
+    const facts = await rt.readinessFacts()
+    const { httpStatus, report } = assessReadiness(facts)
+    // Logged when the verdict changes, not at every probe; the details (addresses, errors) only here.
+    const failing = Object.entries(report.checks).filter(([, check]) => !check.ok).map(([name]) => name)
+    const verdict = `${report.status}:${failing.join(',')}`
+    if (verdict !== lastVerdict) {
+      lastVerdict = verdict
+      if (failing.length > 0) rt.log.warn('readiness checks failing', { status: report.status, failing, ...failureDetails(facts) })
+      else rt.log.info('ready', { connections: report.connections })
     }
+    return c.json(report, httpStatus, { 'cache-control': 'no-store' })
   })
 
   const initial = rt.snapshot()
@@ -150,6 +155,15 @@ export function createApp(rt: Runtime, opts: AppOptions = {}): KeywayApp {
 
   opts.extraRoutes?.(app)
   return { app, mcp }
+}
+
+/** What failed, for the log only (never the public `/readyz` answer). */
+function failureDetails(f: ReadinessFacts): Record<string, unknown> {
+  return {
+    ...(f.store.ok ? {} : { storeError: f.store.error }),
+    ...(f.oidc && !f.oidc.ok ? { oidcError: f.oidc.error } : {}),
+    ...(f.reload?.kind === 'rejected' ? { configProblems: f.reload.problems.length } : {}),
+  }
 }
 
 /** The TCP peer of a request served by @hono/node-server; undefined in process (`app.request`). */

@@ -1,14 +1,15 @@
 /**
  * Binds the hono app to a Node HTTP server and closes it gracefully: stop accepting, let
- * in-flight requests finish up to a deadline, then cut what is left (open SSE streams would
- * otherwise hold `close()` for ever). Every listener Keyway opens (`keyway serve`, the browser
+ * in-flight requests finish up to a grace period, then cut what is left (open SSE streams would
+ * otherwise hold `close()` for ever). The drain of tool calls happens before, in `start.ts`;
+ * meanwhile `endKeepAlive` makes every answer close its connection. Every listener Keyway opens (`keyway serve`, the browser
  * port of stdio mode, `keyway authorize`) comes through here, so every one gets the same time
  * limits and connection cap (README "Security model"): a client that sends its headers or body
  * slowly, or idles, loses its socket, and connections beyond the cap are closed on arrival.
  * @module
  */
 import { serve } from '@hono/node-server'
-import type { Server, ServerOptions } from 'node:http'
+import type { Server, ServerOptions, ServerResponse } from 'node:http'
 import type { Hono } from 'hono'
 
 export interface Listening {
@@ -17,11 +18,21 @@ export interface Listening {
   readonly port: number
   /** The Node server, for its settings (tests read the limits back). */
   readonly server: Server
-  close(drainMs?: number): Promise<void>
+  /**
+   * From now on every answer carries `Connection: close`, so clients open their next request on
+   * a new connection (through a load balancer, to another replica). New connections are still
+   * accepted: readiness probes must get their 503 (README "Shutdown and readiness").
+   */
+  endKeepAlive(): void
+  /** Stops accepting, closes idle connections, and cuts the rest after `graceMs`. */
+  close(graceMs?: number): Promise<void>
 }
 
-/** How long in-flight requests may take to finish on shutdown before connections are cut. */
-export const DRAIN_TIMEOUT_MS = 10_000
+/**
+ * How long requests still open may take to finish once the listener closes. Tool calls were
+ * drained before (`server.drainTimeoutMs`); what is left is answers being written and streams.
+ */
+export const CLOSE_GRACE_MS = 500
 
 /** The time limits and connection cap of a listener. */
 export interface ListenerLimits {
@@ -77,9 +88,15 @@ export function listen(app: Hono, host: string, port: number, limits: Partial<Li
         url: `http://${h}:${bound}`,
         port: bound,
         server,
-        close: (drainMs = DRAIN_TIMEOUT_MS) =>
+        endKeepAlive: () => {
+          server.on('request', (_req, res: ServerResponse) => {
+            // Runs right after the app's own listener, before any answer is written.
+            res.shouldKeepAlive = false
+          })
+        },
+        close: (graceMs = CLOSE_GRACE_MS) =>
           new Promise<void>((done) => {
-            const deadline = setTimeout(() => server.closeAllConnections(), drainMs)
+            const deadline = setTimeout(() => server.closeAllConnections(), graceMs)
             // Connections become idle as their last response ends; close them as they do.
             const sweep = setInterval(() => server.closeIdleConnections(), 50)
             deadline.unref()

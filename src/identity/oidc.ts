@@ -10,7 +10,7 @@
  * this server (RFC 8707, MCP authorization "token audience binding").
  * @module
  */
-import { createRemoteJWKSet, customFetch, decodeProtectedHeader, errors, jwtVerify, type JWTVerifyGetKey } from 'jose'
+import { createRemoteJWKSet, customFetch, decodeProtectedHeader, errors, jwtVerify } from 'jose'
 import { AppError } from '../errors.js'
 import type { OidcSettings } from '../config/load.js'
 import { createAddressBudget, type AddressBudget } from './address-budget.js'
@@ -37,6 +37,13 @@ export interface OidcVerifier {
    * A plain function (no `this`), so `verifier.verify` can be passed around on its own.
    */
   readonly verify: (token: string, opts?: VerifyOptions) => Promise<VerifiedToken>
+  /**
+   * Whether tokens can be verified now (for `/readyz` and the start-up banner): the issuer's
+   * metadata is known and its signing keys were fetched within jose's cache age, or can be now.
+   * A failed attempt is repeated at most every {@link DISCOVERY_RETRY_MS}, so probes never hammer
+   * the issuer. Never throws; `reason` is for the log.
+   */
+  readonly keysStatus: () => Promise<{ readonly ok: true } | { readonly ok: false; readonly reason: string }>
 }
 
 export interface OidcVerifierOptions {
@@ -109,8 +116,8 @@ export function createOidcVerifier(settings: OidcSettings, opts: OidcVerifierOpt
     return p
   }
 
-  let jwks: JWTVerifyGetKey | undefined
-  const getJwks = async (): Promise<JWTVerifyGetKey> => {
+  let jwks: RemoteJwks | undefined
+  const getJwks = async (): Promise<RemoteJwks> => {
     if (jwks) return jwks
     const { jwksUri } = await getMetadata()
     if (!jwksUri) throw new AppError('IDENTITY_INVALID', 'issuer metadata has no jwks_uri')
@@ -184,6 +191,25 @@ export function createOidcVerifier(settings: OidcSettings, opts: OidcVerifierOpt
   const cache = createTokenCache()
   const inflight = new Map<string, Promise<VerifiedToken>>()
 
+  let keysTriedAt = -Infinity
+  let keysProblem = 'issuer keys not fetched yet'
+  const keysStatus = async (): Promise<{ readonly ok: true } | { readonly ok: false; readonly reason: string }> => {
+    try {
+      const meta = await getMetadata()
+      // Introspection alone needs no keys; the metadata (its endpoint) is what it needs.
+      if (!meta.jwksUri) return settings.introspection && meta.introspectionEndpoint ? { ok: true } : { ok: false, reason: 'issuer metadata has no jwks_uri' }
+      const set = await getJwks()
+      if (set.fresh) return { ok: true }
+      if (now() - keysTriedAt < DISCOVERY_RETRY_MS) return { ok: false, reason: keysProblem }
+      keysTriedAt = now()
+      await set.reload()
+      return { ok: true }
+    } catch (e) {
+      keysProblem = e instanceof AppError ? e.message : e instanceof errors.JWKSTimeout ? 'issuer key set fetch timed out' : 'issuer key set could not be fetched'
+      return { ok: false, reason: keysProblem }
+    }
+  }
+
   /** The verified token and how long to remember it. */
   const verifyUncached = async (token: string, key: string, clientAddress: string | undefined): Promise<[VerifiedToken, number]> => {
     const header = readJwsHeader(token)
@@ -192,6 +218,7 @@ export function createOidcVerifier(settings: OidcSettings, opts: OidcVerifierOpt
   }
 
   return Object.freeze({
+    keysStatus,
     verify: async (token: string, opts: VerifyOptions = {}): Promise<VerifiedToken> => {
       if (token === '') throw invalid('token is empty')
       const key = hashToken(token)
@@ -212,6 +239,9 @@ export function createOidcVerifier(settings: OidcSettings, opts: OidcVerifierOpt
     },
   })
 }
+
+/** jose's remote key set with the state it exposes (`fresh`, `reload`). */
+type RemoteJwks = ReturnType<typeof createRemoteJWKSet>
 
 function invalid(reason: string): AppError {
   return new AppError('IDENTITY_INVALID', reason)

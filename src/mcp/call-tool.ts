@@ -21,6 +21,7 @@ import type { Egress, OutboundResponse } from '../egress/safe-fetch.js'
 import { exceedsJsonDepth } from '../json-depth.js'
 import { decodeContent } from '../egress/content-encoding.js'
 import { formsOf, redactBytes, redactJsonValue, redactText, type Forms } from '../redact.js'
+import { CallStopped, type Shutdown, type StopReason } from '../shutdown.js'
 import { argumentLimitProblem, ToolInputSchema, type ToolInput, type ToolOutput } from './tool-schema.js'
 
 export interface CallDeps {
@@ -37,6 +38,12 @@ export interface CallDeps {
   readonly audit: AuditLog
   readonly log: Logger
   readonly now: () => number
+  /**
+   * The process's shutdown state: while draining, new calls are refused; when the drain time is
+   * up, calls in flight end with `UPSTREAM_UNAVAILABLE: server shutting down` and their upstream
+   * requests are aborted through its signal (README "Shutdown and readiness").
+   */
+  readonly shutdown: Shutdown
 }
 
 export interface ToolResult {
@@ -57,6 +64,12 @@ export interface CallHooks {
    * caller without the grant never gets here, so it cannot make Keyway wait or leak schema details.
    */
   readonly beforeCall?: () => Promise<void>
+  /**
+   * The call's own cancellation (the MCP request's signal): when it aborts, the call ends and its
+   * upstream requests are aborted, as on shutdown. The fast path passes none: reading the HTTP
+   * request's signal would build the full `Request` it exists to avoid; its calls end at their deadline.
+   */
+  readonly signal?: AbortSignal
 }
 
 const USER_AGENT = 'keyway/0.1'
@@ -72,6 +85,8 @@ interface Ending {
   error?: string
   /** Secret occurrences replaced in what the caller got back (README "Security model"). */
   redacted?: number
+  /** Why the call was stopped before its end: refused while draining, aborted at shutdown, or cancelled. */
+  stopped?: StopReason
 }
 
 /**
@@ -79,7 +94,8 @@ interface Ending {
  * `PERMISSION_DENIED` before anything else happens, whatever its arguments), the consent wait of
  * a retry (`hooks.beforeCall`), argument parsing, the credential, `decide` again on the live
  * snapshot when it changed meanwhile, egress, one forced refresh on an upstream 401. Exactly one
- * audit line is written per call, however it ends (README "Security model").
+ * audit line is written per call, however it ends (README "Security model"), including a call
+ * refused while the server drains or stopped by its shutdown or cancellation (`stopped`).
  */
 export async function callTool(deps: CallDeps, caller: Caller, connection: Connection, args: unknown, hooks: CallHooks = {}): Promise<CallOutcome> {
   const started = deps.now()
@@ -90,10 +106,13 @@ export async function callTool(deps: CallDeps, caller: Caller, connection: Conne
   let forms: Forms | undefined
   let outcome: CallOutcome
   try {
-    outcome = await run()
+    // Shutdown or cancellation answers at once; what `run` still does afterwards is kept by
+    // `deps.shutdown` and its outcome dropped (this call's audit line is already written).
+    outcome = await deps.shutdown.race(run(), hooks.signal)
   } catch (e) {
     outcome = result(failure(deps, e, caller, connection, forms))
     ending.error = errorCodeOf(e)
+    if (e instanceof CallStopped) ending.stopped = e.stopped
   }
   deps.audit.record({
     type: 'tool.call',
@@ -115,6 +134,12 @@ export async function callTool(deps: CallDeps, caller: Caller, connection: Conne
       ending.error = 'PERMISSION_DENIED'
       return result(permissionDenied(caller, connection, decision))
     }
+    if (deps.shutdown.draining) {
+      // Refused before anything is sent, so the client may safely retry on another replica.
+      ending.error = 'UPSTREAM_UNAVAILABLE'
+      ending.stopped = 'draining'
+      return result(toolError('UPSTREAM_UNAVAILABLE', new CallStopped('draining').message))
+    }
     await hooks.beforeCall?.()
     const outOfBounds = argumentLimitProblem(args, deps.snapshot.server.maxRequestBytes)
     if (outOfBounds) {
@@ -128,7 +153,7 @@ export async function callTool(deps: CallDeps, caller: Caller, connection: Conne
     }
     const input = parsed.data
     request = { method: input.method, path: input.path }
-    const forwarded = await forward(deps, caller, connection, input, (secrets) => (forms = formsOf(secrets)), () => {
+    const forwarded = await forward(deps, hooks.signal, caller, connection, input, (secrets) => (forms = formsOf(secrets)), () => {
       // Decide last: whatever waited (consent, a lock, a token request), the grant must still hold
       // in the config live now. Same snapshot object, same grants: nothing to decide again.
       const live = deps.live()
@@ -207,6 +232,7 @@ type Forwarded =
 
 async function forward(
   deps: CallDeps,
+  callSignal: AbortSignal | undefined,
   caller: Caller,
   connection: Connection,
   input: ToolInput,
@@ -226,6 +252,8 @@ async function forward(
   if (!stillAllowed()) return { kind: 'revoked' }
   if (credential.kind === 'consent-required') return { ...credential, connection }
   onCredential(credential.secrets)
+  // Shutdown (at the end of the drain) and the call's own cancellation both cut the upstream request.
+  const signals = callSignal ? [deps.shutdown.signal, callSignal] : [deps.shutdown.signal]
   const send = (authorization: string): Promise<OutboundResponse> =>
     deps.egress.send({
       url: built.url,
@@ -244,6 +272,7 @@ async function forward(
       timeoutMs: connection.timeoutMs,
       maxResponseBytes: connection.maxResponseBytes,
       pool: connection.name,
+      signals,
     })
 
   // Fails fast with UPSTREAM_BUSY over the connection's or the caller's in-flight limit.

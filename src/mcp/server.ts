@@ -101,6 +101,8 @@ export function createServerFactory(deps: ServerDeps): McpServerFactory {
       const awaitConsent = deps.awaitConsent
       const step = await runToolCall(deps.callDeps(scope.snapshot), scope, req.params.name, req.params.arguments, {
         ...(awaitConsent ? { beforeCall: () => awaitConsent(scope, ctx, req.params.name) } : {}),
+        // A cancelled request (notifications/cancelled, a closed connection) aborts its upstream request.
+        signal: ctx.mcpReq.signal,
       })
       switch (step.kind) {
         case 'unknown-tool':

@@ -11,6 +11,7 @@ import { AppError } from '../../src/errors.js'
 import { Secret } from '../../src/secret.js'
 import type { OidcSettings } from '../../src/config/load.js'
 import { createOidcVerifier, type OidcVerifierOptions } from '../../src/identity/oidc.js'
+import { freePort } from '../helpers/free-port.js'
 import { startAuthorizationServer, type AuthorizationServer } from '../helpers/start-authorization-server.js'
 import { foreignKey, fromPrivateJwk, goodClaims, hmacWithPublicKey, signJwt, unsignedJwt, type SigningKey } from '../helpers/jwt-forge.js'
 
@@ -421,5 +422,30 @@ describe('caching and discovery', () => {
     expect(() => createOidcVerifier(settings({ algorithms: ['none'] }), { allowInsecure: true })).toThrow(
       expect.objectContaining({ code: 'CONFIG_INVALID' }),
     )
+  })
+})
+
+describe('keysStatus (readiness)', () => {
+  test('ok once metadata and keys are fetched, with no refetch while fresh; a down issuer is unavailable and retried at most every 5 s', async () => {
+    const { verifier, calls } = countingVerifier()
+    expect(await verifier.keysStatus()).toEqual({ ok: true })
+    expect(calls.some((p) => p.endsWith('/jwks'))).toBe(true)
+    const fetched = calls.length
+    expect(await verifier.keysStatus()).toEqual({ ok: true })
+    expect(calls.length).toBe(fetched)
+
+    let t = Date.now()
+    const closed = await freePort()
+    const { verifier: down, calls: asked } = countingVerifier({ issuer: `http://127.0.0.1:${closed}` }, { now: () => t })
+    const first = await down.keysStatus()
+    expect(first).toMatchObject({ ok: false, reason: expect.stringContaining('issuer metadata') })
+    const tries = asked.length
+    expect(tries).toBeGreaterThan(0)
+    // Within the retry window the answer is remembered; nothing new is asked of the issuer.
+    expect(await down.keysStatus()).toEqual(first)
+    expect(asked.length).toBe(tries)
+    t += 5_001
+    expect(await down.keysStatus()).toMatchObject({ ok: false })
+    expect(asked.length).toBeGreaterThan(tries)
   })
 })

@@ -5,8 +5,8 @@
  * removed connections.
  * @module
  */
-import { afterEach, describe, expect, test } from 'vitest'
-import { mkdir, mkdtemp, rename, rm, symlink, unlink, writeFile } from 'node:fs/promises'
+import { afterEach, describe, expect, test, vi } from 'vitest'
+import { mkdir, mkdtemp, readFile, rename, rm, symlink, unlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { createMemoryAuditLog } from '../../../src/audit/audit-log.js'
@@ -290,6 +290,52 @@ describe('createConfigReloader', () => {
     expect(out.kind).toBe('rejected')
     expect(r.current()).toBeUndefined()
     expect(log.lines.some((l) => l.includes('config reload could not be applied'))).toBe(true)
+  })
+
+  test('a rejected file shows in state() and is warned about every interval until a good file loads, the good one is back, or close', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'keyway-reload-'))
+    const file = await plainFile(dir)
+    const good = await readFile(file, 'utf8')
+    const log = createMemoryLogger()
+    const reminders = (): number => log.lines.filter((l) => l.includes('config file on disk is still rejected')).length
+    const initialHash = await hashConfigFile(file)
+    // Only the interval timer is faked: file reads stay real.
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] })
+    try {
+      const r = createConfigReloader(file, { load, log, onLoad: () => undefined, now: () => 1_000, rejectedLogIntervalMs: 60_000, ...(initialHash ? { initialHash } : {}) })
+      expect(r.state()).toEqual({ kind: 'ok' })
+      await writeFile(file, `${good}bogus: 1\n`)
+      expect((await r.reload('edit')).kind).toBe('rejected')
+      expect(r.state()).toMatchObject({ kind: 'rejected', sinceMs: 1_000 })
+      expect(r.state().kind === 'rejected' && r.state()).toMatchObject({ problems: [expect.stringContaining('bogus')] })
+      vi.advanceTimersByTime(180_000)
+      expect(reminders()).toBe(3)
+      // A good file loads: no more warnings.
+      await writeFile(file, config([]))
+      expect((await r.reload('fix')).kind).toBe('reloaded')
+      expect(r.state()).toEqual({ kind: 'ok' })
+      vi.advanceTimersByTime(180_000)
+      expect(reminders()).toBe(3)
+      // Rejected again, then the good content is put back: unchanged, and not rejected any more.
+      const goodAgain = await readFile(file, 'utf8')
+      await writeFile(file, 'version: 2\n')
+      expect((await r.reload('edit')).kind).toBe('rejected')
+      vi.advanceTimersByTime(60_000)
+      expect(reminders()).toBe(4)
+      await writeFile(file, goodAgain)
+      expect(await r.reload('revert')).toEqual({ kind: 'unchanged' })
+      expect(r.state()).toEqual({ kind: 'ok' })
+      vi.advanceTimersByTime(180_000)
+      expect(reminders()).toBe(4)
+      // Rejected, then closed: the warnings stop with it.
+      await writeFile(file, 'version: 3\n')
+      expect((await r.reload('edit')).kind).toBe('rejected')
+      await r.close()
+      vi.advanceTimersByTime(180_000)
+      expect(reminders()).toBe(4)
+    } finally {
+      vi.useRealTimers()
+    }
   })
 })
 
