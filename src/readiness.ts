@@ -79,14 +79,3 @@ export function assessReadiness(f: ReadinessFacts): { readonly httpStatus: 200 |
   const status: ReadinessStatus = f.draining ? 'draining' : blocked ? 'not_ready' : 'ready'
   return { httpStatus: status === 'ready' ? 200 : 503, report: { status, connections: f.connections, checks } }
 }
-
-/**
- * `store.url` as it may be printed: without user name or password (`(password hidden)` says one
- * was there) and without query parameters, which some clients use for credentials.
- */
-export function describeStoreUrl(url: string): string {
-  const withoutQuery = url.replace(/[?#].*$/, '')
-  // Any scheme (redis, rediss, sentinel forms with several hosts): drop what precedes the first "@" of the authority.
-  const m = /^([a-z][a-z0-9+.-]*:\/\/)([^/]*@)(.*)$/i.exec(withoutQuery)
-  return m ? `${m[1]}${m[3]} (password hidden)` : withoutQuery
-}

@@ -168,7 +168,9 @@ export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOption
     snapshot: () => current,
     swap(next) {
       const previous = current
-      if (next.store.url !== previous.store.url || next.store.encryptionKey?.reveal() !== previous.store.encryptionKey?.reveal())
+      const storeSecrets = (s: ConfigSnapshot): string =>
+        [s.store.encryptionKey, s.store.password, s.store.sentinelPassword].map((v) => v?.reveal() ?? '').join('\u0000')
+      if (next.store.url !== previous.store.url || storeSecrets(next) !== storeSecrets(previous))
         log.warn('store settings changed in the config; the token store keeps its current settings until a restart')
       current = next
       // A removed connection's sockets close once its calls in flight have finished.

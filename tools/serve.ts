@@ -13,8 +13,8 @@ import { createConfigReloader, hashConfigFile, REJECTED_LOG_INTERVAL_MS, watchCo
 import { countStoredCredentials, removedConnectionsWarning } from '../src/credentials/orphans.js'
 import { reasonOf } from '../src/credentials/store-access.js'
 import { SUPPORTED_AUTH_TYPES } from '../src/credentials/supported.js'
-import { describeStoreUrl } from '../src/readiness.js'
 import type { Runtime } from '../src/runtime.js'
+import { describeStoreUrl } from '../src/store/index.js'
 import { oneLine } from '../src/safe-text.js'
 import { startHttp, startStdio, type HttpKeyway } from '../src/start.js'
 import { configPath, loadOrReport, type Command } from './cli.js'
@@ -74,6 +74,9 @@ export const run: Command = async (argv, io) => {
   let keyway: HttpKeyway
   let listening: string
   if (values.stdio) {
+    // stdout carries the MCP stream: a library that prints (node-redis reports a lost Sentinel with
+    // console.log) would corrupt it, so anything printed goes to stderr instead.
+    console.log = console.info = console.debug = console.error
     const s = await startStdio(snapshot, { ...(values.user ? { user: values.user } : {}), ...(port === undefined ? {} : { port }) })
     listening = `keyway: serving MCP on stdio as ${s.user}${s.http ? `; browser routes on ${s.http.url}` : ''} (config ${file})`
     keyway = s

@@ -36,7 +36,7 @@ const bearer = (name: string): string => `  ${name}:
 `
 
 describe('readiness and start-up', () => {
-  test('store unreachable: banner warning (password hidden), 503 while an OAuth connection needs the store, 200 once none does', async () => {
+  test('store unreachable: banner warning (no password), 503 while an OAuth connection needs the store, 200 once none does', async () => {
     const closed = await freePort()
     const text = (withOAuth: boolean): string => `version: 1
 server: { port: 0 }
@@ -59,7 +59,7 @@ ${bearer('docs')}${
     const { file } = await writeTempConfig(text(true))
     await using k = await spawnKeyway(['serve', '--config', file], { env: { KW_TEST_TOKEN: 'sk-test' } })
     const banner = (await k.waitForStderr(/keyway: listening on .*\n/))[0]
-    expect(banner).toContain(`; WARNING token store redis://127.0.0.1:${closed} (password hidden) is not reachable: `)
+    expect(banner).toContain(`; WARNING token store redis 127.0.0.1:${closed} (db 0, password ***) is not reachable: `)
     expect(banner).toContain('ECONNREFUSED')
     expect(k.stderr()).not.toContain(REDIS_PASSWORD)
 

@@ -4,7 +4,7 @@
  * rejected file reported without its problem text, and store URLs printed without passwords.
  */
 import { describe, expect, test } from 'vitest'
-import { assessReadiness, describeStoreUrl, type ReadinessFacts } from '../../src/readiness.js'
+import { assessReadiness, type ReadinessFacts } from '../../src/readiness.js'
 
 const HEALTHY: ReadinessFacts = {
   draining: false,
@@ -52,18 +52,5 @@ describe('assessReadiness', () => {
     expect(report.checks.oidc).toEqual({ ok: true })
     expect(assessReadiness({ ...HEALTHY, reload: undefined }).report.checks.reload).toBeUndefined()
     expect(assessReadiness(HEALTHY).report.checks.oidc).toBeUndefined()
-  })
-})
-
-describe('describeStoreUrl', () => {
-  test.each([
-    ['redis://127.0.0.1:6379', 'redis://127.0.0.1:6379'],
-    ['redis://:s3cret@redis.internal:6379/2', 'redis://redis.internal:6379/2 (password hidden)'],
-    ['rediss://user:p%40ss@redis.internal:6380', 'rediss://redis.internal:6380 (password hidden)'],
-    ['redis://redis.internal:6379?password=s3cret', 'redis://redis.internal:6379'],
-    ['sqlite:///var/lib/keyway/keyway.sqlite', 'sqlite:///var/lib/keyway/keyway.sqlite'],
-    ['memory://', 'memory://'],
-  ])('%s', (url, shown) => {
-    expect(describeStoreUrl(url)).toBe(shown)
   })
 })
