@@ -6,6 +6,8 @@
  * @module
  */
 import { randomBytes } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import path from 'node:path'
 import { Secret } from '../../src/secret.js'
 import { openTokenStore, type TokenStore } from '../../src/store/index.js'
 import { apiKeyLines, writeTempConfig } from '../helpers/config.js'
@@ -47,11 +49,26 @@ ${connections.map((c) => `  - { privilege: USE CONNECTION, on: ${c.name}, to: { 
 `
 }
 
+export interface Replica {
+  readonly keyway: SpawnedKeyway
+  /** The `tool.call` audit lines written so far (`./data/audit.jsonl` next to its config). */
+  toolCalls(): Promise<Record<string, unknown>[]>
+}
+
 /** A `keyway serve` replica from the built bin (run `npm run build` first). */
-export async function startReplica(redisUrl: string, connections: readonly DrillConnection[], env: Readonly<Record<string, string>>): Promise<SpawnedKeyway> {
+export async function startReplica(redisUrl: string, connections: readonly DrillConnection[], env: Readonly<Record<string, string>>): Promise<Replica> {
   const port = await freePort()
   const { dir, file } = await writeTempConfig(replicaConfig(port, redisUrl, connections))
-  return spawnKeyway(['serve', '--config', file], { cwd: dir, env })
+  const keyway = await spawnKeyway(['serve', '--config', file], { cwd: dir, env })
+  return {
+    keyway,
+    toolCalls: async () =>
+      (await readFile(path.join(dir, 'data', 'audit.jsonl'), 'utf8').catch(() => ''))
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+        .filter((e) => e.type === 'tool.call'),
+  }
 }
 
 /** The store the replicas share, opened from the test with their key and namespace. */
