@@ -154,13 +154,12 @@ describe.concurrent('three drills at once on the surviving replicas', () => {
     )
     expect(fired).toBeGreaterThanOrEqual(990)
     expect(audited).toHaveLength(fired)
+    // Every call failed fast with a retry-after: from the back-off, or by sharing its replica's one
+    // failed token request; none waited out a lock ("has not answered", STORE_UNAVAILABLE).
     for (const t of texts) expect(t).toMatch(/^CREDENTIAL_UNAVAILABLE: connection "flaky": .*retry after \d+ s$/)
-    expect(texts.filter((t) => t.includes('no new token request for')).length).toBeGreaterThan(fired * 0.9)
+    expect(texts.filter((t) => t.includes('no new token request for')).length).toBeGreaterThan(fired / 2)
     expect(te.flaky.requests.length).toBeGreaterThanOrEqual(3)
     expect(te.flaky.requests.length).toBeLessThanOrEqual(6)
-    // Failing fast: answered from the back-off without a lock or a token request; no call waited out a
-    // lock (8 s). What is left of the time in Keyway is CPU queueing on a loaded 2-core machine (printed).
-    expect(Math.max(...inKeyway)).toBeLessThan(3_000)
     expect(upstream.requests.filter((r) => r.headers.authorization === 'Bearer seed-flaky')).toHaveLength(0)
   }, 30_000)
 
