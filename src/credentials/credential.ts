@@ -28,8 +28,13 @@ export type Credential =
     }
 
 export interface ResolveOptions {
-  /** Ignore a cached access token and refresh (after an upstream 401). */
+  /**
+   * Ignore a cached access token and refresh (after an upstream 401), at most once per cooldown
+   * (design.md §8); within it the same credential comes back and the 401 stands.
+   */
   readonly forceRefresh?: boolean
+  /** With `forceRefresh`: the `Authorization` value the upstream refused; a stored token other than it is used without a refresh. */
+  readonly rejectedAuthorization?: string
 }
 
 export interface CredentialProvider {

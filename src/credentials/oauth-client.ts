@@ -17,6 +17,7 @@ import { AppError, isAppError, type AppErrorCode } from '../errors.js'
 import { confineToIssuerOrigin, type MetadataEndpointField } from '../egress/same-origin.js'
 import { formsOf, redactText } from '../redact.js'
 import { oneLine, safeErrorCode } from '../safe-text.js'
+import { tokenExpiresAt } from './token-record.js'
 
 /** The `customFetch` openid-client calls; egress provides one per timeout (`Egress.fetchFor`). */
 export type ProviderFetch = oidc.CustomFetch
@@ -257,8 +258,10 @@ async function createOAuthClient(connection: Connection, deps: OAuthClientDeps):
 
   const tokenParams = filterParams(auth.tokenParams, RESERVED_TOKEN_PARAMS)
   const scope = auth.scopes.join(' ')
-  const toSet = (r: oidc.TokenEndpointResponse & oidc.TokenEndpointResponseHelpers): TokenSet => {
-    const expiresIn = r.expiresIn()
+  /** `sentAt`: the clock just before the request was sent, where `expires_in` is counted from. */
+  const toSet = (r: oidc.TokenEndpointResponse & oidc.TokenEndpointResponseHelpers, sentAt: number): TokenSet => {
+    // The raw `expires_in`: the helper `expiresIn()` floors what is left to whole seconds from now.
+    const expiresAt = tokenExpiresAt(r.access_token, sentAt, typeof r.expires_in === 'number' ? r.expires_in : undefined)
     const claims = r.id_token ? r.claims() : undefined
     const exchanged = [secret, r.access_token, ...(r.refresh_token ? [r.refresh_token] : [])]
     const scope = typeof r.scope === 'string' ? sanitizeScope(r.scope, exchanged) : undefined
@@ -271,7 +274,7 @@ async function createOAuthClient(connection: Connection, deps: OAuthClientDeps):
       tokenType: r.token_type,
       ...(r.refresh_token ? { refreshToken: r.refresh_token } : {}),
       ...(scope ? { scope } : {}),
-      ...(expiresIn === undefined ? {} : { expiresAt: now() + expiresIn * 1000 }),
+      ...(expiresAt === undefined ? {} : { expiresAt }),
       ...(claims ? { idTokenClaims: { ...claims } } : {}),
       ...(Object.keys(account).length > 0 ? { accountFields: account } : {}),
     }
@@ -290,16 +293,18 @@ async function createOAuthClient(connection: Connection, deps: OAuthClientDeps):
     config,
 
     async clientCredentials() {
+      const sentAt = now()
       try {
-        return toSet(await oidc.clientCredentialsGrant(config, { ...(scope ? { scope } : {}), ...tokenParams }))
+        return toSet(await oidc.clientCredentialsGrant(config, { ...(scope ? { scope } : {}), ...tokenParams }), sentAt)
       } catch (e) {
         throw mapOAuthError(e, mapCtx('client_credentials', exchange, []))
       }
     },
 
     async refresh(refreshToken) {
+      const sentAt = now()
       try {
-        return toSet(await oidc.refreshTokenGrant(config, refreshToken, tokenParams))
+        return toSet(await oidc.refreshTokenGrant(config, refreshToken, tokenParams), sentAt)
       } catch (e) {
         throw mapOAuthError(e, mapCtx('refresh_token', exchange, [refreshToken]))
       }
@@ -326,6 +331,7 @@ async function createOAuthClient(connection: Connection, deps: OAuthClientDeps):
       // compare it with the stand-in origin and fail a legitimate response.
       if (!issuerKnown) url.searchParams.delete('iss')
       const code = url.searchParams.get('code') ?? ''
+      const sentAt = now()
       try {
         const r = await oidc.authorizationCodeGrant(
           config,
@@ -333,7 +339,7 @@ async function createOAuthClient(connection: Connection, deps: OAuthClientDeps):
           { pkceCodeVerifier: p.codeVerifier, expectedState: p.state, ...(p.nonce ? { expectedNonce: p.nonce } : {}) },
           tokenParams,
         )
-        return toSet(r)
+        return toSet(r, sentAt)
       } catch (e) {
         throw mapOAuthError(e, mapCtx('authorization_code', exchange, [code, p.codeVerifier]))
       }

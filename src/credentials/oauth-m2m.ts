@@ -10,7 +10,7 @@ import type { Connection } from '../config/load.js'
 import type { Credential, ResolveOptions } from './credential.js'
 import type { OAuthClients } from './oauth-client.js'
 import type { Refresher } from './refresh.js'
-import { recordFromTokenSet, tokenCredential } from './token-record.js'
+import { forcedRefreshOf, recordFromTokenSet, tokenCredential } from './token-record.js'
 
 export interface M2mDeps {
   readonly clients: OAuthClients
@@ -23,7 +23,7 @@ export async function resolveM2m(connection: Connection, deps: M2mDeps, opts: Re
   const record = await deps.refresher.getFreshToken({
     ref: { connection: connection.name, user: null },
     method: 'oauth_m2m',
-    ...(opts.forceRefresh ? { forceRefresh: true } : {}),
+    ...forcedRefreshOf(opts),
     // The client is made (and the provider discovered) only when a token is needed, so a provider
     // that is down does not stop a still-valid cached token from serving.
     obtain: async (current) => {

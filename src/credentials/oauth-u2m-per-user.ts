@@ -23,7 +23,7 @@ import { connectPath, createConsentFlow, FLOW_TTL_MS, OUTCOME_POLL_MS, readConse
 import type { Credential, ResolveOptions } from './credential.js'
 import type { OAuthClient } from './oauth-client.js'
 import { isUsable, type Refresher } from './refresh.js'
-import { recordFromTokenSet, tokenCredential } from './token-record.js'
+import { forcedRefreshOf, recordFromTokenSet, tokenCredential } from './token-record.js'
 
 const METHOD = 'oauth_u2m_per_user'
 
@@ -72,7 +72,7 @@ export async function resolvePerUserU2m(connection: Connection, caller: Caller, 
     record = await deps.refresher.getFreshToken({
       ref,
       method: METHOD,
-      ...(opts.forceRefresh ? { forceRefresh: true } : {}),
+      ...forcedRefreshOf(opts),
       missing: () => consentNeeded(connection, 'no-token'),
       obtain: async (current) => {
         if (!current) throw consentNeeded(connection, 'no-token')

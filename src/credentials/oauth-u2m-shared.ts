@@ -13,7 +13,7 @@ import { AppError } from '../errors.js'
 import type { Credential, ResolveOptions } from './credential.js'
 import type { OAuthClients } from './oauth-client.js'
 import { isUsable, type Refresher } from './refresh.js'
-import { recordFromTokenSet, tokenCredential } from './token-record.js'
+import { forcedRefreshOf, recordFromTokenSet, tokenCredential } from './token-record.js'
 
 export interface SharedU2mDeps {
   readonly clients: OAuthClients
@@ -55,7 +55,7 @@ export async function resolveSharedU2m(connection: Connection, deps: SharedU2mDe
   const record = await deps.refresher.getFreshToken({
     ref: { connection: connection.name, user: null },
     method: 'oauth_u2m_shared',
-    ...(opts.forceRefresh ? { forceRefresh: true } : {}),
+    ...forcedRefreshOf(opts),
     missing: () => notAuthorized(connection),
     obtain: async (current) => {
       if (!current) throw notAuthorized(connection)

@@ -5,6 +5,7 @@
  * authorize` and `keyway credentials` all say the same thing.
  * @module
  */
+import { decodeJwt } from 'jose'
 import type { Connection } from '../config/load.js'
 import { rememberSecret } from '../redact.js'
 import type { TokenMethod, TokenRecord } from '../store/index.js'
@@ -48,6 +49,46 @@ export function recordFromTokenSet(set: TokenSet, opts: RecordOptions): TokenRec
     ...(subject === undefined ? {} : { subject }),
     ...(warnings ? { warnings } : {}),
   }
+}
+
+/**
+ * When an access token stops working (epoch ms): `expires_in` counted from `sentAt`, the moment
+ * just before the token request was sent (RFC 6749 §5.1 counts from the response; starting at
+ * the send never overestimates by the request's own duration), or the JWT `exp` when the token
+ * is a JWT that carries one, whichever is earlier. The JWT is decoded, not verified: its `exp`
+ * can only shorten the lifetime. Junk (not a JWT, `exp` not a number, or not after `sentAt`) is
+ * ignored. `undefined` when neither says.
+ */
+export function tokenExpiresAt(accessToken: string, sentAt: number, expiresInS: number | undefined): number | undefined {
+  const fromExpiresIn = expiresInS === undefined || !Number.isFinite(expiresInS) ? undefined : sentAt + Math.round(expiresInS * 1000)
+  const fromJwt = jwtExpMs(accessToken, sentAt)
+  if (fromJwt === undefined) return fromExpiresIn
+  return fromExpiresIn === undefined ? fromJwt : Math.min(fromExpiresIn, fromJwt)
+}
+
+function jwtExpMs(token: string, sentAt: number): number | undefined {
+  if (token.split('.').length !== 3) return undefined
+  let exp: unknown
+  try {
+    exp = decodeJwt(token).exp
+  } catch {
+    return undefined
+  }
+  if (typeof exp !== 'number' || !Number.isFinite(exp)) return undefined
+  const ms = exp * 1000
+  return ms > sentAt ? ms : undefined
+}
+
+/** The access token of an `Authorization` value made by {@link tokenCredential}, for "is this the one refused?". */
+export function accessTokenOf(authorization: string | undefined): string | undefined {
+  return authorization?.startsWith('Bearer ') ? authorization.slice('Bearer '.length) : undefined
+}
+
+/** The refresher's `forceRefresh` and `rejected` fields for a call's resolve options. */
+export function forcedRefreshOf(opts: { readonly forceRefresh?: boolean; readonly rejectedAuthorization?: string }): { forceRefresh?: true; rejected?: string } {
+  if (!opts.forceRefresh) return {}
+  const rejected = accessTokenOf(opts.rejectedAuthorization)
+  return { forceRefresh: true, ...(rejected === undefined ? {} : { rejected }) }
 }
 
 /**

@@ -281,8 +281,12 @@ async function forward(
     let response = await send(credential.authorization)
     if (response.status === 401 && credential.refreshable) {
       // One forced refresh and one retry for a token the provider no longer accepts; never a loop.
-      credential = await deps.credentials.resolve(connection, caller, { forceRefresh: true })
+      // At most one forced refresh per credential per cooldown across replicas (design.md §8):
+      // the same credential back means none was made, and the upstream's 401 is the answer.
+      const refused = credential.authorization
+      credential = await deps.credentials.resolve(connection, caller, { forceRefresh: true, rejectedAuthorization: refused })
       if (credential.kind === 'consent-required') return { ...credential, connection }
+      if (credential.authorization === refused) return { kind: 'response', response }
       if (!stillAllowed()) return { kind: 'revoked' }
       onCredential(credential.secrets)
       response = await send(credential.authorization)

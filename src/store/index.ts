@@ -16,6 +16,7 @@ export {
   tokenLockName,
   type FlowRecord,
   type ResealResult,
+  type StateRecord,
   type TokenMethod,
   type TokenRecord,
   type TokenRef,

@@ -75,6 +75,14 @@ export function lockKey(namespace: string, name: string): string {
   return `${namespace}:lock:${sha256Hex(name)}`
 }
 
+/**
+ * `<ns>:state:<sha256(name)>`: small TTL'd state replicas share (e.g. a credential's refresh
+ * back-off); names may carry anything, the key never does.
+ */
+export function stateKey(namespace: string, name: string): string {
+  return `${namespace}:state:${sha256Hex(name)}`
+}
+
 /** The lock name for "one refresh of this token at a time across replicas". */
 export function tokenLockName(ref: TokenRef): string {
   assertTokenRef(ref)

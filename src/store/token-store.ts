@@ -1,6 +1,7 @@
 /**
  * The typed token store: OAuth tokens per (connection, user), single-use consent and sign-in
- * flows with a TTL, and a cross-replica lock, on top of any {@link StoreBackend}. Every value is
+ * flows with a TTL, small TTL'd shared state (e.g. a credential's refresh back-off) and a
+ * cross-replica lock, on top of any {@link StoreBackend}. Every value is
  * sealed (AES-256-GCM, the record's key as associated data) before it reaches the backend, and
  * every key comes from `keys.ts`, so the backend never sees a token, a flow secret or a user id.
  * A record that does not open is `STORE_UNAVAILABLE`, never a missing token. This module decides
@@ -19,6 +20,7 @@ import {
   DEFAULT_NAMESPACE,
   flowKey,
   lockKey,
+  stateKey,
   tokenKey,
   tokenPrefix,
   userSegment,
@@ -51,6 +53,9 @@ export interface TokenRecord {
 
 /** A consent or sign-in flow; its owner (the consent flow) defines and validates the fields. */
 export type FlowRecord = Readonly<Record<string, unknown>>
+
+/** Small shared state (counts, times, a short reason); its owner defines the fields. */
+export type StateRecord = Readonly<Record<string, string | number | boolean>>
 
 /** Outcome of {@link TokenStore.reseal}. */
 export interface ResealResult {
@@ -91,10 +96,20 @@ export interface TokenStore {
   getFlow(id: string): Promise<FlowRecord | undefined>
   /** Reads and deletes a flow atomically: of concurrent takes, exactly one gets it. */
   takeFlow(id: string): Promise<FlowRecord | undefined>
+  /** The state under `name`, or `undefined` when there is none or it expired. */
+  getState(name: string): Promise<StateRecord | undefined>
+  /** Stores (replacing) the state under `name` for `ttlMs`. */
+  putState(name: string, value: StateRecord, ttlMs: number): Promise<void>
+  /** Put-if-absent with a TTL, atomically across replicas: `false` when a live value is already there. */
+  addState(name: string, value: StateRecord, ttlMs: number): Promise<boolean>
+  /** `true` when a live value was deleted. */
+  deleteState(name: string): Promise<boolean>
   /**
    * Runs `fn` while holding the cross-replica lock `name`, waiting (jittered polling) up to
-   * `waitMs`. The lock's TTL is renewed every third of `ttlMs` while `fn` runs; if renewal finds
-   * the lock lost, `signal` aborts. Released afterwards only if still owned (compare-and-delete).
+   * `waitMs` (0: one try). The lock's TTL is renewed every third of `ttlMs` while `fn` runs; a
+   * renewal the store does not answer is tried again, and a lease that lapsed while nobody took
+   * it (a stalled store) is taken again. Only when another holder has it does `signal` abort.
+   * Released afterwards only if still owned (compare-and-delete).
    * @throws AppError `STORE_UNAVAILABLE` (`detail.reason: 'lock-timeout'`) when not acquired in time
    */
   withLock<T>(name: string, ttlMs: number, fn: (signal: AbortSignal) => Promise<T>, opts?: WithLockOptions): Promise<T>
@@ -146,6 +161,11 @@ const FlowEnvelopeSchema = z.strictObject({
   t: z.literal('flow'),
   expiresAt: epochMs,
   flow: z.record(z.string(), z.unknown()),
+})
+const StateEnvelopeSchema = z.strictObject({
+  t: z.literal('state'),
+  expiresAt: epochMs,
+  value: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])),
 })
 
 /** A new flow id: 256 random bits, base64url. */
@@ -208,6 +228,16 @@ export function createTokenStore(backend: StoreBackend, keyring: Keyring, opts: 
     if (!env.success) throw corrupt('flow record', {})
     // The backend's TTL is the first line; this catches a backend clock or sweep that lags.
     return now() >= env.data.expiresAt ? undefined : env.data.flow
+  }
+
+  const openState = (key: string, raw: string): StateRecord | undefined => {
+    const env = StateEnvelopeSchema.safeParse(openJson(keyring, key, raw, 'state record'))
+    if (!env.success) throw corrupt('state record', {})
+    return now() >= env.data.expiresAt ? undefined : env.data.value
+  }
+  const sealState = (key: string, value: StateRecord, ttlMs: number): string => {
+    assertTtl(ttlMs, 'state ttlMs')
+    return sealJson(keyring, key, { t: 'state', expiresAt: now() + ttlMs, value })
   }
 
   const store: TokenStore = {
@@ -282,6 +312,26 @@ export function createTokenStore(backend: StoreBackend, keyring: Keyring, opts: 
       return raw === undefined ? undefined : openFlow(key, raw)
     },
 
+    async getState(name) {
+      const key = stateKey(ns, name)
+      const raw = await backend.get(key)
+      return raw === undefined ? undefined : openState(key, raw)
+    },
+
+    async putState(name, value, ttlMs) {
+      const key = stateKey(ns, name)
+      await backend.set(key, sealState(key, value, ttlMs), ttlMs)
+    },
+
+    async addState(name, value, ttlMs) {
+      const key = stateKey(ns, name)
+      return backend.compareAndSwap(key, undefined, sealState(key, value, ttlMs), ttlMs)
+    },
+
+    async deleteState(name) {
+      return backend.delete(stateKey(ns, name))
+    },
+
     async withLock(name, ttlMs, fn, lockOpts = {}) {
       assertTtl(ttlMs, 'lock ttlMs')
       const waitMs = lockOpts.waitMs ?? ttlMs
@@ -297,20 +347,30 @@ export function createTokenStore(backend: StoreBackend, keyring: Keyring, opts: 
         await sleep(Math.min(left, LOCK_POLL_MS + Math.random() * LOCK_POLL_MS))
         handle = await backend.acquireLock(key, ttlMs)
       }
-      const held = handle
+      let held = handle
       const controller = new AbortController()
       let renewal: NodeJS.Timeout | undefined
       let finished = false
+      const lost = (): void => controller.abort(new AppError('STORE_UNAVAILABLE', 'lock expired while held', { detail: { reason: 'lock-lost' } }))
+      const renewOnce = async (): Promise<boolean> => {
+        if (await held.extend(ttlMs)) return true
+        // Lapsed (the store stalled past the TTL) but free: nobody else held it, take it again.
+        const again = await backend.acquireLock(key, ttlMs)
+        if (again === undefined) return false
+        held = again
+        return true
+      }
       const renew = (): void => {
         renewal = setTimeout(() => {
-          held.extend(ttlMs).then(
+          renewOnce().then(
             (owned) => {
               if (finished) return
               if (owned) renew()
-              else controller.abort(new AppError('STORE_UNAVAILABLE', 'lock expired while held', { detail: { reason: 'lock-lost' } }))
+              else lost()
             },
-            (e: unknown) => {
-              if (!finished) controller.abort(e)
+            // Not answered is not lost: try again on the next beat.
+            () => {
+              if (!finished) renew()
             },
           )
         }, Math.max(1, Math.floor(ttlMs / 3)))

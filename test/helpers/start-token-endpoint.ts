@@ -3,7 +3,10 @@
  * (the Authorization header and the form body), for the cases a strict server cannot show: what
  * `header_and_body` puts on the wire, discovery metadata with a chosen
  * `token_endpoint_auth_methods_supported`, and a token endpoint that fails or hangs on demand.
- * It issues opaque tokens `tok-<n>` and checks nothing. Tests only; never beyond loopback.
+ * It issues opaque tokens `tok-<n>` (or unsigned JWTs with an `exp`, on demand) and checks
+ * nothing, except in rotation mode: there it honours `refresh_token` grants the way a strict
+ * provider does (each refresh token works once and is replaced; presenting a used one revokes the
+ * whole grant, RFC 9700 §4.14.2). Tests only; never beyond loopback.
  * @module
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
@@ -36,8 +39,20 @@ export interface TokenEndpoint extends AsyncDisposable {
   held(): Promise<void>
   /** Lifetime of the next tokens, seconds (default 600). */
   setExpiresIn(seconds: number): void
-  /** Issued access tokens are `<prefix><n>` (default `tok-`), and the granted `scope` (default `api:read`). */
-  setIssue(opts: { readonly prefix?: string; readonly scope?: string }): void
+  /**
+   * Issued access tokens are `<prefix><n>` (default `tok-`), and the granted `scope` (default
+   * `api:read`). With `jwtExpIn` (seconds; `undefined` turns it off) they are unsigned JWTs whose
+   * `exp` is that far from the moment they are issued.
+   */
+  setIssue(opts: { readonly prefix?: string; readonly scope?: string; readonly jwtExpIn?: number | undefined }): void
+  /**
+   * Rotation mode: `refresh_token` grants accept only the live refresh token (first `initial`),
+   * answer with a new one `<initial>-r<n>`, and a used one revokes the grant for good
+   * (`invalid_grant` from then on). `undefined` turns rotation off.
+   */
+  setRotation(initial: string | undefined): void
+  /** Rotation mode: whether a used refresh token was presented (and the grant revoked). */
+  reuseDetected(): boolean
   close(): Promise<void>
 }
 
@@ -49,7 +64,13 @@ export async function startTokenEndpoint(): Promise<TokenEndpoint> {
   let issued = 0
   let prefix = 'tok-'
   let scope = 'api:read'
+  let jwtExpIn: number | undefined
   let issuer = ''
+  let live: string | undefined
+  let initialRefresh = ''
+  let rotations = 0
+  const used = new Set<string>()
+  let revoked = false
   const hanging = new Set<ServerResponse>()
   const holding: (() => void)[] = []
   let onHeld: (() => void) | undefined
@@ -77,9 +98,23 @@ export async function startTokenEndpoint(): Promise<TokenEndpoint> {
         if (mode === 'fail') return json(res, 503, { error: 'temporarily_unavailable' })
         if (mode === 'echo')
           return json(res, 400, { error: 'invalid_client', error_description: `got authorization ${req.headers.authorization ?? '-'} and body ${Buffer.concat(chunks).toString('utf8')}` })
+        const form = new URLSearchParams(Buffer.concat(chunks).toString('utf8'))
         const issue = (): void => {
           issued++
-          json(res, 200, { access_token: `${prefix}${issued}`, token_type: 'Bearer', expires_in: expiresIn, scope })
+          let refresh: { refresh_token?: string } = {}
+          if (live !== undefined && form.get('grant_type') === 'refresh_token') {
+            const presented = form.get('refresh_token') ?? ''
+            if (used.has(presented)) revoked = true
+            if (revoked || presented !== live) return json(res, 400, { error: 'invalid_grant', error_description: 'refresh token is not valid' })
+            used.add(presented)
+            live = `${initialRefresh}-r${++rotations}`
+            refresh = { refresh_token: live }
+          }
+          const access =
+            jwtExpIn === undefined
+              ? `${prefix}${issued}`
+              : `${Buffer.from('{"alg":"none","typ":"JWT"}').toString('base64url')}.${Buffer.from(JSON.stringify({ sub: prefix, n: issued, exp: Math.floor(Date.now() / 1000) + jwtExpIn })).toString('base64url')}.`
+          json(res, 200, { access_token: access, token_type: 'Bearer', expires_in: expiresIn, scope, ...refresh })
         }
         if (mode === 'hold') {
           holding.push(issue)
@@ -128,7 +163,16 @@ export async function startTokenEndpoint(): Promise<TokenEndpoint> {
     setIssue: (o) => {
       prefix = o.prefix ?? prefix
       scope = o.scope ?? scope
+      if ('jwtExpIn' in o) jwtExpIn = o.jwtExpIn
     },
+    setRotation: (initial) => {
+      live = initial
+      initialRefresh = initial ?? ''
+      rotations = 0
+      used.clear()
+      revoked = false
+    },
+    reuseDetected: () => revoked,
     close,
     [Symbol.asyncDispose]: close,
   }

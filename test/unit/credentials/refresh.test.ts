@@ -1,20 +1,23 @@
 /**
  * The shared refresher against a real (memory) token store: skew, single flight, the store lock
  * across two "replicas", re-check after the lock, compare-and-set save before use, fatal versus
- * transient. Time is injected; nothing sleeps except where the test itself stalls a refresh.
+ * transient, refresh ahead of expiry, the shared back-off and forced-refresh cooldown, a save the
+ * store does not take at first, a waiter's honest error. Time is injected; nothing sleeps except
+ * where the test itself stalls a refresh or the store.
  */
 import { randomBytes } from 'node:crypto'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
 import { createMemoryAuditLog } from '../../../src/audit/audit-log.js'
 import {
   createRefresher,
-  FAILED_REFRESH_BACKOFF_MS,
   isFresh,
   isUsable,
   MAX_REFRESH_SKEW_MS,
   refreshSkewMs,
   type FreshTokenRequest,
 } from '../../../src/credentials/refresh.js'
+import { BACKOFF_BASE_MS, BACKOFF_MAX_MS, backoffDelayMs, createRefreshState, FORCED_REFRESH_COOLDOWN_MS } from '../../../src/credentials/refresh-state.js'
+import { tokenExpiresAt } from '../../../src/credentials/token-record.js'
 import { AppError } from '../../../src/errors.js'
 import { Secret } from '../../../src/secret.js'
 import { openTokenStore, type TokenRecord, type TokenStore } from '../../../src/store/index.js'
@@ -77,8 +80,34 @@ describe('getFreshToken', () => {
     let calls = 0
     const obtain = async (): Promise<TokenRecord> => token(100 + ++calls)
     clock += 600_000 - MAX_REFRESH_SKEW_MS + 1
+    // Still valid: the caller gets it at once, and the refresh runs ahead in the background.
+    expect((await r.getFreshToken(request(obtain))).accessToken).toBe('at-1')
+    await r.idle()
+    expect(calls).toBe(1)
+    expect((await store.getToken(ref))?.accessToken).toBe('at-101')
     expect((await r.getFreshToken(request(obtain))).accessToken).toBe('at-101')
     expect(calls).toBe(1)
+  })
+
+  test('a caller with a usable token never waits for a refresh: the refresh runs ahead, once per process', async () => {
+    const r = createRefresher({ store, now })
+    await store.putToken(ref, token(1))
+    clock += 600_000 - 1_000 // inside the window, one second left
+    let release!: () => void
+    const gate = new Promise<void>((res) => (release = res))
+    let calls = 0
+    const obtain = async (): Promise<TokenRecord> => {
+      calls++
+      await gate
+      return token(2)
+    }
+    const got = await Promise.all(Array.from({ length: 10 }, () => r.getFreshToken(request(obtain))))
+    expect(got.map((g) => g.accessToken)).toEqual(Array(10).fill('at-1'))
+    await new Promise((res) => setTimeout(res, 20))
+    expect(calls).toBe(1)
+    release()
+    await r.idle()
+    expect((await store.getToken(ref))?.accessToken).toBe('at-2')
   })
 
   test('20 concurrent callers at expiry cause one refresh [refresh:single-flight]', async () => {
@@ -158,7 +187,7 @@ describe('getFreshToken', () => {
   })
 
   test('transient failure with a still-valid token: kept and served, no retry storm, then a clear error [refresh:transient]', async () => {
-    const r = createRefresher({ store, now })
+    const r = createRefresher({ store, now, state: createRefreshState(store, now, () => 0.5) })
     await store.putToken(ref, token(1))
     let calls = 0
     const failing = async (): Promise<TokenRecord> => {
@@ -167,14 +196,22 @@ describe('getFreshToken', () => {
     }
     clock += 600_000 - 10_000 // inside the skew window, not expired
     expect((await r.getFreshToken(request(failing))).accessToken).toBe('at-1')
+    await r.idle()
     expect((await r.getFreshToken(request(failing))).accessToken).toBe('at-1')
-    expect(calls).toBe(1) // backoff: the second call did not ask again
-    clock += FAILED_REFRESH_BACKOFF_MS
+    await r.idle()
+    expect(calls).toBe(1) // back-off: the second call did not ask again
+    clock += BACKOFF_BASE_MS
     expect((await r.getFreshToken(request(failing))).accessToken).toBe('at-1')
+    await r.idle()
     expect(calls).toBe(2)
     expect((await store.getToken(ref))?.accessToken).toBe('at-1')
-    clock += 10_000 // expired now
-    await expect(r.getFreshToken(request(failing))).rejects.toMatchObject({ code: 'CREDENTIAL_UNAVAILABLE', message: 'connection "svc": the provider did not answer' })
+    clock += 10_000 // expired now; the back-off (2 s after the second failure) is over
+    await expect(r.getFreshToken(request(failing))).rejects.toMatchObject({
+      code: 'CREDENTIAL_UNAVAILABLE',
+      message: 'connection "svc": the provider did not answer; retry after 4 s',
+      detail: { retryAfter: 4 },
+    })
+    expect(calls).toBe(3)
     expect(await store.getToken(ref)).toBeDefined()
   })
 
@@ -214,5 +251,190 @@ describe('getFreshToken', () => {
     const r = createRefresher({ store, now })
     await store.close()
     await expect(r.getFreshToken(request(async () => token(1)))).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' })
+  })
+})
+
+describe('back-off schedule and expiry (pure)', () => {
+  test('1 s, 2 s, 4 s … capped at 30 s, each ±20 % and never above the cap', () => {
+    expect([1, 2, 3, 4, 5, 6, 7, 20].map((n) => backoffDelayMs(n, 0.5))).toEqual([1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000])
+    expect(backoffDelayMs(1, 0)).toBe(800)
+    expect(backoffDelayMs(1, 0.999_999)).toBe(1_200)
+    expect(backoffDelayMs(6, 0.999_999)).toBe(BACKOFF_MAX_MS)
+    expect(backoffDelayMs(6, 0)).toBe(24_000)
+    expect(backoffDelayMs(0, 0.5)).toBe(BACKOFF_BASE_MS)
+  })
+
+  const jwt = (payload: unknown): string =>
+    `${Buffer.from('{"alg":"none"}').toString('base64url')}.${Buffer.from(JSON.stringify(payload)).toString('base64url')}.`
+
+  test('expiry: expires_in from the send, or the JWT exp when earlier; junk exp is ignored', () => {
+    const sentAt = 1_700_000_000_000
+    expect(tokenExpiresAt('opaque-token', sentAt, 600)).toBe(sentAt + 600_000)
+    expect(tokenExpiresAt(jwt({ exp: sentAt / 1000 + 30 }), sentAt, 600)).toBe(sentAt + 30_000)
+    expect(tokenExpiresAt(jwt({ exp: sentAt / 1000 + 900 }), sentAt, 600)).toBe(sentAt + 600_000)
+    expect(tokenExpiresAt(jwt({ exp: sentAt / 1000 + 30 }), sentAt, undefined)).toBe(sentAt + 30_000)
+    expect(tokenExpiresAt('opaque-token', sentAt, undefined)).toBeUndefined()
+    for (const junk of [jwt({ exp: 'soon' }), jwt({ exp: sentAt / 1000 - 5 }), jwt({}), 'a.b.c', 'a.%%%.c', jwt([1, 2])])
+      expect(tokenExpiresAt(junk, sentAt, 600), junk).toBe(sentAt + 600_000)
+  })
+})
+
+describe('shared back-off after failed token requests', () => {
+  const failing = (counter: { n: number }) => async (): Promise<TokenRecord> => {
+    counter.n++
+    throw new AppError('CREDENTIAL_UNAVAILABLE', 'connection "svc": the provider answered the token request with server_error (status 500)', {
+      detail: { reason: 'server_error', transient: true },
+    })
+  }
+
+  test('one replica fails, the other makes no token request and fails fast with a retry-after; a success clears it', async () => {
+    const state = createRefreshState(store, now, () => 0.5)
+    const a = createRefresher({ store, now, state })
+    const b = createRefresher({ store, now, state })
+    await store.putToken(ref, token(1))
+    clock += 600_000 // expired
+    const asked = { n: 0 }
+    await expect(a.getFreshToken(request(failing(asked)))).rejects.toMatchObject({ code: 'CREDENTIAL_UNAVAILABLE', detail: { retryAfter: 1 } })
+    const err = await b.getFreshToken(request(failing(asked))).catch((e: unknown) => e)
+    expect(err).toMatchObject({ code: 'CREDENTIAL_UNAVAILABLE', detail: { reason: 'backoff', retryAfter: 1, failures: 1 } })
+    expect((err as Error).message).toBe(
+      'connection "svc": the provider answered the token request with server_error (status 500); no new token request for 1 s after 1 failed in a row: retry after 1 s',
+    )
+    expect(asked.n).toBe(1)
+    clock += 1_000
+    await expect(b.getFreshToken(request(failing(asked)))).rejects.toMatchObject({ detail: { retryAfter: 2 } })
+    expect(asked.n).toBe(2)
+    await expect(a.getFreshToken(request(failing(asked)))).rejects.toMatchObject({ detail: { reason: 'backoff', failures: 2 } })
+    expect(asked.n).toBe(2)
+    clock += 2_000
+    expect((await a.getFreshToken(request(async () => token(2)))).accessToken).toBe('at-2')
+    await a.idle() // the back-off is cleared right after the caller got its token
+    expect(await state.backoff(ref)).toBeUndefined()
+  })
+
+  test('invalid_grant is not a back-off: the record is deleted and nothing rests [refresh:fatal]', async () => {
+    const state = createRefreshState(store, now)
+    const r = createRefresher({ store, now, state })
+    await store.putToken(ref, token(1, { method: 'oauth_u2m_shared', refreshToken: 'rt' }))
+    clock += 600_000
+    const fatal = async (): Promise<TokenRecord> => {
+      throw new AppError('REAUTHORIZATION_REQUIRED', 'refused', { detail: { reason: 'invalid_grant' } })
+    }
+    await expect(r.getFreshToken(request(fatal, { method: 'oauth_u2m_shared' }))).rejects.toMatchObject({ code: 'REAUTHORIZATION_REQUIRED' })
+    expect(await state.backoff(ref)).toBeUndefined()
+  })
+})
+
+describe('forced refresh after an upstream 401 [refresh:401-retry]', () => {
+  test('one forced refresh per cooldown across replicas; within it the same token comes back', async () => {
+    const a = createRefresher({ store, now })
+    const b = createRefresher({ store, now })
+    await store.putToken(ref, token(1))
+    let calls = 0
+    const obtain = async (): Promise<TokenRecord> => token(10 + ++calls)
+    expect((await a.getFreshToken(request(obtain, { forceRefresh: true, rejected: 'at-1' }))).accessToken).toBe('at-11')
+    // The upstream refuses the new token too: within the cooldown no replica asks again.
+    expect((await b.getFreshToken(request(obtain, { forceRefresh: true, rejected: 'at-11' }))).accessToken).toBe('at-11')
+    expect((await a.getFreshToken(request(obtain, { forceRefresh: true, rejected: 'at-11' }))).accessToken).toBe('at-11')
+    expect(calls).toBe(1)
+    clock += FORCED_REFRESH_COOLDOWN_MS
+    expect((await b.getFreshToken(request(obtain, { forceRefresh: true, rejected: 'at-11' }))).accessToken).toBe('at-12')
+    expect(calls).toBe(2)
+  })
+
+  test('a token replaced since the refused one was read is used as it is: no second refresh, no cooldown spent', async () => {
+    const r = createRefresher({ store, now })
+    await store.putToken(ref, token(2))
+    let calls = 0
+    const obtain = async (): Promise<TokenRecord> => token(10 + ++calls)
+    expect((await r.getFreshToken(request(obtain, { forceRefresh: true, rejected: 'at-1' }))).accessToken).toBe('at-2')
+    expect(calls).toBe(0)
+    expect((await r.getFreshToken(request(obtain, { forceRefresh: true, rejected: 'at-2' }))).accessToken).toBe('at-11')
+    expect(calls).toBe(1)
+  })
+})
+
+describe('saving a rotated token when the store fails', () => {
+  const storeDown = (): AppError => new AppError('STORE_UNAVAILABLE', 'token store (memory) failed during compareAndSwap')
+
+  test('the save is retried until it lands; meanwhile this replica serves the new token, never the redeemed one [refresh:rotation]', async () => {
+    let failures = 4
+    const flaky: TokenStore = {
+      ...store,
+      replaceToken: async (...args) => {
+        if (failures > 0) {
+          failures--
+          throw storeDown()
+        }
+        return store.replaceToken(...args)
+      },
+    }
+    const audit = createMemoryAuditLog()
+    const r = createRefresher({ store: flaky, now, audit })
+    await store.putToken(ref, token(1, { method: 'oauth_u2m_shared', refreshToken: 'rt-1' }))
+    clock += 600_000
+    const redeemed: string[] = []
+    const obtain = async (cur: TokenRecord | undefined): Promise<TokenRecord> => {
+      redeemed.push(cur?.refreshToken ?? '-')
+      return { ...token(2), method: 'oauth_u2m_shared', refreshToken: 'rt-2', expiresAt: clock + 600_000 }
+    }
+    const req = request(obtain, { method: 'oauth_u2m_shared' })
+    const started = Date.now()
+    expect((await r.getFreshToken(req)).refreshToken).toBe('rt-2')
+    expect(Date.now() - started).toBeLessThan(1_500) // answered after the caller's short wait, not after the save
+    expect((await store.getToken(ref))?.refreshToken).toBe('rt-1') // not saved yet
+    expect((await r.getFreshToken(req)).refreshToken).toBe('rt-2') // served from memory
+    await r.idle()
+    expect(failures).toBe(0)
+    expect((await store.getToken(ref))?.refreshToken).toBe('rt-2')
+    expect(redeemed).toEqual(['rt-1'])
+    expect(audit.events.map((e) => e.type)).toEqual(['credential.refreshed'])
+  })
+
+  test('a save that landed but whose answer was lost counts as saved', async () => {
+    let lost = true
+    const flaky: TokenStore = {
+      ...store,
+      replaceToken: async (...args) => {
+        const ok = await store.replaceToken(...args)
+        if (lost) {
+          lost = false
+          throw storeDown()
+        }
+        return ok
+      },
+    }
+    const audit = createMemoryAuditLog()
+    const r = createRefresher({ store: flaky, now, audit })
+    await store.putToken(ref, token(1, { method: 'oauth_u2m_shared', refreshToken: 'rt-1' }))
+    clock += 600_000
+    const got = await r.getFreshToken(request(async () => ({ ...token(2), method: 'oauth_u2m_shared', refreshToken: 'rt-2' }), { method: 'oauth_u2m_shared' }))
+    await r.idle()
+    expect(got.refreshToken).toBe('rt-2')
+    expect((await store.getToken(ref))?.refreshToken).toBe('rt-2')
+    expect(audit.events.map((e) => e.type)).toEqual(['credential.refreshed'])
+  })
+})
+
+describe('waiting for another holder', () => {
+  test('a waiter whose holder is still waiting for the token endpoint is told so, not "lock timeout"', async () => {
+    const a = createRefresher({ store, now })
+    const b = createRefresher({ store, now, waitMs: 300 })
+    await store.putToken(ref, token(1))
+    clock += 600_000
+    let release!: () => void
+    const gate = new Promise<void>((res) => (release = res))
+    const holder = a.getFreshToken(
+      request(async () => {
+        await gate
+        return token(2)
+      }),
+    )
+    await new Promise((res) => setTimeout(res, 20))
+    const err = await b.getFreshToken(request(async () => token(3))).catch((e: unknown) => e)
+    expect(err).toMatchObject({ code: 'CREDENTIAL_UNAVAILABLE', detail: { reason: 'token-endpoint-slow' } })
+    expect((err as Error).message).toMatch(/^connection "svc": the token endpoint has not answered for \d+ s/)
+    release()
+    expect((await holder).accessToken).toBe('at-2')
   })
 })
