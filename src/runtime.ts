@@ -32,8 +32,8 @@ import { openTokenStore, type TokenStore } from './store/index.js'
 export const PROBE_TIMEOUT_MS = 3_000
 
 /**
- * On close, how long work left behind by calls stopped at shutdown (a refresh holding a lease,
- * a rotated token being saved) may still take before the store closes under it.
+ * On close, how long token work still running (a refresh holding a lease, a rotated token being
+ * saved, whether a stopped call or nobody waits for it) may take before the store closes under it.
  */
 export const LEFT_BEHIND_WAIT_MS = 1_000
 
@@ -224,7 +224,13 @@ export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOption
     probeStore,
     probeOidc,
     async close() {
-      if (!(await shutdown.settled(LEFT_BEHIND_WAIT_MS))) log.warn('work of stopped calls still running at close (a refresh lease may be left to expire)')
+      // Refreshes nobody waits for (refresh ahead, a save retried after the caller had its answer) count too.
+      const refreshesDone = withinMs(refresher.idle(), LEFT_BEHIND_WAIT_MS, 'refresh').then(
+        () => true,
+        () => false,
+      )
+      const [stopped, refreshed] = await Promise.all([shutdown.settled(LEFT_BEHIND_WAIT_MS), refreshesDone])
+      if (!stopped || !refreshed) log.warn('token work still running at close (a refresh lease may be left to expire; an unsaved rotated token is lost with this process)')
       await withinMs(egress.close(), EGRESS_CLOSE_WAIT_MS, 'egress close').catch(() => log.debug('egress pools still closing at exit'))
       await audit.close()
       if (!opts.store) await store.close()

@@ -36,7 +36,7 @@ const bearer = (name: string): string => `  ${name}:
 `
 
 describe('readiness and start-up', () => {
-  test('store unreachable: banner warning (no password), 503 while an OAuth connection needs the store, 200 once none does', async () => {
+  test('store unreachable: banner warning (no password), 503 while an OAuth connection needs the store, 200 once none does [serve:readiness]', async () => {
     const closed = await freePort()
     const text = (withOAuth: boolean): string => `version: 1
 server: { port: 0 }
@@ -84,7 +84,7 @@ ${bearer('docs')}${
     expect(k.stderr()).not.toContain(REDIS_PASSWORD)
   })
 
-  test('OIDC issuer down: banner warning, 200 while API keys let callers in; a rejected file is reported and warned about every interval; 503 once OIDC is the only way in', async () => {
+  test('OIDC issuer down: banner warning, 200 while API keys let callers in; a rejected file is reported and warned about every interval; 503 once OIDC is the only way in [serve:readiness]', async () => {
     const closed = await freePort()
     const issuer = `http://127.0.0.1:${closed}`
     const text = (apiKeys: boolean): string => `version: 1

@@ -90,7 +90,7 @@ async function auditLines(dir: string): Promise<Record<string, unknown>[]> {
 }
 
 describe('SIGTERM drains, then aborts what is left', () => {
-  test('readyz 503 at once; a short call completes, a new one is refused, 40 s calls (fast path and SDK) end with server shutting down, upstream sockets cut, audited, exit within drain + 2 s', async () => {
+  test('readyz 503 at once; a short call completes, a new one is refused, 40 s calls (fast path and SDK) end with server shutting down, upstream sockets cut, audited, exit within drain + 2 s [serve:drain]', async () => {
     const { dir, file } = await writeTempConfig(configText(), { 'token.txt': 'sk-shutdown-token\n' })
     await using k = await spawnKeyway(['serve', '--config', file, '--no-watch'])
     const mcpUrl = k.mcpUrl as string
@@ -170,7 +170,7 @@ describe('SIGTERM drains, then aborts what is left', () => {
     expect(ms).toBeLessThan(1_500)
   })
 
-  test('stdio: SIGTERM drains the same way; the 40 s call ends with server shutting down', async () => {
+  test('stdio: SIGTERM drains the same way; the 40 s call ends with server shutting down [serve:drain]', async () => {
     const { file } = await writeTempConfig(configText(), { 'token.txt': 'sk-shutdown-token\n' })
     const transport = new LegacyStdio({ command: process.execPath, args: [KEYWAY_BIN, 'serve', '--stdio', '--config', file], stderr: 'pipe' })
     const client = new LegacyClient({ name: 'keyway-test-stdio', version: '1.0.0' }, { capabilities: {} })

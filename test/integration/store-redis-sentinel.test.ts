@@ -63,7 +63,7 @@ describe('token writes wait for the replica (WAIT 1)', () => {
     return sleep(ms).then(() => void topo.replica.child.kill('SIGCONT'))
   }
 
-  test('putToken and replaceToken return only once the replica holds the write', async () => {
+  test('putToken and replaceToken return only once the replica holds the write [store:replicated]', async () => {
     const warnings: string[] = []
     const store = createTokenStore(await createBackend(topo.url, { warn: (m) => warnings.push(m) }), keyring, { namespace: ns })
     try {
@@ -123,7 +123,7 @@ describe('token writes wait for the replica (WAIT 1)', () => {
 })
 
 describe('Sentinel failover under load', () => {
-  test('SIGKILL the primary: calls resume after promotion, the token survives, one token request', async () => {
+  test('SIGKILL the primary: calls resume after promotion, the token survives, one token request [store:failover]', async () => {
     const te = await startTokenEndpoint()
     const upstream = await startUpstream()
     const log = createMemoryLogger()

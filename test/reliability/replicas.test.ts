@@ -70,7 +70,7 @@ const until = async (cond: () => boolean, what: string, timeoutMs = 10_000, prob
   }
 }
 
-test('lease holder SIGKILLed mid-refresh: the other replica serves its valid token in under 100 ms, and the first call after expiry waits under 6 s', async () => {
+test('lease holder SIGKILLed mid-refresh: the other replica serves its valid token in under 100 ms, and the first call after expiry waits under 6 s [refresh:lease]', async () => {
   // Warm both replicas on this connection first (sessions, JIT, the upstream pool) with a fresh token.
   await seed('killdrill', 'warm-kill', Date.now(), Date.now() + 600_000)
   for (const cl of [a, b, a, b]) expect((await get(cl, 'killdrill')).isError).toBeFalsy()
@@ -129,7 +129,7 @@ test('lease holder SIGKILLed mid-refresh: the other replica serves its valid tok
 }, 30_000)
 
 describe.concurrent('three drills at once on the surviving replicas', () => {
-  test('token endpoint answering 5xx for 10 s under ~100 calls/s with an expired token: at most ~6 token requests, calls fail fast with CREDENTIAL_UNAVAILABLE and a retry-after', async () => {
+  test('token endpoint answering 5xx for 10 s under ~100 calls/s with an expired token: at most ~6 token requests, calls fail fast with CREDENTIAL_UNAVAILABLE and a retry-after [refresh:backoff]', async () => {
     const now = Date.now()
     await seed('flaky', 'seed-flaky', now - 60_000, now - 1_000)
     te.flaky.setMode('fail')
@@ -167,7 +167,7 @@ describe.concurrent('three drills at once on the surviving replicas', () => {
     expect(upstream.requests.filter((r) => r.headers.authorization === 'Bearer seed-flaky')).toHaveLength(0)
   }, 30_000)
 
-  test('upstream answering 401 to every token: one forced refresh per cooldown across 30 calls on two replicas; the 401 comes back as the upstream answer', async () => {
+  test('upstream answering 401 to every token: one forced refresh per cooldown across 30 calls on two replicas; the 401 comes back as the upstream answer [refresh:401-cooldown]', async () => {
     const first = await get(b, 'refused')
     expect(first.structuredContent?.status, textOf(first)).toBe(401)
     // The first call obtained a token and forced one refresh.
@@ -178,7 +178,7 @@ describe.concurrent('three drills at once on the surviving replicas', () => {
     expect(te.refused.requests).toHaveLength(2)
   }, 30_000)
 
-  test('hanging token endpoint: the waiter on another replica gets CREDENTIAL_UNAVAILABLE naming the token endpoint, never STORE_UNAVAILABLE', async () => {
+  test('hanging token endpoint: the waiter on another replica gets CREDENTIAL_UNAVAILABLE naming the token endpoint, never STORE_UNAVAILABLE [refresh:honest-wait]', async () => {
     const now = Date.now()
     await seed('hang', 'seed-hang', now - 60_000, now - 1_000)
     te.hang.setMode('hang')

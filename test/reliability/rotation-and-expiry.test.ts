@@ -75,7 +75,7 @@ async function until(cond: () => Promise<boolean> | boolean, what: string, timeo
 }
 
 describe('expiry', () => {
-  test('JWT exp earlier than expires_in is the expiry, and past it a failing token endpoint is CREDENTIAL_UNAVAILABLE, not the upstream 401; expires_in counts from the send', async () => {
+  test('JWT exp earlier than expires_in is the expiry, and past it a failing token endpoint is CREDENTIAL_UNAVAILABLE, not the upstream 401; expires_in counts from the send [refresh:expiry]', async () => {
     jwtIssuer.setIssue({ prefix: 'jwt', jwtExpIn: 3 })
     jwtIssuer.setExpiresIn(600)
     const first = await get('jwt')
@@ -142,7 +142,7 @@ describe('rotation', () => {
     expect(windows[Math.floor(0.99 * (windows.length - 1))]).toBeLessThan(50)
   })
 
-  test('Redis frozen for 7 s while a rotated refresh token is saved: no re-consent, calls keep working, the rotated token lands, the used one is never sent again', async () => {
+  test('Redis frozen for 7 s while a rotated refresh token is saved: no re-consent, calls keep working, the rotated token lands, the used one is never sent again [refresh:never-dropped]', async () => {
     const ref = { connection: 'crm', user: null }
     const now = Date.now()
     await store.putToken(ref, { method: 'oauth_u2m_shared', accessToken: 'at-seed', refreshToken: 'rt-1', tokenType: 'bearer', obtainedAt: now - 60_000, expiresAt: now - 1_000 } satisfies TokenRecord)

@@ -2,7 +2,7 @@ import { readdir, readFile } from 'node:fs/promises'
 import path from 'node:path'
 import { describe, expect, test } from 'vitest'
 
-const AREAS = ['grant', 'audit', 'input', 'redact', 'http', 'egress', 'identity', 'credential', 'secret', 'store', 'refresh', 'oauth', 'consent', 'flow', 'config', 'cli', 'mcp', 'type']
+const AREAS = ['grant', 'audit', 'input', 'redact', 'http', 'egress', 'identity', 'credential', 'secret', 'store', 'refresh', 'oauth', 'consent', 'flow', 'config', 'cli', 'mcp', 'type', 'serve']
 const ID = new RegExp(`\\[((?:${AREAS.join('|')}):[a-z0-9-]+)\\]`, 'g')
 
 async function testFiles(dir: string): Promise<string[]> {
