@@ -8,7 +8,7 @@
  * @module
  */
 import type { Connection } from '../config/load.js'
-import type { CredentialState } from '../config/sql/render.js'
+import type { CredentialState } from '../admin/sql/render.js'
 import type { TokenRecord, TokenRef } from '../store/index.js'
 import { formatSpan } from './inventory.js'
 import { PRUNE_HINT } from './orphans.js'

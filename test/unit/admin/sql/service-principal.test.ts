@@ -9,13 +9,13 @@ import { readFileSync } from 'node:fs'
 import path from 'node:path'
 import { describe, expect, test } from 'vitest'
 import { parseDocument } from 'yaml'
-import { loadConfigText } from '../../../src/config/load.js'
-import { ConfigSchema, type Principal } from '../../../src/config/schema.js'
-import { applyStatement } from '../../../src/config/sql/apply.js'
-import { formatPrincipal, formatSyntaxError, parseStatement, type MutatingStatement, type Statement } from '../../../src/config/sql/parse.js'
-import { showGrants } from '../../../src/config/sql/render.js'
+import { loadConfigText } from '../../../../src/config/load.js'
+import { ConfigSchema, type Principal } from '../../../../src/config/schema.js'
+import { applyStatement } from '../../../../src/admin/sql/apply.js'
+import { formatPrincipal, formatSyntaxError, parseStatement, type MutatingStatement, type Statement } from '../../../../src/admin/sql/parse.js'
+import { showGrants } from '../../../../src/admin/sql/render.js'
 
-const FIXTURE = path.join(import.meta.dirname, '../../fixtures/config/sql/commented.yaml')
+const FIXTURE = path.join(import.meta.dirname, '../../../fixtures/config/sql/commented.yaml')
 const TEXT = readFileSync(FIXTURE, 'utf8')
 
 function ok(text: string): Statement {

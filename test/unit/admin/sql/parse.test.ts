@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'vitest'
-import { formatSyntaxError, isMutating, parseStatement, quoteName, type Statement } from '../../../src/config/sql/parse.js'
-import { tokenize } from '../../../src/config/sql/tokenize.js'
+import { formatSyntaxError, isMutating, parseStatement, quoteName, type Statement } from '../../../../src/admin/sql/parse.js'
+import { tokenize } from '../../../../src/admin/sql/tokenize.js'
 
 function ok(text: string): Statement {
   const r = parseStatement(text)

@@ -10,7 +10,7 @@
  */
 import { isDeepStrictEqual } from 'node:util'
 import { isMap, isNode, isPair, isScalar, isSeq, parseDocument, type Document, type Pair, type YAMLMap } from 'yaml'
-import { ConfigSchema, type ConfigFile, type Principal } from '../schema.js'
+import { ConfigSchema, type ConfigFile, type Principal } from '../../config/schema.js'
 import { USE_CONNECTION, type MutatingStatement } from './parse.js'
 import { applyEdits, lineBreakOf, lineEnd, lineEndAfter, lineStart, yamlString, type TextEdit } from './splice.js'
 

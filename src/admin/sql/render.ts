@@ -7,8 +7,8 @@
  * callback.
  * @module
  */
-import type { ConfigSnapshot, Connection } from '../load.js'
-import type { ConfigFile, Principal, SecretRef } from '../schema.js'
+import type { ConfigSnapshot, Connection } from '../../config/load.js'
+import type { ConfigFile, Principal, SecretRef } from '../../config/schema.js'
 import { USE_CONNECTION, type ReadStatement } from './parse.js'
 
 /** Rows of cells under named columns; every row has one cell per column. */

@@ -1,12 +1,12 @@
 import { readFileSync } from 'node:fs'
 import path from 'node:path'
 import { describe, expect, test } from 'vitest'
-import { loadConfigText } from '../../../src/config/load.js'
-import { applyStatement, type ApplyOutcome } from '../../../src/config/sql/apply.js'
-import { parseStatement, type MutatingStatement } from '../../../src/config/sql/parse.js'
-import { yamlString } from '../../../src/config/sql/splice.js'
+import { loadConfigText } from '../../../../src/config/load.js'
+import { applyStatement, type ApplyOutcome } from '../../../../src/admin/sql/apply.js'
+import { parseStatement, type MutatingStatement } from '../../../../src/admin/sql/parse.js'
+import { yamlString } from '../../../../src/admin/sql/splice.js'
 
-const FIXTURES = path.join(import.meta.dirname, '../../fixtures/config/sql')
+const FIXTURES = path.join(import.meta.dirname, '../../../fixtures/config/sql')
 const fixture = (name: string): string => readFileSync(path.join(FIXTURES, name), 'utf8')
 const COMMENTED = fixture('commented.yaml')
 

@@ -6,7 +6,7 @@
  * expected there, never a throw. Pure: this module knows nothing of the config file.
  * @module
  */
-import { CONNECTION_NAME_PATTERN, SERVICE_PRINCIPAL_NAME_PATTERN, type Principal } from '../schema.js'
+import { CONNECTION_NAME_PATTERN, SERVICE_PRINCIPAL_NAME_PATTERN, type Principal } from '../../config/schema.js'
 import { tokenize, type Span, type SqlSyntaxError, type Token } from './tokenize.js'
 
 export type { SqlSyntaxError } from './tokenize.js'

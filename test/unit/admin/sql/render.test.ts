@@ -2,12 +2,12 @@ import { readFileSync } from 'node:fs'
 import path from 'node:path'
 import { describe, expect, test } from 'vitest'
 import { parseDocument } from 'yaml'
-import { loadConfigText } from '../../../src/config/load.js'
-import { ConfigSchema } from '../../../src/config/schema.js'
-import { parseStatement, type ReadStatement } from '../../../src/config/sql/parse.js'
-import { describeConnection, formatTable, renderStatement, showConnections, showGrants, type ConfigView } from '../../../src/config/sql/render.js'
+import { loadConfigText } from '../../../../src/config/load.js'
+import { ConfigSchema } from '../../../../src/config/schema.js'
+import { parseStatement, type ReadStatement } from '../../../../src/admin/sql/parse.js'
+import { describeConnection, formatTable, renderStatement, showConnections, showGrants, type ConfigView } from '../../../../src/admin/sql/render.js'
 
-const FIXTURE = path.join(import.meta.dirname, '../../fixtures/config/sql/commented.yaml')
+const FIXTURE = path.join(import.meta.dirname, '../../../fixtures/config/sql/commented.yaml')
 const TEXT = readFileSync(FIXTURE, 'utf8')
 
 async function view(text = TEXT, env: Record<string, string> = {}, skipSecrets = true): Promise<ConfigView> {

@@ -2,7 +2,7 @@ import { chmod, chown, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, s
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { afterAll, afterEach, describe, expect, test, vi } from 'vitest'
-import { writeFileAtomic } from '../../../src/config/write-atomic.js'
+import { writeFileAtomic } from '../../../src/admin/write-atomic.js'
 
 // The one fault that cannot be provoked from outside: a rename failing after the temporary file
 // is complete. Everything else below runs on the real file system.
