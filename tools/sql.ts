@@ -30,7 +30,7 @@ import {
 } from '../src/admin/sql/parse.js'
 import { formatTable, renderStatement, type RenderOptions, type RenderResult } from '../src/admin/sql/render.js'
 import { writeFileAtomic } from '../src/admin/write-atomic.js'
-import { createStoreCredentialState } from '../src/credentials/credential-state.js'
+import { createStoreCredentialState } from '../src/admin/credential-state.js'
 import { openStoreToInspect, storeSettingsFromText } from '../src/credentials/store-access.js'
 import { decide, describePrincipal } from '../src/grants/decide.js'
 import { createCaller, createServicePrincipalCaller } from '../src/identity/caller.js'

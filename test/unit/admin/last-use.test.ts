@@ -7,8 +7,8 @@ import { mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { describe, expect, test } from 'vitest'
-import { createLastUseIndex, isCredentialUse, readLastUse } from '../../../src/audit/last-use.js'
-import type { AuditRecord } from '../../../src/audit/read.js'
+import { createLastUseIndex, isCredentialUse, readLastUse } from '../../../src/admin/last-use.js'
+import type { AuditRecord } from '../../../src/admin/audit-read.js'
 
 const call = (over: Partial<AuditRecord> = {}): AuditRecord => ({
   time: '2026-11-28T09:00:00.000Z',

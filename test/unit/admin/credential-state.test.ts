@@ -10,11 +10,11 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { describe, expect, test } from 'vitest'
 import type { Connection } from '../../../src/config/load.js'
-import { createStoreCredentialState, describeCredentialState, type StoreView } from '../../../src/credentials/credential-state.js'
+import { createStoreCredentialState, describeCredentialState, type StoreView } from '../../../src/admin/credential-state.js'
 import { openStoreToInspect, storeSettingsFromText, type StoreInspection } from '../../../src/credentials/store-access.js'
 import { Secret } from '../../../src/secret.js'
 import { openTokenStore, type TokenRecord } from '../../../src/store/index.js'
-import { MIN, NOW, openMemoryStore, record, snapshotOf } from './inventory-fixture.js'
+import { MIN, NOW, openMemoryStore, record, snapshotOf } from '../credentials/inventory-fixture.js'
 
 async function connection(name: string): Promise<Connection> {
   const c = (await snapshotOf()).connections.get(name)

@@ -4,19 +4,19 @@
  * refreshed, when it was last refreshed and last used, whether it is orphaned (its connection
  * removed, renamed or switched to another auth type) and its warnings; plus one row per
  * `bearer_token` connection, whose credential lives in the config as a secret reference and has
- * no stored record. Last use comes from the audit log (an index built by `audit/last-use.ts`),
+ * no stored record. Last use comes from the audit log (an index built by `last-use.ts`),
  * never from a store write per call. Rows are built by pure functions and never carry a token, a
  * refresh token, a secret value or any part of one: a bearer row names the secret's reference.
  * @module
  */
-import type { LastUseIndex } from '../audit/last-use.js'
+import type { LastUseIndex } from './last-use.js'
 import type { ConfigSnapshot, Connection } from '../config/load.js'
 import type { AuthType, ConfigFile, SecretRef } from '../config/schema.js'
 import type { TokenRecord, TokenRef, TokenStore } from '../store/index.js'
-import { orphanReason, storeFilter, type CredentialFilter, type OrphanReason } from './orphans.js'
-import { isUsable } from './refresh.js'
+import { orphanReason, storeFilter, type CredentialFilter, type OrphanReason } from '../credentials/orphans.js'
+import { isUsable } from '../credentials/refresh.js'
 
-export type { CredentialFilter } from './orphans.js'
+export type { CredentialFilter } from '../credentials/orphans.js'
 
 /** One credential, as shown to an administrator. Never a secret. */
 export interface CredentialRow {

@@ -18,9 +18,9 @@ import {
   type AuditFilter,
   type AuditRecord,
   type ReadStats,
-} from '../../../src/audit/read.js'
+} from '../../../src/admin/audit-read.js'
 
-const FIXTURE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixture.jsonl')
+const FIXTURE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'audit-read-fixture.jsonl')
 const NOW = Date.parse('2026-11-28T10:05:00.000Z')
 
 async function collect(file: string, filter: AuditFilter = {}, stats?: ReadStats): Promise<AuditRecord[]> {

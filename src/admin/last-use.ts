@@ -9,7 +9,7 @@
  * @module
  */
 import type { AuthType } from '../config/schema.js'
-import { readAuditLog, type AuditRecord, type ReadStats } from './read.js'
+import { readAuditLog, type AuditRecord, type ReadStats } from './audit-read.js'
 
 /**
  * Error codes of an allowed call whose request still left with the credential: the upstream did

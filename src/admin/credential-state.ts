@@ -8,11 +8,11 @@
  * @module
  */
 import type { Connection } from '../config/load.js'
-import type { CredentialState } from '../admin/sql/render.js'
+import type { CredentialState } from './sql/render.js'
 import type { TokenRecord, TokenRef } from '../store/index.js'
 import { formatSpan } from './inventory.js'
-import { PRUNE_HINT } from './orphans.js'
-import type { StoreInspection } from './store-access.js'
+import { PRUNE_HINT } from '../credentials/orphans.js'
+import type { StoreInspection } from '../credentials/store-access.js'
 
 /** A stored record with its key. */
 export interface StoredCredential {

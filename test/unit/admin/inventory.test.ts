@@ -5,13 +5,13 @@
  */
 import { randomBytes } from 'node:crypto'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
-import { createLastUseIndex } from '../../../src/audit/last-use.js'
-import { bearerRow, bearerSecretRefs, credentialRow, formatRelative, formatSpan, listCredentials, secretRefLabel } from '../../../src/credentials/inventory.js'
+import { createLastUseIndex } from '../../../src/admin/last-use.js'
+import { bearerRow, bearerSecretRefs, credentialRow, formatRelative, formatSpan, listCredentials, secretRefLabel } from '../../../src/admin/inventory.js'
 import { NO_REFRESH_TOKEN_WARNING } from '../../../src/credentials/token-record.js'
 import { ConfigSchema } from '../../../src/config/schema.js'
 import { Secret } from '../../../src/secret.js'
 import { createKeyring, createMemoryBackend, createTokenStore, type Keyring, type TokenStore } from '../../../src/store/index.js'
-import { CANARIES, configYaml, MIN, NOW, openMemoryStore, record, snapshotOf } from './inventory-fixture.js'
+import { CANARIES, configYaml, MIN, NOW, openMemoryStore, record, snapshotOf } from '../credentials/inventory-fixture.js'
 
 let store: TokenStore
 beforeEach(async () => {
