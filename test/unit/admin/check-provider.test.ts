@@ -5,7 +5,7 @@
  * @module
  */
 import { describe, expect, test } from 'vitest'
-import { checkProvider, type PrerequisiteId, type ProviderCheckInput } from '../../../src/credentials/check-provider.js'
+import { checkProvider, type PrerequisiteId, type ProviderCheckInput } from '../../../src/admin/check-provider.js'
 
 const ISSUER = 'https://as.example.com'
 const REDIRECT = 'https://keyway.example.com/login/oauth/http.html'
