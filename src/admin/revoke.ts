@@ -10,7 +10,7 @@ import type { AuditLog } from '../audit/audit-log.js'
 import type { ConfigSnapshot } from '../config/load.js'
 import { isAppError } from '../errors.js'
 import type { TokenRecord, TokenRef, TokenStore } from '../store/index.js'
-import type { OAuthClients } from './oauth-client.js'
+import type { OAuthClients } from '../credentials/oauth-client.js'
 
 /** What happened at the provider for one token. */
 export type ProviderRevocation =
