@@ -21,10 +21,11 @@
  * holds no HTTP and no OAuth; it validates what it reads back and fails closed on anything else.
  * @module
  */
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import * as z from 'zod'
 import type { Principal } from '../config/schema.js'
+import { sha256Base64url } from '../encoding.js'
 import { AppError } from '../errors.js'
 import { newFlowId, type TokenStore } from '../store/index.js'
 
@@ -140,9 +141,6 @@ export function randomSecret(): string {
   return randomBytes(32).toString('base64url')
 }
 
-/** SHA-256 hex (re-exported for the browser routes). */
-export { sha256Hex } from '../encoding.js'
-
 /** The path of a consent link. */
 export function connectPath(flowId: string): string {
   return `/connect/${flowId}`
@@ -238,7 +236,7 @@ async function takeChecked<T>(store: TokenStore, id: string, schema: z.ZodType<T
 
 /** Where a confirmation form token is recorded: derived from the flow id and the token, so the store never holds the token. */
 export function confirmationId(flowId: string, token: string): string {
-  return createHash('sha256').update(`confirmation\u0000${flowId}\u0000${token}`, 'utf8').digest('base64url')
+  return sha256Base64url(`confirmation\u0000${flowId}\u0000${token}`)
 }
 
 /**
@@ -260,7 +258,7 @@ export async function takeConfirmation(store: TokenStore, flowId: string, token:
 
 /** The id an outcome is stored under: derived, so only holders of the flow id can read it. */
 export function outcomeId(flowId: string): string {
-  return createHash('sha256').update(`outcome:${flowId}`, 'utf8').digest('base64url')
+  return sha256Base64url(`outcome:${flowId}`)
 }
 
 /** Records how a flow ended, for whoever waits on it. */

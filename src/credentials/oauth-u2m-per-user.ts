@@ -11,11 +11,11 @@
  * the person is the MCP layer's business (`mcp/consent.ts`); this module never sees a client.
  * @module
  */
-import { createHash } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import * as z from 'zod'
 import type { AuditLog } from '../audit/audit-log.js'
 import type { Connection } from '../config/load.js'
+import { sha256Base64url } from '../encoding.js'
 import { AppError, isAppError } from '../errors.js'
 import type { Caller } from '../identity/caller.js'
 import type { TokenRecord, TokenRef, TokenStore } from '../store/index.js'
@@ -118,7 +118,7 @@ const PendingSchema = z.strictObject({
  * is sealed, and no route reveals a record or accepts one of another purpose.
  */
 export function pendingFlowPointerId(connection: string, user: string): string {
-  return createHash('sha256').update(`keyway:pending-consent\u0000${connection}\u0000${user}`, 'utf8').digest('base64url')
+  return sha256Base64url(`keyway:pending-consent\u0000${connection}\u0000${user}`)
 }
 
 /** The caller's pending link if it is still unopened and has time left, else a new flow. */

@@ -29,7 +29,6 @@ import {
   putSignInCallback,
   randomSecret,
   readConsentLink,
-  sha256Hex,
   takeCallback,
   takeConfirmation,
   takeConsentLink,
@@ -41,6 +40,7 @@ import { completedBy, completeConsent, failConsent, flowConnection, providerAuth
 import type { OAuthClients } from '../credentials/oauth-client.js'
 import { describeOwner, authorizeCommand } from '../credentials/oauth-u2m-shared.js'
 import { CALLBACK_PATH, redirectUri } from '../credentials/redirect-uri.js'
+import { sha256Hex } from '../encoding.js'
 import { isAppError } from '../errors.js'
 import { isPrincipal } from '../grants/decide.js'
 import type { BrowserSignIn } from '../identity/browser-sign-in.js'

@@ -22,7 +22,7 @@
  * the channel and runs the wait; consent flows themselves are `credentials/`'s business.
  * @module
  */
-import { createHash, hkdfSync, randomBytes, randomUUID } from 'node:crypto'
+import { hkdfSync, randomBytes, randomUUID } from 'node:crypto'
 import {
   inputRequired,
   inputResponse,
@@ -35,6 +35,7 @@ import {
 } from '@modelcontextprotocol/server'
 import * as z from 'zod'
 import { readOutcome } from '../credentials/consent-flow.js'
+import { sha256Base64url } from '../encoding.js'
 import { waitForPerUserToken } from '../credentials/oauth-u2m-per-user.js'
 import type { Logger } from '../log.js'
 import { errorMessage } from '../log.js'
@@ -140,7 +141,7 @@ const ClientCapabilitiesRecordSchema = z.strictObject({
  * every store key is), so any replica finds it. It holds two facts, never a token.
  */
 export function clientCapabilitiesRecordId(user: string): string {
-  return createHash('sha256').update(`keyway:client-capabilities\u0000${user}`, 'utf8').digest('base64url')
+  return sha256Base64url(`keyway:client-capabilities\u0000${user}`)
 }
 
 export interface ConsentAskerDeps {

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { loadConfigFile, type ConfigSnapshot, type Env } from '../../src/config/load.js'
 import { SUPPORTED_AUTH_TYPES } from '../../src/credentials/supported.js'
-import { sha256Hex } from '../../src/identity/api-keys.js'
+import { sha256Hex } from '../../src/encoding.js'
 
 export async function writeTempConfig(yaml: string, files: Readonly<Record<string, string>> = {}): Promise<{ dir: string; file: string }> {
   const dir = await mkdtemp(path.join(tmpdir(), 'keyway-test-'))
