@@ -10,7 +10,6 @@ import { loadConfigText, type ConfigSnapshot } from '../src/config/load.js'
 import { createConfigReloader, hashConfigFile, watchConfig, type ConfigReloader } from '../src/config/watch.js'
 import { countStoredCredentials, removedConnectionsWarning } from '../src/credentials/orphans.js'
 import { reasonOf } from '../src/credentials/store-access.js'
-import { SUPPORTED_AUTH_TYPES } from '../src/credentials/supported.js'
 import type { Runtime } from '../src/runtime.js'
 import { startHttp, startStdio, type HttpKeyway } from '../src/start.js'
 import { configPath, loadOrReport, type Command } from './cli.js'
@@ -45,7 +44,7 @@ export const run: Command = async (argv, io) => {
   }
   const runtime = keyway.runtime
   const reloaderOptions = {
-    load: (text: string, f: string) => loadConfigText(text, f, { env: io.env, supportedAuthTypes: SUPPORTED_AUTH_TYPES }),
+    load: (text: string, f: string) => loadConfigText(text, f, { env: io.env }),
     onLoad: (next: ConfigSnapshot) => runtime.swap(next),
     // Credentials stored under a removed (or renamed-away) name are orphaned: say which and how many.
     onConnectionsRemoved: (names: readonly string[]) => warnAboutOrphans(runtime, names),

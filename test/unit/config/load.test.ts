@@ -2,12 +2,10 @@ import { expectTypeOf, describe, expect, test } from 'vitest'
 import { readFile } from 'node:fs/promises'
 import { loadConfigText, type ConfigSnapshot } from '../../../src/config/load.js'
 import { configJsonSchemaText } from '../../../src/config/json-schema.js'
-import type { AuthType } from '../../../src/config/schema.js'
 import { Secret } from '../../../src/secret.js'
 
 const FILE = '/cfg/connections.yaml'
-const load = (text: string, env: Record<string, string> = { T: 'tok' }, supported?: ReadonlySet<AuthType>) =>
-  loadConfigText(text, FILE, { env, ...(supported ? { supportedAuthTypes: supported } : {}) })
+const load = (text: string, env: Record<string, string> = { T: 'tok' }) => loadConfigText(text, FILE, { env })
 
 const VALID = `version: 1
 egress:
@@ -174,13 +172,6 @@ connections:
     expect([b?.maxConcurrentRequests, b?.maxConcurrentRequestsPerCaller]).toEqual([3, 16])
     expect(r.snapshot.egress).toMatchObject({ maxConcurrentRequests: 10, maxConcurrentRequestsPerCaller: 16 })
     expect(r.snapshot.egress.configuredPorts.get('api.example.com')).toEqual(new Set([443]))
-  })
-
-  test('an auth type this build cannot serve is refused at load with a message saying so', async () => {
-    const r = await load(VALID, { T: 't' }, new Set<AuthType>(['bearer_token']))
-    expect(r.ok).toBe(false)
-    if (r.ok) return
-    expect(r.problems).toEqual(['/cfg/connections.yaml:17 connections.drive.auth.type: auth type "oauth_u2m_per_user" is not supported by this version of Keyway'])
   })
 
   test('YAML syntax errors and duplicate keys are reported with their line', async () => {
