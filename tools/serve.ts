@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util'
 import { loadConfigText, type ConfigSnapshot } from '../src/config/load.js'
 import { createConfigReloader, hashConfigFile, watchConfig, type ConfigReloader } from '../src/config/watch.js'
 import { countStoredCredentials, removedConnectionsWarning } from '../src/credentials/orphans.js'
-import { reasonOf } from '../src/credentials/store-access.js'
+import { errorMessage } from '../src/log.js'
 import type { Runtime } from '../src/runtime.js'
 import { startHttp, startStdio, type HttpKeyway } from '../src/start.js'
 import { configPath, loadOrReport, type Command } from './cli.js'
@@ -88,7 +88,7 @@ async function warnAboutOrphans(runtime: Runtime, names: readonly string[]): Pro
   } catch (e) {
     runtime.log.warn('connections removed from the config; could not check the token store for credentials stored under them (keyway credentials lists them)', {
       connections: names,
-      error: reasonOf(e),
+      error: errorMessage(e),
     })
     return
   }

@@ -12,7 +12,8 @@
 import { parseArgs } from 'node:util'
 import { consentWarnings, type ConfigSnapshot } from '../src/config/load.js'
 import { findOrphans, groupOrphans, orphanWarnings } from '../src/credentials/orphans.js'
-import { openStoreToInspect, reasonOf } from '../src/credentials/store-access.js'
+import { openStoreToInspect } from '../src/credentials/store-access.js'
+import { errorMessage } from '../src/log.js'
 import { configPath, loadOrReport, type CliIo, type Command } from './cli.js'
 
 export const run: Command = async (argv, io) => {
@@ -39,7 +40,7 @@ async function checkStoredCredentials(snapshot: ConfigSnapshot, io: CliIo): Prom
     const groups = groupOrphans(await findOrphans(opened.store, snapshot), snapshot)
     for (const w of orphanWarnings(groups)) io.err(`keyway: warning: ${w}`)
   } catch (e) {
-    skipped(reasonOf(e))
+    skipped(errorMessage(e))
   } finally {
     await opened.store.close().catch(() => undefined)
   }
