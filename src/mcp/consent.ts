@@ -36,6 +36,7 @@ import {
 import * as z from 'zod'
 import { readOutcome } from '../credentials/consent-flow.js'
 import { sha256Base64url } from '../encoding.js'
+import { isRecord } from '../is-record.js'
 import { waitForPerUserToken } from '../credentials/oauth-u2m-per-user.js'
 import type { Logger } from '../log.js'
 import { errorMessage } from '../log.js'
@@ -307,8 +308,4 @@ export function createConsentAsker(deps: ConsentAskerDeps): ConsentAsker {
       }
     },
   }
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
 }
