@@ -2,40 +2,29 @@
  * The few HTML pages a person sees during a consent or sign-in flow (design.md §7): the
  * confirmation page, the "connected" page, and pages that explain a failure and its fix. Plain,
  * accessible HTML with inline style and no script; every interpolated value goes through the
- * `html` tag, which escapes it. Each page comes with the headers it must be sent with (CSP with
+ * `html` tag (hono/html), which escapes it. Each page comes with the headers it must be sent with (CSP with
  * `frame-ancestors 'none'`, no referrer, no caching). Shared by shared and per-user OAuth; this
  * module renders only and decides nothing.
  * @module
  */
 
-/** Markup that is already safe to emit. Only `html` and `raw` make one. */
-export interface SafeHtml {
-  readonly __html: string
-}
+import { html as honoHtml, raw as honoRaw } from 'hono/html'
 
-const ESCAPES: Readonly<Record<string, string>> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }
+/** Markup that is already safe to emit (hono's escaped string). Only `html` and `raw` make one. */
+export type SafeHtml = ReturnType<typeof honoRaw>
 
-/** Escapes text for HTML element content and quoted attribute values. */
-export function escapeHtml(text: string): string {
-  return text.replace(/[&<>"']/g, (c) => ESCAPES[c] ?? c)
-}
-
+/** What a page may interpolate: text and numbers (escaped), safe markup, nothing (`undefined`, `null`, `false`), or a list of these. */
 type Interpolation = SafeHtml | string | number | undefined | null | false | readonly Interpolation[]
 
-function render(v: Interpolation): string {
-  if (v === undefined || v === null || v === false) return ''
-  if (Array.isArray(v)) return v.map((x: Interpolation) => render(x)).join('')
-  if (typeof v === 'object' && '__html' in v) return v.__html
-  return escapeHtml(String(v))
-}
-
-/** Tagged template: literal parts are markup, every `${value}` is escaped unless it is `SafeHtml`. */
+/**
+ * Tagged template, hono/html's: literal parts are markup, every `${value}` is escaped (`& < > " '`
+ * as entities, for element content and quoted attribute values) unless it is `SafeHtml`.
+ */
 export function html(strings: TemplateStringsArray, ...values: readonly Interpolation[]): SafeHtml {
-  let out = strings[0] ?? ''
-  values.forEach((v, i) => {
-    out += render(v) + (strings[i + 1] ?? '')
-  })
-  return { __html: out }
+  const out = honoHtml(strings, ...values)
+  // hono returns a promise only when a value is one; `Interpolation` admits none.
+  if (out instanceof Promise) throw new TypeError('html: a page interpolated a promise')
+  return out
 }
 
 /** A page ready to send. */
@@ -107,12 +96,12 @@ ${opts.body}
 </body>
 </html>
 `
-  return { status: opts.status ?? 200, body: body.__html, headers: { ...pageHeaders(opts.formActionOrigins), ...opts.headers } }
+  return { status: opts.status ?? 200, body: body.toString(), headers: { ...pageHeaders(opts.formActionOrigins), ...opts.headers } }
 }
 
 /** Trusted markup (constants only, never input). */
 export function raw(markup: string): SafeHtml {
-  return { __html: markup }
+  return honoRaw(markup)
 }
 
 /** `2026-11-28 10:15 UTC (in 59 minutes)` */

@@ -3,13 +3,14 @@
  * out of frames, caches and Referer, and the no-refresh-token warning is impossible to miss.
  */
 import { describe, expect, test } from 'vitest'
-import { accountMismatchPage, confirmPage, escapeHtml, grantedPage, html, invalidCallbackPage, pageHeaders, providerErrorPage } from '../../../src/http/pages.js'
+import { accountMismatchPage, confirmPage, grantedPage, html, invalidCallbackPage, pageHeaders, providerErrorPage } from '../../../src/http/pages.js'
 
 describe('pages', () => {
   test('html escapes interpolations and keeps nested safe markup [consent:escape]', () => {
-    expect(escapeHtml(`<a href="x">'&'</a>`)).toBe('&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;')
+    expect(html`${`<a href="x">'&'</a>`}`.toString()).toBe('&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;')
     const inner = html`<b>${'<i>'}</b>`
-    expect(html`<p>${inner}${'"'}</p>`.__html).toBe('<p><b>&lt;i&gt;</b>&quot;</p>')
+    expect(html`<p>${inner}${'"'}</p>`.toString()).toBe('<p><b>&lt;i&gt;</b>&quot;</p>')
+    expect(html`${[['a<', 1], undefined, null, false]}`.toString()).toBe('a&lt;1')
   })
 
   test('headers: CSP with frame-ancestors none and provider form-action, no framing, no referrer, no cache [consent:headers]', () => {
