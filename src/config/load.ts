@@ -11,6 +11,7 @@ import path from 'node:path'
 import { isMap, isScalar, LineCounter, parseDocument, type Document } from 'yaml'
 import type * as z from 'zod'
 import { Secret } from '../secret.js'
+import { deepFreeze } from '../readonly-collections.js'
 import {
   CONNECTION_NAME_PATTERN,
   ConfigSchema,
@@ -227,7 +228,7 @@ export async function loadConfigText(text: string, file: string, opts: LoadOptio
     return r
   })
   if (problems.length > 0) return { ok: false, problems }
-  return { ok: true, snapshot: deepFreeze(snapshot), warnings }
+  return { ok: true, snapshot: deepFreeze(snapshot, (v) => v instanceof Secret), warnings }
 }
 
 function reportIssue(issue: z.core.$ZodIssue, report: (p: readonly PropertyKey[], m: string, k?: string) => void): void {
@@ -555,13 +556,4 @@ function formatPath(pathParts: readonly PropertyKey[], keyName?: string): string
 
 function firstLine(s: string): string {
   return s.split('\n')[0] ?? s
-}
-
-function deepFreeze<T>(value: T): T {
-  if (value && typeof value === 'object' && !Object.isFrozen(value) && !(value instanceof Secret)) {
-    if (value instanceof Map) for (const v of value.values()) deepFreeze(v)
-    else for (const v of Object.values(value)) deepFreeze(v)
-    Object.freeze(value)
-  }
-  return value
 }
