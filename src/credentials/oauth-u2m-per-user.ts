@@ -4,7 +4,7 @@
  * the shared refresher (one refresh per key at a time). No usable token, or a grant the provider
  * no longer honours (`invalid_grant`, which deletes the record), means the caller must consent:
  * this module then records a consent flow for (caller.user, connection) with the flows of
- * `consent-flow.ts` (the same browser routes as a shared sign-in, only the token's owner and the
+ * `consent/records.ts` (the same browser routes as a shared sign-in, only the token's owner and the
  * person who must complete it differ) and answers `consent-required` with the link. A link the
  * caller has not opened yet is handed out again instead of a new one on every call. It also
  * offers the bounded wait for a consent to land that a client's retry uses. How the link reaches
@@ -19,7 +19,7 @@ import { sha256Base64url } from '../encoding.js'
 import { AppError, isAppError } from '../errors.js'
 import type { Caller } from '../identity/caller.js'
 import type { TokenRecord, TokenRef, TokenStore } from '../store/index.js'
-import { connectPath, createConsentFlow, FLOW_TTL_MS, OUTCOME_POLL_MS, readConsentLink, readOutcome } from './consent-flow.js'
+import { connectPath, createConsentFlow, FLOW_TTL_MS, OUTCOME_POLL_MS, readConsentLink, readOutcome } from '../consent/records.js'
 import type { Credential, ResolveOptions } from './credential.js'
 import type { OAuthClient } from './oauth-client.js'
 import { isUsable, type Refresher } from './refresh.js'
@@ -35,7 +35,7 @@ const METHOD = 'oauth_u2m_per_user'
 export const PENDING_LINK_MIN_LEFT_MS = 3 * 60_000
 
 export interface PerUserU2mDeps {
-  /** Only `refresh` is used here; the code exchange happens at the callback (`consent.ts`). */
+  /** Only `refresh` is used here; the code exchange happens at the callback (`consent/complete.ts`). */
   readonly clients: { get(connection: Connection): Promise<Pick<OAuthClient, 'refresh'>> }
   readonly refresher: Refresher
   readonly store: TokenStore

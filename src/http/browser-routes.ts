@@ -9,11 +9,11 @@
  * state, PKCE S256 and the exact redirect URI. The callback takes its record by `state` (single
  * use; both Keyway's own sign-in and the provider's answer arrive here, told apart by the record's
  * purpose), requires the browser-binding cookie set when the browser left (RFC 9700 §4.7), and
- * hands the code to `credentials/consent.ts`, which may refuse the provider account
+ * hands the code to `consent/complete.ts`, which may refuse the provider account
  * (`auth.accountMatch`). Provider error text is shown only for a callback whose `state` names a
  * live flow; any other callback gets a generic page that echoes nothing of the query. Works for
  * shared and per-user flows alike. Pages
- * come from `pages.ts`; nothing here stores a token itself or prints a secret.
+ * come from `consent/pages.ts`; nothing here stores a token itself or prints a secret.
  * @module
  */
 import { timingSafeEqual } from 'node:crypto'
@@ -35,8 +35,8 @@ import {
   type ConsentLink,
   type ProviderCallback,
   type SignInCallback,
-} from '../credentials/consent-flow.js'
-import { completedBy, completeConsent, failConsent, flowConnection, providerAuthorizationUrl, type ConsentDeps } from '../credentials/consent.js'
+} from '../consent/records.js'
+import { completedBy, completeConsent, failConsent, flowConnection, providerAuthorizationUrl, type ConsentDeps } from '../consent/complete.js'
 import type { OAuthClients } from '../credentials/oauth-client.js'
 import { describeOwner, authorizeCommand } from '../credentials/oauth-u2m-shared.js'
 import { CALLBACK_PATH, redirectUri } from '../credentials/redirect-uri.js'
@@ -62,7 +62,7 @@ import {
   providerErrorPage,
   wrongUserPage,
   type Page,
-} from './pages.js'
+} from '../consent/pages.js'
 
 /** Double-submit cookie of the confirmation form (API-key mode), scoped to the link's path. */
 const CONFIRM_COOKIE = 'keyway_confirm'
@@ -185,7 +185,7 @@ export function mountBrowserRoutes(app: Hono, deps: BrowserRouteDeps): void {
       return send(failurePage({ title: 'Open the link instead', message: 'In this deployment the link confirms who you are by signing you in; open it with a plain GET.', retry: '', status: 405 }))
     const body = await readBody(c, FORM_MAX_BYTES)
     if (body.kind === 'too-large') return send(failurePage({ title: 'The form was too large', message: describeCap(FORM_MAX_BYTES), retry: '', status: 413 }), [], closeAfterAnswer(c))
-    // The confirmation form is urlencoded (pages.ts); any other body carries no token.
+    // The confirmation form is urlencoded (consent/pages.ts); any other body carries no token.
     const urlencoded = /^application\/x-www-form-urlencoded\b/i.test(c.req.header('content-type') ?? '')
     const posted = body.kind === 'ok' && urlencoded ? (new URLSearchParams(body.text).get('token') ?? '') : ''
     const cookieToken = getCookie(c, CONFIRM_COOKIE) ?? ''

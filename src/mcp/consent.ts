@@ -34,7 +34,7 @@ import {
   type ServerContext,
 } from '@modelcontextprotocol/server'
 import * as z from 'zod'
-import { readOutcome } from '../credentials/consent-flow.js'
+import { readOutcome } from '../consent/records.js'
 import { sha256Base64url } from '../encoding.js'
 import { isRecord } from '../is-record.js'
 import { waitForPerUserToken } from '../credentials/oauth-u2m-per-user.js'

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
 import { createMemoryAuditLog } from '../../../src/audit/audit-log.js'
 import type { Connection } from '../../../src/config/load.js'
-import { FLOW_TTL_MS, putOutcome, readConsentLink, takeConsentLink } from '../../../src/credentials/consent-flow.js'
+import { FLOW_TTL_MS, putOutcome, readConsentLink, takeConsentLink } from '../../../src/consent/records.js'
 import type { Credential } from '../../../src/credentials/credential.js'
 import type { TokenSet } from '../../../src/credentials/oauth-client.js'
 import {

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
 import { UrlElicitationRequiredError, type CallToolResult, type InputRequiredResult, type ServerContext } from '@modelcontextprotocol/server'
 import type { Connection } from '../../../src/config/load.js'
-import { putOutcome } from '../../../src/credentials/consent-flow.js'
+import { putOutcome } from '../../../src/consent/records.js'
 import { createCaller } from '../../../src/identity/caller.js'
 import { createMemoryLogger } from '../../../src/log.js'
 import {

@@ -13,7 +13,7 @@ import {
   takeCallback,
   takeConsentLink,
   waitForOutcome,
-} from '../../../src/credentials/consent-flow.js'
+} from '../../../src/consent/records.js'
 import { Secret } from '../../../src/secret.js'
 import { openTokenStore, type TokenStore } from '../../../src/store/index.js'
 

@@ -13,7 +13,7 @@ import {
   learnProviderAccount,
   sameEmailAddress,
   type ProviderAccount,
-} from '../../../src/credentials/provider-account.js'
+} from '../../../src/consent/provider-account.js'
 import { AppError } from '../../../src/errors.js'
 
 const account = (a: Partial<ProviderAccount>): ProviderAccount => ({ sub: undefined, email: undefined, emailVerified: undefined, source: 'id_token', ...a })

@@ -3,7 +3,7 @@
  * a person opens to the provider's callback, each single use with a 10-minute lifetime. A flow is
  * made for *whose token is stored* (`tokenUser`: null for a shared connection) and *who must
  * complete it* (`completer`: the owner of a shared connection, the caller of a per-user one); the
- * browser routes and `consent.ts` treat both kinds alike, so per-user OAuth only makes flows with
+ * browser routes and `complete.ts` treat both kinds alike, so per-user OAuth only makes flows with
  * other values. Records, by key:
  *
  * - `consent` under the flow id (the link `<publicUrl>/connect/<flowId>`), taken once when the

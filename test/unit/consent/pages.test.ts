@@ -3,7 +3,7 @@
  * out of frames, caches and Referer, and the no-refresh-token warning is impossible to miss.
  */
 import { describe, expect, test } from 'vitest'
-import { accountMismatchPage, confirmPage, grantedPage, html, invalidCallbackPage, pageHeaders, providerErrorPage } from '../../../src/http/pages.js'
+import { accountMismatchPage, confirmPage, grantedPage, html, invalidCallbackPage, pageHeaders, providerErrorPage } from '../../../src/consent/pages.js'
 
 describe('pages', () => {
   test('html escapes interpolations and keeps nested safe markup [consent:escape]', () => {

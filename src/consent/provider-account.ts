@@ -10,7 +10,7 @@
  */
 import type { AccountMatch } from '../config/schema.js'
 import { oneLine } from '../safe-text.js'
-import type { OAuthClient, TokenSet } from './oauth-client.js'
+import type { OAuthClient, TokenSet } from '../credentials/oauth-client.js'
 
 /** Where the account facts came from. */
 export type AccountSource = 'id_token' | 'userinfo' | 'token_response' | 'none'

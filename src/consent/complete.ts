@@ -14,11 +14,11 @@ import type { ConfigSnapshot, Connection } from '../config/load.js'
 import type { Principal } from '../config/schema.js'
 import { AppError } from '../errors.js'
 import type { TokenStore } from '../store/index.js'
-import { putOutcome, type ConsentLink, type ProviderCallback } from './consent-flow.js'
-import type { OAuthClient, OAuthClients } from './oauth-client.js'
+import { putOutcome, type ConsentLink, type ProviderCallback } from './records.js'
+import type { OAuthClient, OAuthClients } from '../credentials/oauth-client.js'
 import { checkAccount, describeAccount, learnProviderAccount } from './provider-account.js'
-import { redirectUri } from './redirect-uri.js'
-import { recordFromTokenSet } from './token-record.js'
+import { redirectUri } from '../credentials/redirect-uri.js'
+import { recordFromTokenSet } from '../credentials/token-record.js'
 
 export interface ConsentDeps {
   readonly store: TokenStore
