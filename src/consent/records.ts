@@ -14,7 +14,12 @@
  *   mode): the server-side half of the form, issued with the page and taken once by the POST, so
  *   only a token this server issued for this link confirms it;
  * - `outcome` under an id derived from the flow id, so whoever waits (`keyway authorize`, a
- *   waiting tool call) learns how it ended.
+ *   waiting tool call) learns how it ended;
+ * - `pending-consent` under an id derived from (connection, user): a per-user caller's link not
+ *   opened yet, handed out again instead of a new one on every call (`startPerUserConsent`).
+ *
+ * It also runs the waits: `waitForOutcome` (`keyway authorize`) and `waitForPerUserToken` (a
+ * client's retry after its person accepted, `mcp/consent.ts`).
  *
  * Every id and `state` is 256 random bits (RFC 9700 §4.7 asks for at least 128). The store hashes
  * ids in keys and encrypts the records, so the PKCE verifier never sits in clear. This module
@@ -24,7 +29,10 @@
 import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import * as z from 'zod'
+import type { AuditLog } from '../audit/audit-log.js'
 import type { Principal } from '../config/schema.js'
+import type { ConsentReason } from '../credentials/oauth-u2m-per-user.js'
+import { isUsable } from '../credentials/refresh.js'
 import { sha256Base64url } from '../encoding.js'
 import { AppError } from '../errors.js'
 import { newFlowId, type TokenStore } from '../store/index.js'
@@ -293,6 +301,121 @@ export async function waitForOutcome(store: TokenStore, flowId: string, opts: Wa
       await sleep(Math.min(poll, left), undefined, opts.signal ? { signal: opts.signal } : {})
     } catch {
       return undefined
+    }
+  }
+}
+
+// Per-user flows: the pending-link pointer (one unopened link per user and connection) and the
+// wait of a retried tool call.
+
+/**
+ * A pending link is handed out again only while it has at least this long to live: enough to
+ * open it, sign in at the provider and consent. A link closer to its end is replaced, so nobody
+ * gets a link that dies on the provider's login page.
+ */
+export const PENDING_LINK_MIN_LEFT_MS = 3 * 60_000
+
+const PER_USER = 'oauth_u2m_per_user'
+
+/** A consent link handed out: `<publicUrl>/connect/<flowId>` and its flow id. */
+export interface CreatedLink {
+  readonly url: string
+  readonly flowId: string
+}
+
+const PendingSchema = z.strictObject({
+  purpose: z.literal('pending-consent'),
+  flowId: z.string().min(1),
+  expiresAt: z.number().int().nonnegative(),
+})
+
+/**
+ * Where the (user, connection) pair's pending link is remembered. Derived, not random, so any
+ * replica finds it; hashed, so the store key names neither; and harmless if guessed: the record
+ * is sealed, and no route reveals a record or accepts one of another purpose.
+ */
+export function pendingFlowPointerId(connection: string, user: string): string {
+  return sha256Base64url(`keyway:pending-consent\u0000${connection}\u0000${user}`)
+}
+
+export interface PerUserConsentDeps {
+  readonly store: TokenStore
+  readonly now: () => number
+  /** `server.publicUrl` of the live config: the origin of consent links. */
+  readonly publicUrl: () => string
+  readonly audit?: AuditLog
+}
+
+/**
+ * The caller's consent link for a per-user connection: their pending link if it is still
+ * unopened and has time left, else a new flow (audited `consent.started`). This is the
+ * `startConsent` that `credentials/oauth-u2m-per-user.ts` is given.
+ */
+export async function startPerUserConsent(deps: PerUserConsentDeps, connection: string, user: string, reason: ConsentReason): Promise<CreatedLink> {
+  const now = deps.now()
+  const publicUrl = deps.publicUrl().replace(/\/+$/, '')
+  const pointerId = pendingFlowPointerId(connection, user)
+  const pending = await readPending(deps.store, pointerId)
+  if (pending && pending.expiresAt - now >= PENDING_LINK_MIN_LEFT_MS) {
+    // Still unopened: opening a link takes it, so a link someone is already using is never handed out again.
+    const link = await readConsentLink(deps.store, pending.flowId).catch(() => undefined)
+    if (link && link.method === PER_USER && link.tokenUser === user && link.connection === connection)
+      return { url: `${publicUrl}${connectPath(pending.flowId)}`, flowId: pending.flowId }
+  }
+  const flow = await createConsentFlow(
+    deps.store,
+    // The token becomes the caller's, and only the caller may complete the flow at the browser (design.md §7 step 3).
+    { connection, method: PER_USER, tokenUser: user, completer: { user } },
+    { publicUrl, now },
+  )
+  await deps.store.putFlow(pointerId, { purpose: 'pending-consent', flowId: flow.flowId, expiresAt: flow.expiresAt }, FLOW_TTL_MS)
+  deps.audit?.record({ type: 'consent.started', user, connection, ...(reason === 'no-token' ? {} : { reason }) })
+  return { url: flow.url, flowId: flow.flowId }
+}
+
+async function readPending(store: TokenStore, id: string): Promise<z.infer<typeof PendingSchema> | undefined> {
+  const raw = await store.getFlow(id)
+  const r = PendingSchema.safeParse(raw)
+  return r.success ? r.data : undefined
+}
+
+/** How a bounded wait for a consent ended. */
+export type ConsentWait =
+  | { readonly kind: 'granted' }
+  | { readonly kind: 'failed'; readonly reason: string }
+  | { readonly kind: 'timeout' }
+
+export interface ConsentWaitOptions {
+  readonly timeoutMs: number
+  readonly pollMs?: number
+  readonly signal?: AbortSignal
+  /** The clock tokens are judged by (the runtime's). */
+  readonly now: () => number
+}
+
+/**
+ * Waits until the caller has a usable per-user token for the connection (from this flow or any
+ * other of theirs), or the flow is recorded as failed, or the time is up (design.md §7 step 5:
+ * "the waiting one"). Polls the shared store, so the callback may land on any replica.
+ */
+export async function waitForPerUserToken(
+  store: TokenStore,
+  target: { readonly connection: string; readonly user: string; readonly flowId: string },
+  opts: ConsentWaitOptions,
+): Promise<ConsentWait> {
+  const deadline = Date.now() + opts.timeoutMs
+  const poll = opts.pollMs ?? OUTCOME_POLL_MS
+  for (;;) {
+    const token = await store.getToken({ connection: target.connection, user: target.user })
+    if (token && token.method === PER_USER && isUsable(token, opts.now())) return { kind: 'granted' }
+    const outcome = await readOutcome(store, target.flowId).catch(() => undefined)
+    if (outcome?.status === 'failed') return { kind: 'failed', reason: outcome.reason ?? 'failed' }
+    const left = deadline - Date.now()
+    if (left <= 0 || opts.signal?.aborted) return { kind: 'timeout' }
+    try {
+      await sleep(Math.min(poll, left), undefined, opts.signal ? { signal: opts.signal } : {})
+    } catch {
+      return { kind: 'timeout' }
     }
   }
 }

@@ -34,10 +34,9 @@ import {
   type ServerContext,
 } from '@modelcontextprotocol/server'
 import * as z from 'zod'
-import { readOutcome } from '../consent/records.js'
+import { readOutcome, waitForPerUserToken } from '../consent/records.js'
 import { sha256Base64url } from '../encoding.js'
 import { isRecord } from '../is-record.js'
-import { waitForPerUserToken } from '../credentials/oauth-u2m-per-user.js'
 import type { Logger } from '../log.js'
 import { errorMessage } from '../log.js'
 import type { Secret } from '../secret.js'
