@@ -35,7 +35,7 @@ export function createMemoryLogger(): Logger & { readonly lines: string[] } {
   return Object.assign(createLogger({ level: 'debug', write: (l) => lines.push(l) }), { lines })
 }
 
-/** The message of an unknown thrown value, for logs (never for the wire). */
+/** The message of an unknown thrown value, for logs and CLI reason lines (never for the wire). */
 export function errorMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e)
 }

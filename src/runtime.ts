@@ -9,6 +9,7 @@
  */
 import { createAuditLog, type AuditLog } from './audit/audit-log.js'
 import type { ConfigSnapshot } from './config/load.js'
+import { startPerUserConsent } from './consent/records.js'
 import { createCredentialProvider } from './credentials/provider.js'
 import type { CredentialProvider } from './credentials/credential.js'
 import { createOAuthClients, type OAuthClients } from './credentials/oauth-client.js'
@@ -123,7 +124,10 @@ export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOption
     now,
   })
   const refresher = createRefresher({ store, now, audit, log })
-  const credentials = createCredentialProvider({ clients: oauth, refresher, now, consent: { store, publicUrl: () => current.server.publicUrl, audit } })
+  const credentials = createCredentialProvider({ clients: oauth, refresher, now, consent: {
+      startConsent: (connection, user, reason) => startPerUserConsent({ store, now, publicUrl: () => current.server.publicUrl, audit }, connection, user, reason),
+    },
+  })
   const limits = createConcurrencyLimiter()
   const signIns = new WeakMap<object, BrowserSignIn | undefined>()
   const listeners = new Set<(next: ConfigSnapshot, previous: ConfigSnapshot) => void>()

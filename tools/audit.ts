@@ -16,7 +16,7 @@ import {
   readAuditLog,
   type AuditFilter,
   type ReadStats,
-} from '../src/audit/read.js'
+} from '../src/admin/audit-read.js'
 import { toSafeJsonLine } from '../src/safe-text.js'
 import { configPath, loadOrReport, type Command } from './cli.js'
 

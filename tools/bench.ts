@@ -21,7 +21,7 @@ import { Agent } from 'undici'
 import { Client as ModernClient, StreamableHTTPClientTransport as ModernTransport } from '@modelcontextprotocol/client'
 import { Client as LegacyClient } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport as LegacyTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
-import { sha256Hex } from '../src/identity/api-keys.js'
+import { sha256Hex } from '../src/encoding.js'
 import { formsOf, redactBytes } from '../src/redact.js'
 import { packageRoot } from './paths.js'
 

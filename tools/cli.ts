@@ -6,7 +6,6 @@
  */
 import path from 'node:path'
 import { loadConfigFile, type ConfigSnapshot, type Env } from '../src/config/load.js'
-import { SUPPORTED_AUTH_TYPES } from '../src/credentials/supported.js'
 import { redactRemembered } from '../src/redact.js'
 
 export interface CliIo {
@@ -42,7 +41,7 @@ export function problemsHeadline(file: string, count: number): string {
  * not set.
  */
 export async function loadOrReport(file: string, io: CliIo, opts: { readonly skipSecrets?: boolean } = {}): Promise<ConfigSnapshot | undefined> {
-  const r = await loadConfigFile(file, { env: io.env, supportedAuthTypes: SUPPORTED_AUTH_TYPES, ...(opts.skipSecrets ? { skipSecrets: true } : {}) })
+  const r = await loadConfigFile(file, { env: io.env, ...(opts.skipSecrets ? { skipSecrets: true } : {}) })
   if (!r.ok) {
     reportProblems(io, problemsHeadline(file, r.problems.length), r.problems)
     return undefined

@@ -6,7 +6,6 @@
 import { readFileSync } from 'node:fs'
 import path from 'node:path'
 import { loadConfigFile } from '../src/config/load.js'
-import { SUPPORTED_AUTH_TYPES } from '../src/credentials/supported.js'
 import { listen } from '../src/http/listen.js'
 import { startHttp } from '../src/start.js'
 import { createDemoApi } from './demo-api.js'
@@ -21,7 +20,7 @@ const DEMO_KEYS = {
 } as const
 
 async function main(): Promise<void> {
-  const loaded = await loadConfigFile(configFile, { supportedAuthTypes: SUPPORTED_AUTH_TYPES })
+  const loaded = await loadConfigFile(configFile)
   if (!loaded.ok) throw new Error(`demo config is invalid:\n${loaded.problems.join('\n')}`)
   const token = readFileSync(path.join(root, 'config/demo/api-token.txt'), 'utf8').trim()
   const api = await listen(createDemoApi(token), '127.0.0.1', 8789)

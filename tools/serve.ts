@@ -11,8 +11,7 @@ import { parseArgs } from 'node:util'
 import { loadConfigText, type ConfigSnapshot } from '../src/config/load.js'
 import { createConfigReloader, hashConfigFile, REJECTED_LOG_INTERVAL_MS, watchConfig, type ConfigReloader } from '../src/config/watch.js'
 import { countStoredCredentials, removedConnectionsWarning } from '../src/credentials/orphans.js'
-import { reasonOf } from '../src/credentials/store-access.js'
-import { SUPPORTED_AUTH_TYPES } from '../src/credentials/supported.js'
+import { errorMessage } from '../src/log.js'
 import type { Runtime } from '../src/runtime.js'
 import { describeStoreUrl } from '../src/store/index.js'
 import { oneLine } from '../src/safe-text.js'
@@ -86,7 +85,7 @@ export const run: Command = async (argv, io) => {
   }
   const runtime = keyway.runtime
   const reloaderOptions = {
-    load: (text: string, f: string) => loadConfigText(text, f, { env: io.env, supportedAuthTypes: SUPPORTED_AUTH_TYPES }),
+    load: (text: string, f: string) => loadConfigText(text, f, { env: io.env }),
     onLoad: (next: ConfigSnapshot) => runtime.swap(next),
     // Credentials stored under a removed (or renamed-away) name are orphaned: say which and how many.
     onConnectionsRemoved: (names: readonly string[]) => warnAboutOrphans(runtime, names),
@@ -163,7 +162,7 @@ async function warnAboutOrphans(runtime: Runtime, names: readonly string[]): Pro
   } catch (e) {
     runtime.log.warn('connections removed from the config; could not check the token store for credentials stored under them (keyway credentials lists them)', {
       connections: names,
-      error: reasonOf(e),
+      error: errorMessage(e),
     })
     return
   }

@@ -19,7 +19,7 @@ import { parseDocument } from 'yaml'
 import { createAuditLog } from '../src/audit/audit-log.js'
 import { loadConfigText, type ConfigSnapshot } from '../src/config/load.js'
 import { ConfigSchema, type Principal } from '../src/config/schema.js'
-import { applyStatement, type ApplyOutcome } from '../src/config/sql/apply.js'
+import { applyStatement, type ApplyOutcome } from '../src/admin/sql/apply.js'
 import {
   formatSyntaxError,
   isMutating,
@@ -27,10 +27,10 @@ import {
   formatPrincipal,
   type MutatingStatement,
   type ReadStatement,
-} from '../src/config/sql/parse.js'
-import { formatTable, renderStatement, type RenderOptions, type RenderResult } from '../src/config/sql/render.js'
-import { writeFileAtomic } from '../src/config/write-atomic.js'
-import { createStoreCredentialState } from '../src/credentials/credential-state.js'
+} from '../src/admin/sql/parse.js'
+import { formatTable, renderStatement, type RenderOptions, type RenderResult } from '../src/admin/sql/render.js'
+import { writeFileAtomic } from '../src/admin/write-atomic.js'
+import { createStoreCredentialState } from '../src/admin/credential-state.js'
 import { openStoreToInspect, storeSettingsFromText } from '../src/credentials/store-access.js'
 import { decide, describePrincipal } from '../src/grants/decide.js'
 import { createCaller, createServicePrincipalCaller } from '../src/identity/caller.js'

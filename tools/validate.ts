@@ -13,7 +13,8 @@
 import { parseArgs } from 'node:util'
 import { consentWarnings, type ConfigSnapshot } from '../src/config/load.js'
 import { findOrphans, groupOrphans, orphanWarnings } from '../src/credentials/orphans.js'
-import { openStoreToInspect, reasonOf } from '../src/credentials/store-access.js'
+import { openStoreToInspect } from '../src/credentials/store-access.js'
+import { errorMessage } from '../src/log.js'
 import { describeStoreUrl } from '../src/store/index.js'
 import { configPath, loadOrReport, type CliIo, type Command } from './cli.js'
 
@@ -42,7 +43,7 @@ async function checkStoredCredentials(snapshot: ConfigSnapshot, io: CliIo): Prom
     const groups = groupOrphans(await findOrphans(opened.store, snapshot), snapshot)
     for (const w of orphanWarnings(groups)) io.err(`keyway: warning: ${w}`)
   } catch (e) {
-    skipped(reasonOf(e))
+    skipped(errorMessage(e))
   } finally {
     await opened.store.close().catch(() => undefined)
   }

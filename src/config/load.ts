@@ -11,12 +11,12 @@ import path from 'node:path'
 import { isMap, isScalar, LineCounter, parseDocument, type Document } from 'yaml'
 import type * as z from 'zod'
 import { Secret } from '../secret.js'
+import { deepFreeze } from '../readonly-collections.js'
 import {
   CONNECTION_NAME_PATTERN,
   ConfigSchema,
   type AccountMatch,
   type AuthMethodConfig,
-  type AuthType,
   type ConfigFile,
   type CredentialExchange,
   type Principal,
@@ -178,8 +178,6 @@ export type LoadResult =
 
 export interface LoadOptions {
   readonly env?: Env
-  /** Auth types this build can serve; others are refused at load (no half-working stubs). */
-  readonly supportedAuthTypes?: ReadonlySet<AuthType>
   /**
    * Check the file without resolving secrets: every reference becomes an empty placeholder
    * `Secret` and no environment variable or secret file is read. For commands that edit or show
@@ -222,7 +220,7 @@ export async function loadConfigText(text: string, file: string, opts: LoadOptio
   }
   const cfg = parsed.data
   const warnings: string[] = []
-  crossCheck(cfg, report, warnings, opts.supportedAuthTypes)
+  crossCheck(cfg, report, warnings)
   const dir = path.dirname(file)
   const secrets: SecretResolver = opts.skipSecrets ? () => new Secret('') : createSecretResolver(dir, opts.env ?? process.env)
   const snapshot = buildSnapshot(cfg, file, dir, (ref, where) => {
@@ -234,7 +232,7 @@ export async function loadConfigText(text: string, file: string, opts: LoadOptio
     return r
   })
   if (problems.length > 0) return { ok: false, problems }
-  return { ok: true, snapshot: deepFreeze(snapshot), warnings }
+  return { ok: true, snapshot: deepFreeze(snapshot, (v) => v instanceof Secret), warnings }
 }
 
 function reportIssue(issue: z.core.$ZodIssue, report: (p: readonly PropertyKey[], m: string, k?: string) => void): void {
@@ -250,7 +248,6 @@ function crossCheck(
   cfg: ConfigFile,
   report: (p: readonly PropertyKey[], m: string, k?: string) => void,
   warnings: string[],
-  supported: ReadonlySet<AuthType> | undefined,
 ): void {
   const allowPrivate = cfg.egress.dangerouslyAllowPrivateNetworks
   const allowed = cfg.egress.allowedHosts && compileAllowedHosts(cfg.egress.allowedHosts)
@@ -280,8 +277,6 @@ function crossCheck(
       report([...where, 'host'], 'host must be an origin only (scheme://host[:port]); put the path in basePath')
     checkUrl(c.host, [...where, 'host'], 'host')
     if (/[?#\\]|(^|\/)\.\.?(\/|$)|%2e|%2f|%5c/i.test(c.basePath)) report([...where, 'basePath'], 'basePath must be a plain path without dot segments, encoded separators, query or fragment')
-    if (supported && !supported.has(c.auth.type))
-      report([...where, 'auth', 'type'], `auth type "${c.auth.type}" is not supported by this version of Keyway`)
     if (c.auth.type !== 'bearer_token') checkOAuth(c.auth, [...where, 'auth'], report, checkUrl)
   }
   if (cfg.identity.oidc) checkUrl(cfg.identity.oidc.issuer, ['identity', 'oidc', 'issuer'], 'issuer', false)
@@ -567,13 +562,4 @@ function formatPath(pathParts: readonly PropertyKey[], keyName?: string): string
 
 function firstLine(s: string): string {
   return s.split('\n')[0] ?? s
-}
-
-function deepFreeze<T>(value: T): T {
-  if (value && typeof value === 'object' && !Object.isFrozen(value) && !(value instanceof Secret)) {
-    if (value instanceof Map) for (const v of value.values()) deepFreeze(v)
-    else for (const v of Object.values(value)) deepFreeze(v)
-    Object.freeze(value)
-  }
-  return value
 }

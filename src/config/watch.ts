@@ -11,11 +11,11 @@
  * token store (removed connections are reported through `onConnectionsRemoved`).
  * @module
  */
-import { createHash } from 'node:crypto'
 import { watch, type FSWatcher } from 'node:fs'
 import { readFile, realpath, stat } from 'node:fs/promises'
 import path from 'node:path'
 import type { AuditLog } from '../audit/audit-log.js'
+import { sha256Hex } from '../encoding.js'
 import { errorMessage, type Logger } from '../log.js'
 import type { ReloadState } from '../readiness.js'
 import type { ConfigSnapshot, LoadResult } from './load.js'
@@ -108,7 +108,7 @@ export interface ConfigWatcher extends ConfigReloader {
 /** SHA-256 hex of the file's bytes, or undefined when it cannot be read. */
 export async function hashConfigFile(file: string): Promise<string | undefined> {
   try {
-    return sha256(await readFile(path.resolve(file), 'utf8'))
+    return sha256Hex(await readFile(path.resolve(file), 'utf8'))
   } catch {
     return undefined
   }
@@ -136,7 +136,7 @@ export function createConfigReloader(file: string, opts: ReloaderOptions): Confi
     let hash: string
     try {
       text = await readFile(abs, 'utf8')
-      hash = sha256(text)
+      hash = sha256Hex(text)
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code
       // Same wording as loadConfigFile, so the line matches what `keyway validate` prints.
@@ -398,10 +398,6 @@ async function fileIdentity(file: string): Promise<string> {
   } catch (e) {
     return `error:${(e as NodeJS.ErrnoException).code ?? 'unknown'}`
   }
-}
-
-function sha256(text: string): string {
-  return createHash('sha256').update(text).digest('hex')
 }
 
 function sameSet(a: ReadonlySet<string>, b: ReadonlySet<string>): boolean {

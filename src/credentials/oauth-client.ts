@@ -87,8 +87,6 @@ export interface OAuthClient {
   readonly revocationEndpoint: string | undefined
   /** OpenID Connect Core §5.3 userinfo endpoint from discovery, when the provider has one. */
   readonly userinfoEndpoint: string | undefined
-  /** The underlying openid-client configuration (for the few calls not wrapped here). */
-  readonly config: oidc.Configuration
   /** RFC 6749 §4.4: a token for the client itself, with `auth.scopes` and `auth.tokenParams`. */
   clientCredentials(): Promise<TokenSet>
   /** RFC 6749 §6. A `REAUTHORIZATION_REQUIRED` error means the grant is gone (`invalid_grant`). */
@@ -290,7 +288,6 @@ async function createOAuthClient(connection: Connection, deps: OAuthClientDeps):
     authorizationEndpoint: server.authorization_endpoint,
     revocationEndpoint: server.revocation_endpoint,
     userinfoEndpoint: server.userinfo_endpoint,
-    config,
 
     async clientCredentials() {
       const sentAt = now()

@@ -2,7 +2,7 @@
  * `oauth_u2m_shared`: one person's token (the connection's owner signs in once with `keyway
  * authorize`) used by every grantee. The token lives in the store under (connection, shared) and
  * is renewed with its refresh token through the shared refresher. This module only reads and
- * refreshes; the sign-in itself is `consent.ts` and the browser routes. Its errors tell the
+ * refreshes; the sign-in itself is `consent/` and the browser routes. Its errors tell the
  * grantee exactly who must do what: `NOT_AUTHORIZED` before the first sign-in,
  * `REAUTHORIZATION_REQUIRED` once the provider has dropped the grant.
  * @module

@@ -10,19 +10,17 @@ import { bearerCredential } from './bearer-token.js'
 import type { Credential, CredentialProvider, ResolveOptions } from './credential.js'
 import type { OAuthClients } from './oauth-client.js'
 import { resolveM2m } from './oauth-m2m.js'
-import { resolvePerUserU2m } from './oauth-u2m-per-user.js'
+import { resolvePerUserU2m, type StartConsent } from './oauth-u2m-per-user.js'
 import { resolveSharedU2m } from './oauth-u2m-shared.js'
 import type { Refresher } from './refresh.js'
-import type { AuditLog } from '../audit/audit-log.js'
-import type { TokenStore } from '../store/index.js'
 
 /** What the OAuth methods share: provider clients, the refresher (over the token store), a clock. */
 export interface CredentialDeps {
   readonly clients: OAuthClients
   readonly refresher: Refresher
   readonly now: () => number
-  /** Per-user consent flows (`oauth_u2m_per_user`): the store they live in and the live `server.publicUrl`. */
-  readonly consent?: { readonly store: TokenStore; readonly publicUrl: () => string; readonly audit?: AuditLog }
+  /** Per-user consent flows (`oauth_u2m_per_user`): how a caller's link is made (`consent/records.ts`, passed in). */
+  readonly consent?: { readonly startConsent: StartConsent }
 }
 
 export function createCredentialProvider(deps: CredentialDeps): CredentialProvider {

@@ -11,7 +11,7 @@
 import { access } from 'node:fs/promises'
 import { parseDocument, stringify } from 'yaml'
 import { loadConfigText, type Env } from '../config/load.js'
-import { isAppError } from '../errors.js'
+import { errorMessage } from '../log.js'
 import { openTokenStore, type StoreSettings, type TokenStore } from '../store/index.js'
 
 /**
@@ -51,14 +51,8 @@ export async function openStoreToInspect(settings: StoreSettings): Promise<Store
     })
     return { kind: 'open', store }
   } catch (e) {
-    return { kind: 'unavailable', reason: reasonOf(e) }
+    return { kind: 'unavailable', reason: errorMessage(e) }
   }
-}
-
-/** The message of a store or keyring failure, for a reason line (AppError messages never carry secrets). */
-export function reasonOf(e: unknown): string {
-  if (isAppError(e)) return e.message
-  return e instanceof Error ? e.message : String(e)
 }
 
 /**

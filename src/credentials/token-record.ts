@@ -21,7 +21,7 @@ export interface RecordOptions {
   readonly now: number
   /** The record being refreshed: its refresh token, scope and subject carry over when the response omits them. */
   readonly previous?: TokenRecord
-  /** Who signed in at the provider, when known: its email, else its subject (`provider-account.ts`). */
+  /** Who signed in at the provider, when known: its email, else its subject (`consent/provider-account.ts`). */
   readonly subject?: string
 }
 

@@ -17,6 +17,7 @@ import { isAppError } from '../errors.js'
 import { authenticate } from '../identity/authenticate.js'
 import { bearerChallenge, insufficientScopeChallenge, protectedResourceMetadata, resourceMetadataUrl } from '../identity/resource-metadata.js'
 import type { Caller } from '../identity/caller.js'
+import { isRecord } from '../is-record.js'
 import { exceedsJsonDepth } from '../json-depth.js'
 import { errorMessage } from '../log.js'
 import { tryFastToolCall } from '../mcp/fast-path.js'
@@ -196,7 +197,7 @@ function missingScopes(caller: Caller, snapshot: ConfigSnapshot): string[] {
 
 /** A single 2025-era `initialize` request (2026-07-28 has no handshake; batches are not looked into). */
 function isInitialize(v: unknown): v is { readonly method: 'initialize'; readonly params?: unknown } {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) && (v as { method?: unknown }).method === 'initialize'
+  return isRecord(v) && v.method === 'initialize'
 }
 
 function jsonRpcError(message: string): Record<string, unknown> {

@@ -1,94 +1,22 @@
 /**
- * The browser side of consent (design.md §4, §7 steps 3–4): `GET|POST /connect/:flowId` (the
- * link a person opens) and `GET /login/oauth/http.html` (the one OAuth redirect URI). The link
- * first establishes who is at the browser: in OIDC identity mode a sign-in at the identity
- * provider whose user must be the flow's completer (or a member of its group); in API-key mode a
- * confirmation page naming the user the provider account will be bound to, confirmed with a form
- * token that is a double-submit cookie AND recorded server-side for this link when the page is
- * rendered, taken once by the POST (a replayed or never-issued pair is refused). Only then is the flow consumed and the browser sent to the provider with
- * state, PKCE S256 and the exact redirect URI. The callback takes its record by `state` (single
- * use; both Keyway's own sign-in and the provider's answer arrive here, told apart by the record's
- * purpose), requires the browser-binding cookie set when the browser left (RFC 9700 §4.7), and
- * hands the code to `credentials/consent.ts`, which may refuse the provider account
- * (`auth.accountMatch`). Provider error text is shown only for a callback whose `state` names a
- * live flow; any other callback gets a generic page that echoes nothing of the query. Works for
- * shared and per-user flows alike. Pages
- * come from `pages.ts`; nothing here stores a token itself or prints a secret.
+ * The consent routes on HTTP (design.md §4, §7 steps 3–4): `GET|HEAD|POST /connect/:flowId` (the
+ * link a person opens) and `GET /login/oauth/http.html` (the one OAuth redirect URI). What each
+ * step does is `consent/browser-flow.ts`; this module only reads the request (path, form body
+ * under its cap, cookies) and writes the answer (page, or 303 with flow-page headers so no
+ * Referer leaks the flow id, and the cookies as `Set-Cookie`, always HttpOnly).
  * @module
  */
-import { timingSafeEqual } from 'node:crypto'
 import type { Context, Hono } from 'hono'
 import { getCookie } from 'hono/cookie'
-import * as oidc from 'openid-client'
-import type { AuditLog } from '../audit/audit-log.js'
-import type { ConfigSnapshot } from '../config/load.js'
-import {
-  connectPath,
-  putConfirmation,
-  putProviderCallback,
-  putSignInCallback,
-  randomSecret,
-  readConsentLink,
-  sha256Hex,
-  takeCallback,
-  takeConfirmation,
-  takeConsentLink,
-  type ConsentLink,
-  type ProviderCallback,
-  type SignInCallback,
-} from '../credentials/consent-flow.js'
-import { completedBy, completeConsent, failConsent, flowConnection, providerAuthorizationUrl, type ConsentDeps } from '../credentials/consent.js'
-import type { OAuthClients } from '../credentials/oauth-client.js'
-import { describeOwner, authorizeCommand } from '../credentials/oauth-u2m-shared.js'
-import { CALLBACK_PATH, redirectUri } from '../credentials/redirect-uri.js'
-import { isAppError } from '../errors.js'
-import { isPrincipal } from '../grants/decide.js'
-import type { BrowserSignIn } from '../identity/browser-sign-in.js'
-import { createCaller } from '../identity/caller.js'
-import { errorMessage, type Logger } from '../log.js'
+import { createBrowserFlow, type BrowserAnswer, type BrowserFlowDeps, type Cookie, type PostedToken } from '../consent/browser-flow.js'
+import { pageHeaders } from '../consent/pages.js'
+import { connectPath } from '../consent/records.js'
+import { CALLBACK_PATH } from '../credentials/redirect-uri.js'
 import type { Runtime } from '../runtime.js'
-import type { TokenStore } from '../store/index.js'
-import { isFlowId } from '../store/index.js'
-import { oneLine, safeErrorCode } from '../safe-text.js'
 import { closeAfterAnswer, describeCap, FORM_MAX_BYTES, readBody } from './body-limit.js'
-import {
-  accountMismatchPage,
-  confirmPage,
-  failurePage,
-  flowGonePage,
-  grantedPage,
-  invalidCallbackPage,
-  pageHeaders,
-  providerErrorPage,
-  wrongUserPage,
-  type Page,
-} from './pages.js'
-
-/** Double-submit cookie of the confirmation form (API-key mode), scoped to the link's path. */
-const CONFIRM_COOKIE = 'keyway_confirm'
-/** Prefix of the browser-binding cookie; the rest is derived from the state it binds. */
-const BIND_COOKIE_PREFIX = 'keyway_bind_'
-/** Longest provider `error_description` shown on a page. */
-const MAX_DESCRIPTION_CHARS = 300
-
-export interface BrowserRouteDeps {
-  readonly snapshot: () => ConfigSnapshot
-  readonly store: TokenStore
-  readonly clients: OAuthClients
-  /** Keyway's relying party at the identity provider for a snapshot; undefined in API-key mode. */
-  readonly signIn: (snapshot: ConfigSnapshot) => BrowserSignIn | undefined
-  readonly audit: AuditLog
-  readonly log: Logger
-  readonly now: () => number
-  /**
-   * How a page tells the person to get a new link, by flow method. Default: shared connections
-   * name `keyway authorize`, per-user ones say to call the tool again.
-   */
-  readonly retryHint?: (flow: { readonly connection: string; readonly method: string }) => string
-}
 
 /** The route dependencies of a running Keyway. */
-export function browserRouteDeps(rt: Runtime, overrides: Partial<BrowserRouteDeps> = {}): BrowserRouteDeps {
+export function browserRouteDeps(rt: Runtime, overrides: Partial<BrowserFlowDeps> = {}): BrowserFlowDeps {
   return {
     snapshot: () => rt.snapshot(),
     store: rt.store,
@@ -110,260 +38,50 @@ export function browserBodyCap(c: Context): number {
 }
 
 /** Mounts the consent routes on the app (through `AppOptions.extraRoutes`). */
-export function mountBrowserRoutes(app: Hono, deps: BrowserRouteDeps): void {
-  const consentDeps: ConsentDeps = {
-    store: deps.store,
-    clients: deps.clients,
-    audit: deps.audit,
-    now: deps.now,
-    onAccountLookupSkipped: (e) => deps.log.warn('provider account not learnt from userinfo', { error: errorMessage(e) }),
-  }
-  const retry = (flow: { readonly connection: string; readonly method: string } | undefined): string =>
-    flow === undefined ? 'start again from where you got the link' : (deps.retryHint ?? defaultRetryHint)(flow)
-
+export function mountBrowserRoutes(app: Hono, deps: BrowserFlowDeps): void {
+  const flow = createBrowserFlow(deps)
   const guarded = (handler: (c: Context) => Promise<Response>) => async (c: Context): Promise<Response> => {
     try {
       return await handler(c)
     } catch (e) {
-      deps.log.warn('consent route failed', { path: c.req.routePath, error: errorMessage(e) })
-      if (isAppError(e, 'FLOW_INVALID')) return send(failurePage({ title: 'This sign-in cannot continue', message: e.message, retry: retry(undefined), status: 400 }))
-      if (isAppError(e) && e.expose) return send(failurePage({ title: 'The sign-in could not be completed', message: e.message, retry: retry(undefined) }))
-      return send(failurePage({ title: 'The sign-in could not be completed', message: 'Keyway failed unexpectedly; the server log has details.', retry: retry(undefined), status: 500 }))
+      return respond(c, flow.failed(e, c.req.routePath))
     }
   }
+  const cookies = (c: Context) => (name: string): string | undefined => getCookie(c, name)
 
   app.get('/connect/:flowId', guarded(async (c) => {
     const flowId = c.req.param('flowId') ?? ''
     // HEAD (hono routes it here) is a side-effect-free probe: `keyway authorize` asks a Keyway
     // already on the port whether it sees the flow, i.e. uses the same store and key.
-    if (c.req.method === 'HEAD') {
-      const live = isFlowId(flowId) ? await readConsentLink(deps.store, flowId).catch(() => undefined) : undefined
-      return new Response(null, { status: live ? 204 : 404, headers: pageHeaders() })
-    }
-    const link = isFlowId(flowId) ? await readConsentLink(deps.store, flowId) : undefined
-    if (!link) return send(flowGonePage(retry(undefined)))
-    const snapshot = deps.snapshot()
-    const connection = flowConnection(snapshot, link)
-    const signIn = deps.signIn(snapshot)
-    if (signIn) {
-      // OIDC mode: who is at the browser is whoever the identity provider signs in.
-      const codeVerifier = randomSecret()
-      const nonce = randomSecret()
-      const binding = randomSecret()
-      const state = await putSignInCallback(deps.store, flowId, link, { codeVerifier, nonce, bindingHash: sha256Hex(binding), now: deps.now() })
-      const url = await signIn.authorizationUrl({
-        redirectUri: redirectUri(snapshot.server.publicUrl),
-        state,
-        nonce,
-        codeChallenge: await oidc.calculatePKCECodeChallenge(codeVerifier),
-      })
-      return redirect(url, [bindCookie(state, binding, link, snapshot, deps.now())])
-    }
-    const client = await deps.clients.get(connection)
-    const formToken = randomSecret()
-    await putConfirmation(deps.store, flowId, link, formToken, deps.now())
-    const page = confirmPage({
-      connection: link.connection,
-      description: connection.description,
-      completer: describeOwner(link.completer),
-      bindsTo: bindsTo(link),
-      usedBy: link.tokenUser === null ? `everyone granted USE CONNECTION on ${link.connection}` : link.tokenUser,
-      scopes: connection.auth.type === 'bearer_token' ? [] : connection.auth.scopes,
-      providerOrigin: client.authorizationEndpoint ? new URL(client.authorizationEndpoint).origin : client.issuer,
-      action: connectPath(flowId),
-      formToken,
-      expiresAt: link.expiresAt,
-      now: deps.now(),
-    })
-    return send(page, [cookie(CONFIRM_COOKIE, formToken, { path: connectPath(flowId), maxAgeMs: link.expiresAt - deps.now(), sameSite: 'Strict', secure: isHttps(snapshot) })])
+    if (c.req.method === 'HEAD') return new Response(null, { status: (await flow.probe(flowId)) ? 204 : 404, headers: pageHeaders() })
+    return respond(c, await flow.open(flowId))
   }))
 
   app.post('/connect/:flowId', guarded(async (c) => {
-    const flowId = c.req.param('flowId') ?? ''
-    const snapshot = deps.snapshot()
-    if (deps.signIn(snapshot))
-      return send(failurePage({ title: 'Open the link instead', message: 'In this deployment the link confirms who you are by signing you in; open it with a plain GET.', retry: '', status: 405 }))
-    const body = await readBody(c, FORM_MAX_BYTES)
-    if (body.kind === 'too-large') return send(failurePage({ title: 'The form was too large', message: describeCap(FORM_MAX_BYTES), retry: '', status: 413 }), [], closeAfterAnswer(c))
-    // The confirmation form is urlencoded (pages.ts); any other body carries no token.
-    const urlencoded = /^application\/x-www-form-urlencoded\b/i.test(c.req.header('content-type') ?? '')
-    const posted = body.kind === 'ok' && urlencoded ? (new URLSearchParams(body.text).get('token') ?? '') : ''
-    const cookieToken = getCookie(c, CONFIRM_COOKIE) ?? ''
-    if (!isFlowId(flowId) || !sameSecret(posted, cookieToken))
-      return send(failurePage({ title: 'Confirmation failed', message: 'The confirmation form did not match this browser. Open the link again and press the button on that page.', retry: '', status: 403 }))
-    // The pair must also be one this server issued for this link, and it works once.
-    if (!(await takeConfirmation(deps.store, flowId, posted)))
-      return send(failurePage({ title: 'Confirmation failed', message: 'This confirmation was not issued for this link or was already used. Open the link again and press the button on that page.', retry: '', status: 403 }))
-    // Everything that can fail for reasons other than the flow (discovery, say) happens before
-    // the link is consumed, so such a failure leaves the link usable.
-    const peek = await readConsentLink(deps.store, flowId)
-    if (!peek) return send(flowGonePage(retry(undefined)))
-    await deps.clients.get(flowConnection(snapshot, peek))
-    const link = await takeConsentLink(deps.store, flowId)
-    if (!link) return send(flowGonePage(retry(undefined)))
-    const out = await toProvider(flowId, link, snapshot, undefined)
-    out.headers.append('set-cookie', cookie(CONFIRM_COOKIE, '', { path: connectPath(flowId), maxAgeMs: 0, sameSite: 'Strict', secure: isHttps(snapshot) }))
-    return out
+    const readToken = async (): Promise<PostedToken> => {
+      const body = await readBody(c, FORM_MAX_BYTES)
+      if (body.kind === 'too-large') return { kind: 'too-large', limit: describeCap(FORM_MAX_BYTES) }
+      // The confirmation form is urlencoded (consent/pages.ts); any other body carries no token.
+      const urlencoded = /^application\/x-www-form-urlencoded\b/i.test(c.req.header('content-type') ?? '')
+      return { kind: 'token', token: body.kind === 'ok' && urlencoded ? (new URLSearchParams(body.text).get('token') ?? '') : '' }
+    }
+    return respond(c, await flow.confirm(c.req.param('flowId') ?? '', readToken, cookies(c)))
   }))
 
-  /** Consumed link → callback record bound to this browser → 303 to the provider. */
-  const toProvider = async (flowId: string, link: ConsentLink, snapshot: ConfigSnapshot, confirmedUser: string | undefined): Promise<Response> => {
-    const connection = flowConnection(snapshot, link)
-    const client = await deps.clients.get(connection)
-    const binding = randomSecret()
-    await putProviderCallback(deps.store, flowId, link, { bindingHash: sha256Hex(binding), now: deps.now(), ...(confirmedUser === undefined ? {} : { confirmedUser }) })
-    const url = await providerAuthorizationUrl(client, link, snapshot.server.publicUrl)
-    return redirect(url, [bindCookie(link.state, binding, link, snapshot, deps.now())])
-  }
-
-  app.get(CALLBACK_PATH, guarded(async (c) => {
-    const snapshot = deps.snapshot()
-    const query = new URL(c.req.url).searchParams
-    const state = query.get('state') ?? ''
-    const error = query.get('error')
-    const record = isFlowId(state) ? await takeCallback(deps.store, state) : undefined
-    if (!record) {
-      // Without a live flow behind `state` nothing of the query is shown: anyone can make this
-      // URL, and provider error text would be their text on Keyway's origin.
-      if (error) return send(invalidCallbackPage({ redirectUri: redirectUri(snapshot.server.publicUrl) }))
-      return send(flowGonePage(retry(undefined)))
-    }
-    const bound = getCookie(c, bindCookieName(state))
-    if (!bound || !sameSecret(sha256Hex(bound), record.bindingHash)) {
-      if (record.purpose === 'provider-callback') await failConsent(consentDeps, record, 'browser-mismatch', (e) => deps.log.warn('outcome not recorded', { error: errorMessage(e) }))
-      return send(failurePage({ title: 'This sign-in was started in another browser', message: 'The answer from the provider reached a browser that did not start this sign-in, so it was refused.', retry: retry(record.purpose === 'provider-callback' ? record : undefined), status: 403 }))
-    }
-    const clear = cookie(bindCookieName(state), '', { path: CALLBACK_PATH, maxAgeMs: 0, sameSite: 'Lax', secure: isHttps(snapshot) })
-    const callbackUrl = new URL(redirectUri(snapshot.server.publicUrl))
-    callbackUrl.search = new URL(c.req.url).search
-    if (record.purpose === 'sign-in-callback') return withCookie(await signedIn(record, callbackUrl, error, snapshot), clear)
-    return withCookie(await providerAnswered(record, callbackUrl, error, snapshot), clear)
-  }))
-
-  /** Keyway's own sign-in came back: the signed-in user must be the flow's completer. */
-  const signedIn = async (record: SignInCallback, callbackUrl: URL, error: string | null, snapshot: ConfigSnapshot): Promise<Response> => {
-    const signIn = deps.signIn(snapshot)
-    if (error || !signIn) {
-      return send(failurePage({ title: 'Sign-in at the identity provider failed', message: `The identity provider answered ${error ? safeErrorCode(error) : 'after identity.oidc.browserClient was removed'}. Nothing was stored; the link still works.`, retry: 'open the link again', status: 400 }))
-    }
-    let who: { user: string; groups: readonly string[] }
-    try {
-      who = await signIn.finish(callbackUrl, { codeVerifier: record.codeVerifier, state: callbackUrl.searchParams.get('state') ?? '', nonce: record.nonce })
-    } catch (e) {
-      deps.log.warn('browser sign-in failed', { error: errorMessage(e) })
-      return send(failurePage({ title: 'Sign-in at the identity provider failed', message: isAppError(e) ? e.message : 'the sign-in could not be verified', retry: 'open the link again', status: 400 }))
-    }
-    const link = await takeConsentLink(deps.store, record.flowId)
-    if (!link) return send(flowGonePage(retry(undefined)))
-    const caller = createCaller(snapshot, who.user, 'oidc', who.groups)
-    if (!isPrincipal(caller, link.completer)) {
-      await failConsent(consentDeps, { flowId: record.flowId, connection: link.connection, completer: link.completer, confirmedUser: who.user }, 'wrong-user')
-      return send(wrongUserPage({ signedInAs: who.user, expected: describeOwner(link.completer), connection: link.connection }))
-    }
-    return toProvider(record.flowId, link, snapshot, who.user)
-  }
-
-  /** The provider came back: an error page, or redeem the code and say what was connected. */
-  const providerAnswered = async (record: ProviderCallback, callbackUrl: URL, error: string | null, snapshot: ConfigSnapshot): Promise<Response> => {
-    const onOutcomeError = (e: unknown): void => deps.log.warn('outcome not recorded', { error: errorMessage(e) })
-    if (error) {
-      const code = safeErrorCode(error)
-      await failConsent(consentDeps, record, code, onOutcomeError)
-      const connection = snapshot.connections.get(record.connection)
-      return send(providerErrorPage({
-        connection: record.connection,
-        error: code,
-        description: safeDescription(callbackUrl.searchParams.get('error_description')),
-        redirectUri: redirectUri(snapshot.server.publicUrl),
-        clientId: connection && connection.auth.type !== 'bearer_token' ? connection.auth.clientId : undefined,
-        retry: retry(record),
-      }))
-    }
-    try {
-      const granted = await completeConsent(consentDeps, snapshot, record, callbackUrl)
-      if (granted.kind === 'account-mismatch') return send(accountMismatchPage({ ...granted, retry: retry(record) }))
-      return send(grantedPage({
-        connection: granted.connection,
-        usedBy: granted.tokenUser === null ? `everyone granted USE CONNECTION on ${granted.connection}` : granted.tokenUser,
-        completedBy: completedBy(record),
-        providerAccount: granted.providerAccount,
-        scope: granted.scope,
-        expiresAt: granted.expiresAt,
-        refreshToken: granted.refreshToken,
-        warnings: granted.warnings,
-        now: deps.now(),
-      }))
-    } catch (e) {
-      const reason = isAppError(e) ? (typeof e.detail?.reason === 'string' ? e.detail.reason : e.code.toLowerCase()) : 'unexpected'
-      await failConsent(consentDeps, record, reason, onOutcomeError)
-      deps.log.warn('consent callback failed', { connection: record.connection, error: errorMessage(e) })
-      const message = isAppError(e) && e.expose ? e.message : 'Keyway failed unexpectedly; the server log has details.'
-      return send(failurePage({ title: 'The sign-in could not be completed', message, retry: retry(record), status: isAppError(e, 'FLOW_INVALID') ? 400 : 502 }))
-    }
-  }
+  app.get(CALLBACK_PATH, guarded(async (c) => respond(c, await flow.callback(new URL(c.req.url), cookies(c)))))
 }
 
-/** Shared: the owner runs `keyway authorize` again; per-user: the tool call makes a new link. */
-export function defaultRetryHint(flow: { readonly connection: string; readonly method: string }): string {
-  return flow.method === 'oauth_u2m_shared'
-    ? `the connection's owner runs ${authorizeCommand(flow.connection)} again`
-    : 'call the tool again from your agent to get a new link'
+/** A step's answer as a response: the page with its headers, or a 303 with the flow pages' headers. */
+function respond(c: Context, answer: BrowserAnswer): Response {
+  const headers = new Headers(answer.kind === 'page' ? answer.page.headers : pageHeaders())
+  if (answer.kind === 'redirect') headers.set('location', answer.location.href)
+  for (const cookie of answer.cookies) headers.append('set-cookie', setCookie(cookie))
+  if (answer.kind === 'redirect') return new Response(null, { status: 303, headers })
+  if (answer.closeConnection) for (const [k, v] of Object.entries(closeAfterAnswer(c))) headers.set(k, v)
+  return new Response(answer.page.body, { status: answer.page.status, headers })
 }
 
-/** Whom a confirmed link binds the provider account to (the confirmation page's one sentence). */
-function bindsTo(link: ConsentLink): { phrase: string; name: string } {
-  if (link.tokenUser !== null) return { phrase: `Keyway user ${link.tokenUser}`, name: link.tokenUser }
-  const c = link.completer
-  if ('user' in c) return { phrase: `Keyway user ${c.user}`, name: c.user }
-  if ('group' in c) return { phrase: `a member of Keyway group ${c.group}`, name: `a member of group ${c.group}` }
-  return { phrase: `Keyway service principal ${c.servicePrincipal}`, name: `the owner of service principal ${c.servicePrincipal}` }
-}
-
-function send(page: Page, cookies: readonly string[] = [], extra: Readonly<Record<string, string>> = {}): Response {
-  const headers = new Headers(page.headers)
-  for (const c of cookies) headers.append('set-cookie', c)
-  for (const [k, v] of Object.entries(extra)) headers.set(k, v)
-  return new Response(page.body, { status: page.status, headers })
-}
-
-function withCookie(res: Response, setCookie: string): Response {
-  res.headers.append('set-cookie', setCookie)
-  return res
-}
-
-/** 303 See Other, so the browser follows with GET; flow pages' headers (no Referer leaks the flow id). */
-function redirect(url: URL, cookies: readonly string[]): Response {
-  const headers = new Headers(pageHeaders())
-  headers.set('location', url.href)
-  for (const c of cookies) headers.append('set-cookie', c)
-  return new Response(null, { status: 303, headers })
-}
-
-function bindCookieName(state: string): string {
-  return `${BIND_COOKIE_PREFIX}${sha256Hex(state).slice(0, 16)}`
-}
-
-/** Binds a callback to this browser: SameSite=Lax, so it rides the provider's top-level redirect back. */
-function bindCookie(state: string, value: string, link: ConsentLink, snapshot: ConfigSnapshot, now: number): string {
-  return cookie(bindCookieName(state), value, { path: CALLBACK_PATH, maxAgeMs: link.expiresAt - now, sameSite: 'Lax', secure: isHttps(snapshot) })
-}
-
-function cookie(name: string, value: string, o: { path: string; maxAgeMs: number; sameSite: 'Strict' | 'Lax'; secure: boolean }): string {
+function setCookie(o: Cookie): string {
   const maxAge = Math.max(0, Math.floor(o.maxAgeMs / 1000))
-  return `${name}=${value}; Path=${o.path}; Max-Age=${maxAge}; HttpOnly; SameSite=${o.sameSite}${o.secure ? '; Secure' : ''}`
-}
-
-function isHttps(snapshot: ConfigSnapshot): boolean {
-  return snapshot.server.publicUrl.startsWith('https://')
-}
-
-function sameSecret(a: string, b: string): boolean {
-  if (a === '' || b === '') return false
-  const x = Buffer.from(a)
-  const y = Buffer.from(b)
-  return x.length === y.length && timingSafeEqual(x, y)
-}
-
-function safeDescription(v: string | null): string | undefined {
-  return (v && oneLine(v, MAX_DESCRIPTION_CHARS)) || undefined
+  return `${o.name}=${o.value}; Path=${o.path}; Max-Age=${maxAge}; HttpOnly; SameSite=${o.sameSite}${o.secure ? '; Secure' : ''}`
 }

@@ -8,8 +8,6 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import type { ApiKeyEntry } from '../config/load.js'
 import { sha256Hex } from '../encoding.js'
 
-export { sha256Hex }
-
 /** Prefix that makes a Keyway key recognisable to secret scanners and people. */
 export const API_KEY_PREFIX = 'kw_'
 

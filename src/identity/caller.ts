@@ -7,6 +7,7 @@
  */
 import type { ConfigSnapshot } from '../config/load.js'
 import { ACCOUNT_USERS_GROUP } from '../config/load.js'
+import { FrozenSet } from '../readonly-collections.js'
 
 export type IdentitySource = 'api_key' | 'oidc' | 'stdio'
 
@@ -20,7 +21,7 @@ export interface Caller {
    * principal, its name. Anything keyed by this value must look at `kind` too (`callerKey`).
    */
   readonly user: string
-  /** Config groups, groups of the API key or token claim, and `account users` (users only). */
+  /** Config groups, groups of the API key or token claim, and `account users` (users only); a `FrozenSet`, so it cannot change. */
   readonly groups: ReadonlySet<string>
   readonly via: IdentitySource
   readonly scopes: readonly string[]
@@ -36,7 +37,7 @@ export function createCaller(
   extraGroups: readonly string[] = [],
   scopes: readonly string[] = [],
 ): Caller {
-  const groups = new Set<string>([ACCOUNT_USERS_GROUP, ...(snapshot.groupsOf.get(user) ?? []), ...extraGroups])
+  const groups = new FrozenSet<string>([ACCOUNT_USERS_GROUP, ...(snapshot.groupsOf.get(user) ?? []), ...extraGroups])
   return Object.freeze({ kind: 'user', user, groups, via, scopes: Object.freeze([...scopes]), credentialGroups: Object.freeze([...extraGroups]) })
 }
 
@@ -46,7 +47,7 @@ export function createCaller(
  * not the `groups` section, which lists users.
  */
 export function createServicePrincipalCaller(snapshot: ConfigSnapshot, name: string, via: IdentitySource, scopes: readonly string[] = []): Caller {
-  const groups = new Set<string>(snapshot.identity.servicePrincipals.get(name) ?? [])
+  const groups = new FrozenSet<string>(snapshot.identity.servicePrincipals.get(name) ?? [])
   return Object.freeze({ kind: 'service_principal', user: name, groups, via, scopes: Object.freeze([...scopes]), credentialGroups: Object.freeze([]) })
 }
 

@@ -6,7 +6,7 @@
  * reason.
  * @module
  */
-import { createHash } from 'node:crypto'
+import { sha256Base64url } from '../encoding.js'
 import type { VerifiedToken } from './oidc-claims.js'
 
 /**
@@ -33,7 +33,7 @@ export interface RefusalCache {
 
 /** SHA-256 of the token, base64url: the only form in which a token is used as a key. */
 export function hashToken(token: string): string {
-  return createHash('sha256').update(token).digest('base64url')
+  return sha256Base64url(token)
 }
 
 /** An LRU map: a hit moves the entry to the back, an insert past `maxEntries` drops the front. */

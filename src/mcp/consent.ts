@@ -12,17 +12,17 @@
  *   `initialize` gets the same `input_required` return, which the SDK's legacy shim turns into
  *   `elicitation/create` in URL mode and answers by re-entering the handler;
  * - a 2025-era HTTP client is served per request and the server never sees its `initialize`, so
- *   the app records, per user, what the user's last `initialize` declared (store, TTL; never a
- *   token), and a user whose last client declared URL elicitation gets error -32042 carrying the
- *   link (heuristic: README, "Per-user connections");
+ *   the app records, per user, what the user's last `initialize` declared
+ *   (`consent/client-memory.ts`), and a user whose last client declared URL elicitation gets
+ *   error -32042 carrying the link (heuristic: README, "Per-user connections");
  * - everyone else gets the `CONSENT_REQUIRED` tool result with the link and "retry after
  *   authorizing".
  *
  * Messages never contain a secret and the link carries only the flow id. This module decides
- * the channel and runs the wait; consent flows themselves are `credentials/`'s business.
+ * the channel; the flows, the wait and what is remembered about clients are `consent/`'s.
  * @module
  */
-import { createHash, hkdfSync, randomBytes, randomUUID } from 'node:crypto'
+import { randomUUID } from 'node:crypto'
 import {
   inputRequired,
   inputResponse,
@@ -34,15 +34,14 @@ import {
   type ServerContext,
 } from '@modelcontextprotocol/server'
 import * as z from 'zod'
-import { readOutcome } from '../credentials/consent-flow.js'
-import { waitForPerUserToken } from '../credentials/oauth-u2m-per-user.js'
+import { createClientMemory } from '../consent/client-memory.js'
+import { readOutcome, waitForPerUserToken } from '../consent/records.js'
+import { isRecord } from '../is-record.js'
 import type { Logger } from '../log.js'
 import { errorMessage } from '../log.js'
-import type { Secret } from '../secret.js'
-import { parseStoreKey } from '../store/crypto.js'
 import type { TokenStore } from '../store/index.js'
 import { toolError, type CallOutcome } from './call-tool.js'
-import { consentText, type ServerDeps } from './server.js'
+import { consentErrorMessage, consentText, type ServerDeps } from './server.js'
 
 /** The key of the one input request Keyway makes (`inputRequests.consent`). */
 export const CONSENT_INPUT_KEY = 'consent'
@@ -55,14 +54,6 @@ export const CONSENT_INPUT_KEY = 'consent'
 export const CONSENT_WAIT_MS = 30_000
 /** The signed `requestState` lives as long as the consent link it names (design.md §7: 10 minutes). */
 export const REQUEST_STATE_TTL_S = 600
-/**
- * How long what a user's last 2025-era `initialize` declared is remembered. 2025-era clients
- * initialize once per connection and may stay connected for days; a client not seen for a week
- * no longer decides how the user is asked.
- */
-export const CLIENT_CAPABILITIES_TTL_MS = 7 * 24 * 60 * 60_000
-/** HKDF `info`: the requestState HMAC key is never the store's AES key itself (domain separation). */
-const REQUEST_STATE_KEY_INFO = 'keyway/mcp/requestState/v1'
 const CLIENT_CAPABILITIES_META_KEY = 'io.modelcontextprotocol/clientCapabilities'
 
 type ConsentOutcome = Extract<CallOutcome, { kind: 'consent-required' }>
@@ -107,40 +98,9 @@ export function chooseConsentChannel(f: ChannelFacts): ConsentChannel {
   return declaresUrlElicitation(f.liveCapabilities) ? 'input-required' : 'text'
 }
 
-/**
- * The HMAC key of `requestState`: HKDF-SHA256 (RFC 5869) of `store.encryptionKey`, so every
- * replica sharing the store derives the same key. Without a configured key (the store's
- * `dangerouslyUseEphemeralKey`), a random per-process key, like the store's own.
- */
-export function requestStateKey(settings: { readonly encryptionKey: Secret | undefined }): Uint8Array {
-  if (!settings.encryptionKey) return randomBytes(32)
-  const ikm = parseStoreKey(settings.encryptionKey, 'store.encryptionKey')
-  return new Uint8Array(hkdfSync('sha256', ikm, Buffer.alloc(0), REQUEST_STATE_KEY_INFO, 32))
-}
-
 /** The elicitation's message: what will happen, no secret, no link (the link is the elicitation's `url`). */
 export function elicitationMessage(connection: string): string {
   return `Connect your account to "${connection}": open the link, sign in at the provider and allow access. Keyway stores the token; the agent never sees it.`
-}
-
-/** The -32042 error's message: the same words as the `CONSENT_REQUIRED` result, so a client that shows only the message still shows the link. */
-export function consentErrorMessage(url: string, connection: string): string {
-  return `connect your account to "${connection}" first: open ${url} in a browser, sign in, then retry after authorizing`
-}
-
-const ClientCapabilitiesRecordSchema = z.strictObject({
-  purpose: z.literal('client-capabilities'),
-  elicitationUrl: z.boolean(),
-  clientName: z.string().max(200).optional(),
-  at: z.number().int().nonnegative(),
-})
-
-/**
- * Where a user's last 2025-era `initialize` is remembered: derived from the user id (hashed, as
- * every store key is), so any replica finds it. It holds two facts, never a token.
- */
-export function clientCapabilitiesRecordId(user: string): string {
-  return createHash('sha256').update(`keyway:client-capabilities\u0000${user}`, 'utf8').digest('base64url')
 }
 
 export interface ConsentAskerDeps {
@@ -183,15 +143,8 @@ export function createConsentAsker(deps: ConsentAskerDeps): ConsentAsker {
     },
   })
 
-  const recalledUrlElicitation = async (user: string): Promise<boolean> => {
-    try {
-      const r = ClientCapabilitiesRecordSchema.safeParse(await deps.store.getFlow(clientCapabilitiesRecordId(user)))
-      return r.success && r.data.elicitationUrl
-    } catch (e) {
-      deps.log.warn('client capabilities not readable; using the plain consent link', { error: errorMessage(e) })
-      return false
-    }
-  }
+  const memory = createClientMemory(deps)
+  const recalledUrlElicitation = (user: string): Promise<boolean> => memory.recallUrlElicitation(user)
 
   /** The verified state of a retry, or undefined (absent, forged, expired, another user's, another connection's). */
   const verifiedState = async (ctx: ServerContext, user: string, connection: string): Promise<ConsentState | undefined> => {
@@ -294,20 +247,8 @@ export function createConsentAsker(deps: ConsentAskerDeps): ConsentAsker {
     recalledUrlElicitation,
     async rememberInitialize(user, params) {
       const p = isRecord(params) ? params : {}
-      const info = isRecord(p.clientInfo) && typeof p.clientInfo.name === 'string' ? p.clientInfo.name.slice(0, 200) : undefined
-      try {
-        await deps.store.putFlow(
-          clientCapabilitiesRecordId(user),
-          { purpose: 'client-capabilities', elicitationUrl: declaresUrlElicitation(p.capabilities), ...(info === undefined ? {} : { clientName: info }), at: deps.now() },
-          CLIENT_CAPABILITIES_TTL_MS,
-        )
-      } catch (e) {
-        deps.log.warn('client capabilities not recorded; this user gets the plain consent link', { error: errorMessage(e) })
-      }
+      const clientName = isRecord(p.clientInfo) && typeof p.clientInfo.name === 'string' ? p.clientInfo.name : undefined
+      await memory.remember(user, { elicitationUrl: declaresUrlElicitation(p.capabilities), clientName })
     },
   }
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
 }

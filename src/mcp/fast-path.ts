@@ -11,6 +11,7 @@
  * @module
  */
 import type { ConfigSnapshot } from '../config/load.js'
+import { isRecord } from '../is-record.js'
 import type { CallDeps } from './call-tool.js'
 import { runToolCall, SERVER_INFO, type CallScope } from './server.js'
 
@@ -94,10 +95,6 @@ function isPlainEnvelope(meta: unknown): boolean {
   if (!isRecord(capabilities) || !Object.values(capabilities).every(isRecord)) return false
   for (const key of Object.keys(meta)) if (!ENVELOPE_KEYS.has(key)) return false
   return meta[CLIENT_INFO_KEY] === undefined || isClientInfo(meta[CLIENT_INFO_KEY])
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
 }
 
 function isClientInfo(v: unknown): boolean {

@@ -137,10 +137,15 @@ export async function runToolCall(callDeps: CallDeps, scope: CallScope, name: st
   return callTool(callDeps, scope.caller, connection, args, hooks)
 }
 
+/**
+ * What every consent fallback says: the `CONSENT_REQUIRED` result's text, and the -32042 error's
+ * message (the same words, so a client that shows only the message still shows the link).
+ */
+export function consentErrorMessage(url: string, connection: string): string {
+  return `connect your account to "${connection}" first: open ${url} in a browser, sign in, then retry after authorizing`
+}
+
 /** The fallback every client understands: a tool error carrying the link. */
 export function consentText(url: string, connection: string): CallToolResult {
-  return toolError(
-    'CONSENT_REQUIRED',
-    `connect your account to "${connection}" first: open ${url} in a browser, sign in, then retry after authorizing`,
-  )
+  return toolError('CONSENT_REQUIRED', consentErrorMessage(url, connection))
 }

@@ -6,7 +6,8 @@
  * printed, and never part of an error message. The record envelope is `sealed.ts`'s business.
  * @module
  */
-import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto'
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
+import { sha256Hex } from '../encoding.js'
 import { AppError } from '../errors.js'
 import type { Secret } from '../secret.js'
 
@@ -55,7 +56,7 @@ export interface Keyring {
  * tell which key sealed a record: `printf %s "$KEY" | base64 -d | sha256sum | cut -c1-16`.
  */
 export function keyIdOf(key: Uint8Array): string {
-  return createHash('sha256').update(key).digest('hex').slice(0, KEY_ID_HEX_CHARS)
+  return sha256Hex(key).slice(0, KEY_ID_HEX_CHARS)
 }
 
 /**

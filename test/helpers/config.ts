@@ -7,8 +7,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { loadConfigFile, type ConfigSnapshot, type Env } from '../../src/config/load.js'
-import { SUPPORTED_AUTH_TYPES } from '../../src/credentials/supported.js'
-import { sha256Hex } from '../../src/identity/api-keys.js'
+import { sha256Hex } from '../../src/encoding.js'
 
 export async function writeTempConfig(yaml: string, files: Readonly<Record<string, string>> = {}): Promise<{ dir: string; file: string }> {
   const dir = await mkdtemp(path.join(tmpdir(), 'keyway-test-'))
@@ -20,7 +19,7 @@ export async function writeTempConfig(yaml: string, files: Readonly<Record<strin
 
 export async function loadTestConfig(yaml: string, env: Env = {}, files: Readonly<Record<string, string>> = {}): Promise<{ snapshot: ConfigSnapshot; dir: string; file: string }> {
   const { dir, file } = await writeTempConfig(yaml, files)
-  const r = await loadConfigFile(file, { env, supportedAuthTypes: SUPPORTED_AUTH_TYPES })
+  const r = await loadConfigFile(file, { env })
   if (!r.ok) throw new Error(`test config does not load:\n${r.problems.join('\n')}`)
   return { snapshot: r.snapshot, dir, file }
 }

@@ -11,7 +11,7 @@ import type { CliIo } from '../../tools/cli.js'
 import { writeTempConfig } from '../helpers/config.js'
 import { runKeyway } from '../helpers/spawn-keyway.js'
 
-const FIXTURE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../unit/audit/fixture.jsonl')
+const FIXTURE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../unit/admin/audit-read-fixture.jsonl')
 
 // The bearer token names an env var that is never set: `keyway audit` must not need secrets.
 const CONFIG = `version: 1

@@ -9,7 +9,8 @@
 import { createHash } from 'node:crypto'
 import { beforeEach, describe, expect, test, vi } from 'vitest'
 import type { ApiKeyEntry } from '../../src/config/load.js'
-import { matchApiKey, sha256Hex } from '../../src/identity/api-keys.js'
+import { sha256Hex } from '../../src/encoding.js'
+import { matchApiKey } from '../../src/identity/api-keys.js'
 
 const compared = vi.hoisted(() => ({ calls: [] as [Buffer, Buffer][] }))
 

@@ -21,7 +21,7 @@ import { Client as LegacyClient } from '@modelcontextprotocol/sdk/client/index.j
 import { StreamableHTTPClientTransport as LegacyTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { createMemoryAuditLog } from '../../src/audit/audit-log.js'
 import { FORWARDED_LINK_WARNING } from '../../src/config/load.js'
-import { connectPath, createConsentFlow } from '../../src/credentials/consent-flow.js'
+import { connectPath, createConsentFlow } from '../../src/consent/records.js'
 import { CALLBACK_PATH } from '../../src/credentials/redirect-uri.js'
 import { createMemoryLogger } from '../../src/log.js'
 import { startHttp, type HttpKeyway } from '../../src/start.js'

@@ -1,13 +1,12 @@
 import { expectTypeOf, describe, expect, test } from 'vitest'
 import { readFile } from 'node:fs/promises'
-import { loadConfigText, type ConfigSnapshot } from '../../../src/config/load.js'
+import { loadConfigText, type ConfigSnapshot, type Connection, type Grant } from '../../../src/config/load.js'
+import { FrozenMap, FrozenSet } from '../../../src/readonly-collections.js'
 import { configJsonSchemaText } from '../../../src/config/json-schema.js'
-import type { AuthType } from '../../../src/config/schema.js'
 import { Secret } from '../../../src/secret.js'
 
 const FILE = '/cfg/connections.yaml'
-const load = (text: string, env: Record<string, string> = { T: 'tok' }, supported?: ReadonlySet<AuthType>) =>
-  loadConfigText(text, FILE, { env, ...(supported ? { supportedAuthTypes: supported } : {}) })
+const load = (text: string, env: Record<string, string> = { T: 'tok' }) => loadConfigText(text, FILE, { env })
 
 const VALID = `version: 1
 egress:
@@ -173,14 +172,7 @@ connections:
     expect([a?.maxConcurrentRequests, a?.maxConcurrentRequestsPerCaller]).toEqual([10, 2])
     expect([b?.maxConcurrentRequests, b?.maxConcurrentRequestsPerCaller]).toEqual([3, 16])
     expect(r.snapshot.egress).toMatchObject({ maxConcurrentRequests: 10, maxConcurrentRequestsPerCaller: 16 })
-    expect(r.snapshot.egress.configuredPorts.get('api.example.com')).toEqual(new Set([443]))
-  })
-
-  test('an auth type this build cannot serve is refused at load with a message saying so', async () => {
-    const r = await load(VALID, { T: 't' }, new Set<AuthType>(['bearer_token']))
-    expect(r.ok).toBe(false)
-    if (r.ok) return
-    expect(r.problems).toEqual(['/cfg/connections.yaml:17 connections.drive.auth.type: auth type "oauth_u2m_per_user" is not supported by this version of Keyway'])
+    expect([...(r.snapshot.egress.configuredPorts.get('api.example.com') ?? [])]).toEqual([443])
   })
 
   test('YAML syntax errors and duplicate keys are reported with their line', async () => {
@@ -192,8 +184,63 @@ connections:
 
   test('the snapshot type is readonly [type:config-readonly]', () => {
     expectTypeOf<ConfigSnapshot['grants']>().toEqualTypeOf<readonly { readonly on: string; readonly to: { user: string } | { group: string } | { servicePrincipal: string } }[]>()
+    expectTypeOf<ConfigSnapshot['connections']>().toEqualTypeOf<ReadonlyMap<string, Connection>>()
+    expectTypeOf<ConfigSnapshot['egress']['configuredPorts']>().toEqualTypeOf<ReadonlyMap<string, ReadonlySet<number>>>()
+  })
+
+  test('a loaded snapshot cannot change at runtime: no Map or Set inside, every object frozen, writes throw [type:config-readonly]', async () => {
+    const r = await load(VALID.replace('isMcpConnection: true', 'isMcpConnection: true\n    description: GitHub'), { T: 'tok' })
+    if (!r.ok) throw new Error(r.problems.join('\n'))
+    const s = r.snapshot
+    const before = JSON.stringify(describeSnapshot(s))
+    // Everything reachable is frozen, and no mutable Map or Set is left to call `.set` or `.add` on.
+    const seen = new Set<object>()
+    const walk = (v: unknown, where: string): void => {
+      if (typeof v !== 'object' || v === null || v instanceof Secret || seen.has(v)) return
+      seen.add(v)
+      expect(v instanceof Map || v instanceof Set, `${where} is a mutable ${v.constructor.name}`).toBe(false)
+      expect(Object.isFrozen(v), `${where} is not frozen`).toBe(true)
+      if (v instanceof FrozenMap) for (const [k, x] of v) walk(x, `${where}.get(${String(k)})`)
+      else if (v instanceof FrozenSet) for (const x of v) walk(x, `${where} member`)
+      else for (const [k, x] of Object.entries(v)) walk(x, `${where}.${k}`)
+    }
+    walk(s, 'snapshot')
+    expect(seen.size).toBeGreaterThan(20)
+
+    const gh = s.connections.get('gh')
+    if (!gh) throw new Error('gh missing')
+    const attempts: [string, () => unknown][] = [
+      ['connections.set', () => (s.connections as Map<string, Connection>).set('evil', gh)],
+      ['Map.prototype.set on connections', () => Map.prototype.set.call(s.connections, 'evil', gh)],
+      ['Map.prototype.delete on connections', () => Map.prototype.delete.call(s.connections, 'gh')],
+      ['Map.prototype.clear on groupsOf', () => Map.prototype.clear.call(s.groupsOf)],
+      ['apiKeys.set', () => (s.identity.apiKeys as Map<string, unknown>).set('x', { user: 'evil', groups: [] })],
+      ['configuredPorts set add', () => Set.prototype.add.call(s.egress.configuredPorts.get('api.github.com'), 1)],
+      ['a connection field', () => Object.assign(gh, { timeoutMs: 1 })],
+      ['a group list', () => (s.groupsOf.get('alice@example.com') as string[]).push('evil')],
+      ['a grant', () => ((s.grants as Grant[])[0] = { on: 'gh', to: { user: 'evil' } })],
+      ['the tools list', () => (s.tools as Connection[]).pop()],
+      ['the server section', () => Object.assign(s.server, { port: 1 })],
+    ]
+    for (const [what, attempt] of attempts) expect(attempt, what).toThrow(TypeError)
+    expect(JSON.stringify(describeSnapshot(s))).toBe(before)
+    expect(s.connections.has('evil')).toBe(false)
+    expect(s.connections.get('gh')?.timeoutMs).toBe(30000)
   })
 })
+
+/** What the immutability test compares before and after: every map and list spelled out. */
+function describeSnapshot(s: ConfigSnapshot): unknown {
+  return {
+    server: s.server,
+    connections: [...s.connections].map(([k, c]) => [k, c.timeoutMs, c.description]),
+    groupsOf: [...s.groupsOf],
+    apiKeys: [...s.identity.apiKeys],
+    ports: [...s.egress.configuredPorts].map(([h, p]) => [h, [...p]]),
+    grants: s.grants,
+    tools: s.tools.map((t) => t.name),
+  }
+}
 
 describe('config/connections.schema.json', () => {
   test('is the JSON Schema generated from the zod schema (npm run schema)', async () => {

@@ -10,16 +10,19 @@ import { randomBytes } from 'node:crypto'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
 import { createMemoryAuditLog } from '../../../src/audit/audit-log.js'
 import type { Connection } from '../../../src/config/load.js'
-import { FLOW_TTL_MS, putOutcome, readConsentLink, takeConsentLink } from '../../../src/credentials/consent-flow.js'
-import type { Credential } from '../../../src/credentials/credential.js'
-import type { TokenSet } from '../../../src/credentials/oauth-client.js'
 import {
+  FLOW_TTL_MS,
   PENDING_LINK_MIN_LEFT_MS,
   pendingFlowPointerId,
-  resolvePerUserU2m,
+  putOutcome,
+  readConsentLink,
+  startPerUserConsent,
+  takeConsentLink,
   waitForPerUserToken,
-  type PerUserU2mDeps,
-} from '../../../src/credentials/oauth-u2m-per-user.js'
+} from '../../../src/consent/records.js'
+import type { Credential } from '../../../src/credentials/credential.js'
+import type { TokenSet } from '../../../src/credentials/oauth-client.js'
+import { resolvePerUserU2m, type PerUserU2mDeps, type StartConsent } from '../../../src/credentials/oauth-u2m-per-user.js'
 import { createRefresher } from '../../../src/credentials/refresh.js'
 import { AppError } from '../../../src/errors.js'
 import { createCaller } from '../../../src/identity/caller.js'
@@ -78,12 +81,15 @@ function deps(over: Partial<PerUserU2mDeps> = {}): PerUserU2mDeps {
       }),
     },
     refresher: createRefresher({ store, now, audit }),
-    store,
     now,
-    publicUrl: () => PUBLIC_URL,
-    audit,
+    startConsent: startConsent(),
     ...over,
   }
+}
+
+/** The consent starter a running Keyway passes in (runtime.ts), over this test's store and audit log. */
+function startConsent(publicUrl = (): string => PUBLIC_URL, over: { store?: TokenStore } = {}): StartConsent {
+  return (c, u, reason) => startPerUserConsent({ store: over.store ?? store, now, publicUrl, audit }, c, u, reason)
 }
 
 const caller = (user: string) => createCaller(snapshot, user, 'api_key')
@@ -177,7 +183,7 @@ describe('consent links', () => {
   })
 
   test('links follow the live server.publicUrl, trailing slash dropped', async () => {
-    const c = linkOf(await resolvePerUserU2m(connection, caller('alice@example.com'), deps({ publicUrl: () => 'https://new.example.test/' })))
+    const c = linkOf(await resolvePerUserU2m(connection, caller('alice@example.com'), deps({ startConsent: startConsent(() => 'https://new.example.test/') })))
     expect(c.url).toBe(`https://new.example.test/connect/${c.flowId}`)
   })
 })
@@ -237,7 +243,7 @@ describe('refresh per user', () => {
         throw new AppError('STORE_UNAVAILABLE', 'store did not answer')
       },
     }
-    const d = deps({ store: failing, refresher: createRefresher({ store: failing, now }) })
+    const d = deps({ startConsent: startConsent(undefined, { store: failing }), refresher: createRefresher({ store: failing, now }) })
     await expect(resolvePerUserU2m(connection, caller('alice@example.com'), d)).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' })
     expect(audit.events.filter((e) => e.type === 'consent.started')).toEqual([])
   })

@@ -9,22 +9,20 @@ import { randomBytes } from 'node:crypto'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
 import { UrlElicitationRequiredError, type CallToolResult, type InputRequiredResult, type ServerContext } from '@modelcontextprotocol/server'
 import type { Connection } from '../../../src/config/load.js'
-import { putOutcome } from '../../../src/credentials/consent-flow.js'
+import { clientCapabilitiesRecordId, requestStateKey } from '../../../src/consent/client-memory.js'
+import { putOutcome } from '../../../src/consent/records.js'
 import { createCaller } from '../../../src/identity/caller.js'
 import { createMemoryLogger } from '../../../src/log.js'
 import {
   chooseConsentChannel,
-  clientCapabilitiesRecordId,
-  consentErrorMessage,
   CONSENT_INPUT_KEY,
   createConsentAsker,
   declaresUrlElicitation,
   elicitationMessage,
-  requestStateKey,
   type ChannelFacts,
   type ConsentAsker,
 } from '../../../src/mcp/consent.js'
-import type { CallScope, ConsentCall } from '../../../src/mcp/server.js'
+import { consentErrorMessage, type CallScope, type ConsentCall } from '../../../src/mcp/server.js'
 import { Secret } from '../../../src/secret.js'
 import { openTokenStore, type TokenStore } from '../../../src/store/index.js'
 import { loadTestConfig } from '../../helpers/config.js'

@@ -8,7 +8,6 @@ import { createBackend } from '../../../src/store/backend.js'
 import { describeStoreUrl, parseRedisUrl, redisUrlProblem } from '../../../src/store/redis-url.js'
 import { writeTempConfig } from '../../helpers/config.js'
 import { loadConfigFile } from '../../../src/config/load.js'
-import { SUPPORTED_AUTH_TYPES } from '../../../src/credentials/supported.js'
 
 const PASSWORD = 'sk-CANARY-sentinel-pw'
 
@@ -88,7 +87,7 @@ describe('describeStoreUrl [secret:never-in-messages]', () => {
 describe('config validation of store.url', () => {
   const load = async (yaml: string) => {
     const { file } = await writeTempConfig(yaml)
-    return loadConfigFile(file, { env: { SPW: PASSWORD }, supportedAuthTypes: SUPPORTED_AUTH_TYPES })
+    return loadConfigFile(file, { env: { SPW: PASSWORD } })
   }
 
   test('a malformed Sentinel URL is reported at store.url, without the password', async () => {
