@@ -306,8 +306,8 @@ export function watchConfig(file: string, opts: WatchOptions): ConfigWatcher {
 
   return {
     ready,
-    reload: reloader.reload,
-    current: reloader.current,
+    reload: (reason, opts) => reloader.reload(reason, opts),
+    current: () => reloader.current(),
     async close() {
       closed = true
       await ready
