@@ -271,5 +271,5 @@ function stringField(m: Metadata, key: string): string | undefined {
 /** An array of strings, or undefined when absent or of another shape (treated as not published). */
 function stringArray(m: Metadata, key: string): readonly string[] | undefined {
   const v = m?.[key]
-  return Array.isArray(v) && v.every((x) => typeof x === 'string') ? (v as string[]) : undefined
+  return Array.isArray(v) && v.every((x) => typeof x === 'string') ? (v) : undefined
 }

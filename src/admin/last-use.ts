@@ -52,9 +52,9 @@ export function createLastUseIndex(): LastUseIndex {
       const user = rec.user as string
       const method = typeof rec.authMethod === 'string' ? rec.authMethod : ''
       let byMethod = uses.get(connection)
-      if (!byMethod) uses.set(connection, (byMethod = new Map()))
+      if (!byMethod) uses.set(connection, (byMethod = new Map<string, Map<string, number>>()))
       let byUser = byMethod.get(method)
-      if (!byUser) byMethod.set(method, (byUser = new Map()))
+      if (!byUser) byMethod.set(method, (byUser = new Map<string, number>()))
       byUser.set(user, latest(byUser.get(user), at) ?? at)
     },
     lastUse(connection, user, method) {

@@ -524,7 +524,7 @@ function safeOrigin(url: string): string {
 
 /** Finds the line of the deepest node of `pathParts` present in the document. */
 function lineOf(doc: Document, pathParts: readonly PropertyKey[], at: (o: number | undefined) => number, keyName?: string): number {
-  const parts = pathParts.map((p) => (typeof p === 'symbol' ? String(p) : p)) as (string | number)[]
+  const parts = pathParts.map<string | number>((p) => (typeof p === 'symbol' ? String(p) : p))
   for (let n = parts.length; n >= 0; n--) {
     const node = n === 0 ? doc.contents : doc.getIn(parts.slice(0, n), true)
     if (node === undefined || node === null) continue

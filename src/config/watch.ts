@@ -355,9 +355,9 @@ export function watchConfig(file: string, opts: WatchOptions): ConfigWatcher {
 
   return {
     ready,
-    reload: reloader.reload,
-    current: reloader.current,
-    state: reloader.state,
+    reload: (reason, opts) => reloader.reload(reason, opts),
+    current: () => reloader.current(),
+    state: () => reloader.state(),
     async close() {
       closed = true
       await ready

@@ -63,7 +63,7 @@ export async function openStoreToInspect(settings: StoreSettings): Promise<Store
  */
 export async function storeSettingsFromText(text: string, file: string, env: Env): Promise<{ readonly ok: true; readonly settings: StoreSettings } | { readonly ok: false; readonly reason: string }> {
   const data: unknown = parseDocument(text).toJS()
-  const store = typeof data === 'object' && data !== null && 'store' in data ? (data as { store: unknown }).store : undefined
+  const store = typeof data === 'object' && data !== null && 'store' in data ? (data).store : undefined
   const r = await loadConfigText(stringify({ version: 1, ...(store === undefined ? {} : { store }) }), file, { env })
   if (r.ok) return { ok: true, settings: r.snapshot.store }
   // Problems read `file:line path: message`; the line is of the text made here, so only the rest is kept.

@@ -106,6 +106,6 @@ export function checkAddresses(host: string, addresses: readonly string[], allow
 }
 
 function dnsCode(e: unknown): string {
-  const code = typeof e === 'object' && e !== null && 'code' in e ? (e as { code: unknown }).code : undefined
+  const code = typeof e === 'object' && e !== null && 'code' in e ? (e).code : undefined
   return typeof code === 'string' && /^[A-Z_]{1,32}$/.test(code) ? ` (${code})` : ''
 }

@@ -129,7 +129,7 @@ export function createOidcVerifier(settings: OidcSettings, opts: OidcVerifierOpt
     // Checked before any key lookup, so junk never reaches the network.
     if (typeof alg !== 'string' || !algorithms.includes(alg)) throw invalid(`token algorithm "${String(alg)}" is not allowed`)
     if (typ !== undefined && (typeof typ !== 'string' || !ACCEPTED_TYP.has(typ.toLowerCase())))
-      throw invalid(`token type "${String(typ)}" is not an access token`)
+      throw invalid(`token type "${typeof typ === 'string' ? typ : typeof typ}" is not an access token`)
     const keys = await getJwks()
     try {
       const { payload } = await jwtVerify(token, keys, {

@@ -70,7 +70,7 @@ const listCache = new WeakMap<ConfigSnapshot, Map<string, readonly ToolDefinitio
 export function visibleTools(scope: CallScope): readonly ToolDefinition[] {
   const { caller, snapshot } = scope
   let perSnapshot = listCache.get(snapshot)
-  if (!perSnapshot) listCache.set(snapshot, (perSnapshot = new Map()))
+  if (!perSnapshot) listCache.set(snapshot, (perSnapshot = new Map<string, readonly ToolDefinition[]>()))
   const key = `${callerKey(caller)}\u0000${[...caller.groups].sort().join('\u0000')}`
   let tools = perSnapshot.get(key)
   if (!tools) {

@@ -152,7 +152,7 @@ function expectNoSecret(ws: Workspace, text: string): void {
 
 const all = (r: Run): string => [...r.out, ...r.err].join('\n')
 const json = (r: Run): Record<string, unknown>[] => r.out.map((l) => JSON.parse(l) as Record<string, unknown>)
-const key = (row: Record<string, unknown>): string => `${String(row.connection)}/${String(row.user ?? '-')}`
+const key = (row: Record<string, unknown>): string => `${String(row.connection)}/${typeof row.user === 'string' ? row.user : '-'}`
 
 async function storedRefs(file: string): Promise<string[]> {
   const store = await openStore(file)

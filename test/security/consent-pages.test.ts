@@ -228,7 +228,7 @@ describe('no open redirect through link or callback parameters', () => {
   ]
   for (const [what, target] of payloads) {
     test(`${what}: the only place Keyway sends a browser is the provider's authorization endpoint`, async () => {
-      const query = `?${new URLSearchParams({ next: target, return_to: target, redirect_uri: target, redirect: target, url: target })}`
+      const query = `?${new URLSearchParams({ next: target, return_to: target, redirect_uri: target, redirect: target, url: target }).toString()}`
       const flow = await startFlow({ query, form: { next: target, return_to: target, redirect_uri: target } })
       expect(flow.authorization.origin).toBe(provider.issuer)
       expect(flow.authorization.pathname).toBe('/authorize')

@@ -372,7 +372,7 @@ describe.skipIf(skipBrowserTests())('the callback page shows provider text only 
   ] as const)('%s: a generic page, nothing of the query echoed, nothing spent [consent:callback-generic]', async (_what, kind) => {
     const state = kind === 'none' ? '' : kind === 'random' ? randomBytes(32).toString('base64url') : (await newPerUserLink(ALICE)).flowId
     const query = new URLSearchParams({ error: 'access_denied', error_description: ATTACK_TEXT, ...(state ? { state } : {}) })
-    const res = await fetch(`${keyUrl}${CALLBACK_PATH}?${query}`)
+    const res = await fetch(`${keyUrl}${CALLBACK_PATH}?${query.toString()}`)
     const body = await res.text()
     expect(res.status).toBe(400)
     for (const echoed of ['locked', '+1-555-0100', 'evil.test', 'access_denied']) expect(body).not.toContain(echoed)
@@ -389,7 +389,7 @@ describe.skipIf(skipBrowserTests())('the callback page shows provider text only 
     const state = new URL(left.headers.get('location') ?? '').searchParams.get('state') ?? ''
     const bind = /(keyway_bind_[0-9a-f]+)=([^;]+)/.exec(left.headers.getSetCookie().join('\n'))
     const description = `<script>alert(1)</script> ${'x'.repeat(400)}TAIL`
-    const res = await fetch(`${keyUrl}${CALLBACK_PATH}?${new URLSearchParams({ state, error: 'access_denied', error_description: description })}`, {
+    const res = await fetch(`${keyUrl}${CALLBACK_PATH}?${new URLSearchParams({ state, error: 'access_denied', error_description: description }).toString()}`, {
       headers: { cookie: `${bind?.[1]}=${bind?.[2]}` },
     })
     const body = await res.text()
