@@ -9,9 +9,7 @@
 import type { BackendKind } from './store/backend.js'
 
 /** The last outcome of reading the config file on disk. */
-export type ReloadState =
-  | { readonly kind: 'ok' }
-  | { readonly kind: 'rejected'; readonly problems: readonly string[]; readonly sinceMs: number }
+export type ReloadState = { readonly kind: 'ok' } | { readonly kind: 'rejected'; readonly problems: readonly string[]; readonly sinceMs: number }
 
 /** The outcome of one probe of a dependency; `error` is for the log, never for the wire. */
 export type ProbeResult = { readonly ok: true } | { readonly ok: false; readonly error: string }
@@ -72,8 +70,7 @@ export function assessReadiness(f: ReadinessFacts): { readonly httpStatus: 200 |
   checks.store = f.store.ok
     ? { ok: true, backend: f.storeBackend }
     : { ok: false, blocking: f.storeNeeded, backend: f.storeBackend, message: 'token store not reachable' }
-  if (f.oidc)
-    checks.oidc = f.oidc.ok ? { ok: true } : { ok: false, blocking: !f.apiKeys, message: 'oidc issuer keys unavailable' }
+  if (f.oidc) checks.oidc = f.oidc.ok ? { ok: true } : { ok: false, blocking: !f.apiKeys, message: 'oidc issuer keys unavailable' }
   checks.draining = f.draining ? { ok: false, blocking: true, message: 'server shutting down' } : { ok: true }
   const blocked = Object.values(checks).some((c) => !c.ok && c.blocking === true)
   const status: ReadinessStatus = f.draining ? 'draining' : blocked ? 'not_ready' : 'ready'

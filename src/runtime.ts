@@ -124,8 +124,13 @@ export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOption
     now,
   })
   const refresher = createRefresher({ store, now, audit, log })
-  const credentials = createCredentialProvider({ clients: oauth, refresher, now, consent: {
-      startConsent: (connection, user, reason) => startPerUserConsent({ store, now, publicUrl: () => current.server.publicUrl, audit }, connection, user, reason),
+  const credentials = createCredentialProvider({
+    clients: oauth,
+    refresher,
+    now,
+    consent: {
+      startConsent: (connection, user, reason) =>
+        startPerUserConsent({ store, now, publicUrl: () => current.server.publicUrl, audit }, connection, user, reason),
     },
   })
   const limits = createConcurrencyLimiter()
@@ -179,7 +184,8 @@ export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOption
       current = next
       // A removed connection's sockets close once its calls in flight have finished.
       for (const name of previous.connections.keys())
-        if (!next.connections.has(name)) egress.dropPool(name).catch((e: unknown) => log.warn('closing a connection pool failed', { connection: name, error: errorMessage(e) }))
+        if (!next.connections.has(name))
+          egress.dropPool(name).catch((e: unknown) => log.warn('closing a connection pool failed', { connection: name, error: errorMessage(e) }))
       for (const l of listeners) l(next, previous)
     },
     egress,
@@ -234,7 +240,8 @@ export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOption
         () => false,
       )
       const [stopped, refreshed] = await Promise.all([shutdown.settled(LEFT_BEHIND_WAIT_MS), refreshesDone])
-      if (!stopped || !refreshed) log.warn('token work still running at close (a refresh lease may be left to expire; an unsaved rotated token is lost with this process)')
+      if (!stopped || !refreshed)
+        log.warn('token work still running at close (a refresh lease may be left to expire; an unsaved rotated token is lost with this process)')
       await withinMs(egress.close(), EGRESS_CLOSE_WAIT_MS, 'egress close').catch(() => log.debug('egress pools still closing at exit'))
       await audit.close()
       if (!opts.store) await store.close()

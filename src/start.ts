@@ -81,7 +81,8 @@ export function appOptions(runtime: Runtime, opts: AppOptions = {}): AppOptions 
           askForConsent: asker.askForConsent,
           awaitConsent: asker.awaitConsent,
           // Remembered per person for per-user consent; a service principal never consents (and must not overwrite a namesake's entry).
-          onLegacyInitialize: opts.onLegacyInitialize ?? (async (caller, params) => (caller.kind === 'user' ? asker.rememberInitialize(caller.user, params) : undefined)),
+          onLegacyInitialize:
+            opts.onLegacyInitialize ?? (async (caller, params) => (caller.kind === 'user' ? asker.rememberInitialize(caller.user, params) : undefined)),
         }
       : {}),
     extraRoutes: (app) => {

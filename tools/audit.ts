@@ -7,16 +7,7 @@
  * @module
  */
 import { parseArgs } from 'node:util'
-import {
-  AUDIT_COLUMNS,
-  auditRow,
-  columnWidths,
-  formatAuditRow,
-  parseSince,
-  readAuditLog,
-  type AuditFilter,
-  type ReadStats,
-} from '../src/admin/audit-read.js'
+import { AUDIT_COLUMNS, auditRow, columnWidths, formatAuditRow, parseSince, readAuditLog, type AuditFilter, type ReadStats } from '../src/admin/audit-read.js'
 import { toSafeJsonLine } from '../src/safe-text.js'
 import { configPath, loadOrReport, type Command } from './cli.js'
 
@@ -50,7 +41,10 @@ export const run: Command = async (argv, io) => {
     io.err(`keyway: --decision must be allow or deny, not "${decision}"`)
     return 2
   }
-  const types = (values.type ?? []).flatMap((t) => t.split(',')).map((t) => t.trim()).filter(Boolean)
+  const types = (values.type ?? [])
+    .flatMap((t) => t.split(','))
+    .map((t) => t.trim())
+    .filter(Boolean)
   const filter: AuditFilter = {
     ...(values.user === undefined ? {} : { user: values.user }),
     ...(values.connection === undefined ? {} : { connection: values.connection }),

@@ -32,7 +32,12 @@ const PROBE_TIMEOUT_MS = 3_000
 export const run: Command = async (argv, io) => {
   let parsed
   try {
-    parsed = parseArgs({ args: argv, allowPositionals: true, options: { config: { type: 'string' }, timeout: { type: 'string', default: '10m' } }, strict: true })
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: { config: { type: 'string' }, timeout: { type: 'string', default: '10m' } },
+      strict: true,
+    })
   } catch (e) {
     io.err(`keyway authorize: ${(e as Error).message}\nusage: keyway authorize CONNECTION [--config F] [--timeout 10m]`)
     return 2
@@ -95,7 +100,11 @@ export const run: Command = async (argv, io) => {
       },
     })
     if (!outcome) {
-      io.err(abort.signal.aborted ? 'keyway authorize: cancelled; the link stops working within 10 minutes' : `keyway authorize: no sign-in within ${values.timeout}; run it again for a new link`)
+      io.err(
+        abort.signal.aborted
+          ? 'keyway authorize: cancelled; the link stops working within 10 minutes'
+          : `keyway authorize: no sign-in within ${values.timeout}; run it again for a new link`,
+      )
       return 1
     }
     return report(outcome, name, runtime.now(), io)
@@ -114,8 +123,10 @@ function refuse(connection: Connection, snapshot: ConfigSnapshot): string | unde
   const type = connection.auth.type
   if (type !== 'oauth_u2m_shared') {
     const hint =
-      type === 'oauth_m2m' ? 'oauth_m2m needs no sign-in: Keyway fetches its tokens itself'
-        : type === 'oauth_u2m_per_user' ? 'with oauth_u2m_per_user each user connects on first use from their agent'
+      type === 'oauth_m2m'
+        ? 'oauth_m2m needs no sign-in: Keyway fetches its tokens itself'
+        : type === 'oauth_u2m_per_user'
+          ? 'with oauth_u2m_per_user each user connects on first use from their agent'
           : 'a bearer_token connection uses its configured secret'
     return `keyway authorize is for oauth_u2m_shared connections; "${connection.name}" uses ${type} (${hint})`
   }
@@ -146,7 +157,9 @@ async function serveOrFindServer(runtime: Runtime, snapshot: ConfigSnapshot, flo
     if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw e
   }
   const probeHost = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '[::1]' : host.includes(':') ? `[${host}]` : host
-  const probe = await fetch(`http://${probeHost}:${port}/connect/${flowId}`, { method: 'HEAD', signal: AbortSignal.timeout(PROBE_TIMEOUT_MS) }).catch(() => undefined)
+  const probe = await fetch(`http://${probeHost}:${port}/connect/${flowId}`, { method: 'HEAD', signal: AbortSignal.timeout(PROBE_TIMEOUT_MS) }).catch(
+    () => undefined,
+  )
   if (probe?.status === 204) {
     io.err(`keyway: the Keyway already listening on ${host}:${port} completes the sign-in (it uses the same store)`)
     return { kind: 'delegated', http: undefined }

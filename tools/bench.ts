@@ -144,7 +144,13 @@ async function send(agent: Agent, origin: string, req: OutgoingRequest): Promise
   return { statusCode: res.statusCode, text: await res.body.text() }
 }
 
-async function load(agent: Agent, origin: string, make: (i: number) => OutgoingRequest, check: (status: number, body: string) => boolean, concurrency: number): Promise<Sample> {
+async function load(
+  agent: Agent,
+  origin: string,
+  make: (i: number) => OutgoingRequest,
+  check: (status: number, body: string) => boolean,
+  concurrency: number,
+): Promise<Sample> {
   const latencies: number[] = []
   let errors = 0
   let i = 0
@@ -236,14 +242,22 @@ grants:
   )
   // --profile DIR writes a V8 CPU profile of the Keyway process (open it in Chrome DevTools).
   const profile = opts.profile ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(opts.profile)] : []
-  const keyway = await startChild([...profile, path.join(root, 'dist/tools/keyway.js'), 'serve', '--no-watch', '--config', config], /listening on (http:\/\/[^\s]+)\/mcp/, { BENCH_UPSTREAM_TOKEN: UPSTREAM_TOKEN })
+  const keyway = await startChild(
+    [...profile, path.join(root, 'dist/tools/keyway.js'), 'serve', '--no-watch', '--config', config],
+    /listening on (http:\/\/[^\s]+)\/mcp/,
+    { BENCH_UPSTREAM_TOKEN: UPSTREAM_TOKEN },
+  )
   const keywayOrigin = keyway.match[1] ?? ''
   const mcpUrl = `${keywayOrigin}/mcp`
   try {
     const modern = await capture('modern', mcpUrl)
     const legacy = await capture('legacy', mcpUrl)
     const agent = new Agent({ connections: 64, pipelining: 1, keepAliveTimeout: 30_000 })
-    const direct = (): { path: string; method: 'GET'; headers: Record<string, string> } => ({ path: '/whoami', method: 'GET', headers: { authorization: `Bearer ${UPSTREAM_TOKEN}`, accept: 'application/json' } })
+    const direct = (): { path: string; method: 'GET'; headers: Record<string, string> } => ({
+      path: '/whoami',
+      method: 'GET',
+      headers: { authorization: `Bearer ${UPSTREAM_TOKEN}`, accept: 'application/json' },
+    })
     const viaKeyway = (c: Captured) => (i: number) => ({
       path: '/mcp',
       method: 'POST' as const,
@@ -266,7 +280,9 @@ grants:
       for (let r = 0; r < ROUNDS; r++) for (const [k, arm] of arms.entries()) results[k]?.push(await arm.run(c))
       const base = { rps: median(results[0]!.map((s) => s.rps)), p50: median(results[0]!.map((s) => s.p50)) }
       process.stdout.write(`concurrency ${c}\n`)
-      process.stdout.write(`  ${'arm'.padEnd(32)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)} ${'errors'.padStart(7)} ${'× direct'.padStart(9)} ${'+p50 ms'.padStart(8)}\n`)
+      process.stdout.write(
+        `  ${'arm'.padEnd(32)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)} ${'errors'.padStart(7)} ${'× direct'.padStart(9)} ${'+p50 ms'.padStart(8)}\n`,
+      )
       for (const [k, arm] of arms.entries()) {
         const s = results[k]!
         const rps = median(s.map((x) => x.rps))

@@ -222,5 +222,7 @@ function printReport(io: CliIo, target: Target, d: Discovery, report: ProviderRe
   }
   const count = (s: PrerequisiteResult['status']): number => report.prerequisites.filter((p) => p.status === s).length
   io.out('')
-  io.out(`${count('pass')} of 6 prerequisites pass, ${count('fail')} fail, ${count('unknown')} unknown: ${report.ok ? 'ok' : 'not ready for per-user connections'}`)
+  io.out(
+    `${count('pass')} of 6 prerequisites pass, ${count('fail')} fail, ${count('unknown')} unknown: ${report.ok ? 'ok' : 'not ready for per-user connections'}`,
+  )
 }

@@ -159,8 +159,8 @@ async function prune(values: Options, snapshot: ConfigSnapshot, runtime: Runtime
   else for (const r of results) io.out(describePrune(r, snapshot))
   if (results.some((r) => r.outcome === 'deleted'))
     io.err(
-      'keyway: note: pruned credentials were deleted here only, not revoked at the provider: a removed connection\'s provider settings are gone, ' +
-        'and a re-typed one\'s may not be the ones the token was issued under; revoke the grant at the provider if it must end now',
+      "keyway: note: pruned credentials were deleted here only, not revoked at the provider: a removed connection's provider settings are gone, " +
+        "and a re-typed one's may not be the ones the token was issued under; revoke the grant at the provider if it must end now",
     )
   return results.some((r) => r.outcome === 'changed') ? 1 : 0
 }
@@ -210,23 +210,29 @@ const COLUMNS = ['CONNECTION', 'USER', 'METHOD', 'EXPIRES', 'REFRESHABLE', 'LAST
 
 function table(rows: readonly CredentialRow[], now: number, lastUseKnown: boolean, snapshot: ConfigSnapshot): string[] {
   if (rows.length === 0) return ['no credentials']
-  const cells = rows.map((r) => [
-    r.connection,
-    r.user ?? '(shared)',
-    r.method,
-    r.expiresAt === undefined ? '-' : when(r.expiresAt, now),
-    // A bearer token is never refreshed by design; an OAuth token that cannot be is a problem.
-    r.refreshable ? 'yes' : r.method === 'bearer_token' ? 'no' : 'NO',
-    r.lastRefreshAt !== undefined ? when(r.lastRefreshAt, now) : r.method === 'bearer_token' ? '-' : 'never',
-    r.lastUsedAt !== undefined ? when(r.lastUsedAt, now) : lastUseKnown ? 'never' : 'unknown',
-    r.source,
+  const cells = rows.map((r) =>
     [
-      ...(r.orphaned === undefined ? [] : [`ORPHANED: ${describeOrphan(r.connection, r.orphaned, snapshot)}; keyway credentials --prune deletes it`]),
-      ...r.warnings.map((w) => `WARNING: ${w}`),
-    ].join('; '),
-  ].map(escapeForTerminal))
+      r.connection,
+      r.user ?? '(shared)',
+      r.method,
+      r.expiresAt === undefined ? '-' : when(r.expiresAt, now),
+      // A bearer token is never refreshed by design; an OAuth token that cannot be is a problem.
+      r.refreshable ? 'yes' : r.method === 'bearer_token' ? 'no' : 'NO',
+      r.lastRefreshAt !== undefined ? when(r.lastRefreshAt, now) : r.method === 'bearer_token' ? '-' : 'never',
+      r.lastUsedAt !== undefined ? when(r.lastUsedAt, now) : lastUseKnown ? 'never' : 'unknown',
+      r.source,
+      [
+        ...(r.orphaned === undefined ? [] : [`ORPHANED: ${describeOrphan(r.connection, r.orphaned, snapshot)}; keyway credentials --prune deletes it`]),
+        ...r.warnings.map((w) => `WARNING: ${w}`),
+      ].join('; '),
+    ].map(escapeForTerminal),
+  )
   const widths = COLUMNS.map((h, i) => Math.max(h.length, ...cells.map((c) => (c[i] ?? '').length)))
-  const line = (c: readonly string[]): string => c.map((v, i) => (i === c.length - 1 ? v : v.padEnd(widths[i] ?? 0))).join('  ').trimEnd()
+  const line = (c: readonly string[]): string =>
+    c
+      .map((v, i) => (i === c.length - 1 ? v : v.padEnd(widths[i] ?? 0)))
+      .join('  ')
+      .trimEnd()
   return [line(COLUMNS), ...cells.map(line)]
 }
 
@@ -241,7 +247,9 @@ function describeRevoke(r: RevokeResult): string {
   switch (r.provider.kind) {
     case 'revoked': {
       const done = r.provider.tokens.length > 0 ? `revoked at the provider (${r.provider.tokens.join(' and ').replace(/_/g, ' ')})` : undefined
-      const kept = r.provider.unsupported.includes('access_token') ? 'the provider does not revoke this kind of access token, so it stays valid until it expires' : undefined
+      const kept = r.provider.unsupported.includes('access_token')
+        ? 'the provider does not revoke this kind of access token, so it stays valid until it expires'
+        : undefined
       return `${who}: ${[local, done, kept].filter(Boolean).join('; ')}`
     }
     case 'no-endpoint':

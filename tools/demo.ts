@@ -39,8 +39,14 @@ async function main(): Promise<void> {
     `  npx @modelcontextprotocol/inspector --cli ${mcpUrl} --transport http --header "Authorization: Bearer ${DEMO_KEYS['alice@example.com']}" --method tools/list`,
     '',
     'Claude Desktop (stdio), in claude_desktop_config.json (keep this demo running for the demo API):',
-    JSON.stringify({ mcpServers: { keyway: { command: process.execPath, args: [keywayBin, 'serve', '--stdio', '--config', configFile, '--user', 'alice@example.com'] } } }, null, 2)
-      .split('\n').map((l) => `  ${l}`).join('\n'),
+    JSON.stringify(
+      { mcpServers: { keyway: { command: process.execPath, args: [keywayBin, 'serve', '--stdio', '--config', configFile, '--user', 'alice@example.com'] } } },
+      null,
+      2,
+    )
+      .split('\n')
+      .map((l) => `  ${l}`)
+      .join('\n'),
     '',
     'Press Ctrl+C to stop.',
   ]

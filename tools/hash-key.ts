@@ -11,7 +11,10 @@ export const run: Command = async (argv, io) => {
   const { values } = parseArgs({ args: argv, options: { user: { type: 'string' }, groups: { type: 'string' } }, strict: true })
   const { key, sha256 } = newApiKey()
   const user = values.user ?? 'USER@example.com'
-  const groups = (values.groups ?? '').split(',').map((g) => g.trim()).filter(Boolean)
+  const groups = (values.groups ?? '')
+    .split(',')
+    .map((g) => g.trim())
+    .filter(Boolean)
   io.out(`key:    ${key}`)
   io.out('        (shown once; give it to the user; Keyway stores only its hash)')
   io.out('config line for identity.apiKeys:')

@@ -20,8 +20,16 @@ const COMMANDS: Readonly<Record<string, CommandEntry>> = {
     load: () => import('./serve.js'),
   },
   validate: { summary: 'check the config file; every problem at once', synopsis: 'keyway validate [--config F]', load: () => import('./validate.js') },
-  'hash-key': { summary: 'make a new API key and its config line', synopsis: 'keyway hash-key [--user ID] [--groups a,b]', load: () => import('./hash-key.js') },
-  'redirect-uri': { summary: 'print the OAuth redirect URI to register at providers', synopsis: 'keyway redirect-uri [--config F]', load: () => import('./redirect-uri.js') },
+  'hash-key': {
+    summary: 'make a new API key and its config line',
+    synopsis: 'keyway hash-key [--user ID] [--groups a,b]',
+    load: () => import('./hash-key.js'),
+  },
+  'redirect-uri': {
+    summary: 'print the OAuth redirect URI to register at providers',
+    synopsis: 'keyway redirect-uri [--config F]',
+    load: () => import('./redirect-uri.js'),
+  },
   sql: {
     summary: 'GRANT / REVOKE / SHOW / DESCRIBE / ALTER on connections',
     synopsis:
@@ -30,7 +38,11 @@ const COMMANDS: Readonly<Record<string, CommandEntry>> = {
       '  SHOW GRANTS ON CONNECTION c | SHOW CONNECTIONS | DESCRIBE CONNECTION c\n  ALTER CONNECTION c OWNER TO `principal`',
     load: () => import('./sql.js'),
   },
-  authorize: { summary: 'sign in the owner of an oauth_u2m_shared connection: prints a link, waits', synopsis: 'keyway authorize CONNECTION [--config F] [--timeout 10m]', load: () => import('./authorize.js') },
+  authorize: {
+    summary: 'sign in the owner of an oauth_u2m_shared connection: prints a link, waits',
+    synopsis: 'keyway authorize CONNECTION [--config F] [--timeout 10m]',
+    load: () => import('./authorize.js'),
+  },
   credentials: {
     summary: 'credentials of every method: list (--connection, --user, --json), --prune orphans, or revoke CONNECTION [--user U]',
     synopsis:

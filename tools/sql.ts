@@ -20,14 +20,7 @@ import { createAuditLog } from '../src/audit/audit-log.js'
 import { loadConfigText, type ConfigSnapshot } from '../src/config/load.js'
 import { ConfigSchema, type Principal } from '../src/config/schema.js'
 import { applyStatement, type ApplyOutcome } from '../src/admin/sql/apply.js'
-import {
-  formatSyntaxError,
-  isMutating,
-  parseStatement,
-  formatPrincipal,
-  type MutatingStatement,
-  type ReadStatement,
-} from '../src/admin/sql/parse.js'
+import { formatSyntaxError, isMutating, parseStatement, formatPrincipal, type MutatingStatement, type ReadStatement } from '../src/admin/sql/parse.js'
 import { formatTable, renderStatement, type RenderOptions, type RenderResult } from '../src/admin/sql/render.js'
 import { writeFileAtomic } from '../src/admin/write-atomic.js'
 import { createStoreCredentialState } from '../src/admin/credential-state.js'
@@ -92,7 +85,11 @@ async function runSql(argv: string[], io: CliIo, opts: RenderOptions): Promise<n
   const loaded = await loadConfigText(source, file, { env: io.env, skipSecrets: true })
   if (!loaded.ok) {
     const n = loaded.problems.length
-    reportProblems(io, `keyway sql: ${display(file, io)} has ${plural(n, 'problem')}; fix ${n === 1 ? 'it' : 'them'} first (nothing was done):`, loaded.problems)
+    reportProblems(
+      io,
+      `keyway sql: ${display(file, io)} has ${plural(n, 'problem')}; fix ${n === 1 ? 'it' : 'them'} first (nothing was done):`,
+      loaded.problems,
+    )
     return 1
   }
   const statement = parsed.statement
@@ -102,7 +99,9 @@ async function runSql(argv: string[], io: CliIo, opts: RenderOptions): Promise<n
 }
 
 /** `--config F`, `--help`, and the statement: every other argument, joined by spaces. */
-function parseSqlArgs(argv: string[]): { readonly config: string | undefined; readonly help: boolean; readonly statement: string } | { readonly error: string } {
+function parseSqlArgs(
+  argv: string[],
+): { readonly config: string | undefined; readonly help: boolean; readonly statement: string } | { readonly error: string } {
   try {
     const { values, positionals } = parseArgs({
       args: argv,
@@ -218,7 +217,11 @@ async function mutate({ io, file, source, snapshot, statement, text }: MutateInp
 
   const next = await loadConfigText(outcome.text, file, { env: io.env, skipSecrets: true })
   if (!next.ok) {
-    reportProblems(io, `keyway sql: refused: after this change ${display(file, io)} would have ${plural(next.problems.length, 'problem')}; nothing was written:`, next.problems)
+    reportProblems(
+      io,
+      `keyway sql: refused: after this change ${display(file, io)} would have ${plural(next.problems.length, 'problem')}; nothing was written:`,
+      next.problems,
+    )
     return 1
   }
   // A concurrent edit between our read and our write would be lost; refuse rather than overwrite it.
@@ -254,7 +257,9 @@ async function mutate({ io, file, source, snapshot, statement, text }: MutateInp
       const prev = outcome.previousOwner
       io.out(`changed the owner of ${c}${prev ? ` from ${describePrincipal(prev)}` : ''} to ${who} (${updated})`)
       if (prev && !holdsAfterOwnerChange(next.snapshot, c, prev))
-        io.out(`note: ${describePrincipal(prev)} no longer holds USE CONNECTION on ${c}; to keep its access: GRANT USE CONNECTION ON CONNECTION ${c} TO ${sqlPrincipal(prev)}`)
+        io.out(
+          `note: ${describePrincipal(prev)} no longer holds USE CONNECTION on ${c}; to keep its access: GRANT USE CONNECTION ON CONNECTION ${c} TO ${sqlPrincipal(prev)}`,
+        )
       break
     }
     default: {

@@ -25,7 +25,9 @@ export const run: Command = async (argv, io) => {
   if (!snapshot) return 1
   const tools = snapshot.tools.length
   for (const w of consentWarnings(snapshot)) io.err(`keyway: warning: ${w}`)
-  io.out(`${file}: ok (${snapshot.connections.size} connection${snapshot.connections.size === 1 ? '' : 's'}, ${tools} tool${tools === 1 ? '' : 's'}, ${snapshot.grants.length} grant${snapshot.grants.length === 1 ? '' : 's'})`)
+  io.out(
+    `${file}: ok (${snapshot.connections.size} connection${snapshot.connections.size === 1 ? '' : 's'}, ${tools} tool${tools === 1 ? '' : 's'}, ${snapshot.grants.length} grant${snapshot.grants.length === 1 ? '' : 's'})`,
+  )
   io.out(`store: ${describeStoreUrl(snapshot.store.url)}`)
   await checkStoredCredentials(snapshot, io)
   return 0

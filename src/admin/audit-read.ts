@@ -83,7 +83,11 @@ export function matchesAuditFilter(rec: AuditRecord, filter: AuditFilter): boole
  * skipped; other unreadable lines are counted in `stats` (a truncated last line separately).
  * Rejects when the file cannot be opened (`ENOENT` and friends keep their `code`).
  */
-export async function* readAuditLog(file: string, filter: AuditFilter = {}, stats: ReadStats = { malformed: 0, truncatedLast: false }): AsyncGenerator<AuditRecord> {
+export async function* readAuditLog(
+  file: string,
+  filter: AuditFilter = {},
+  stats: ReadStats = { malformed: 0, truncatedLast: false },
+): AsyncGenerator<AuditRecord> {
   const input = createReadStream(file, { encoding: 'utf8' })
   // Open errors surface before the first line; readline would otherwise swallow them into 'close'.
   await new Promise<void>((resolve, reject) => {
@@ -151,7 +155,9 @@ function detailOf(rec: AuditRecord, s: (k: string) => string): string {
         s('reason'),
         s('warning'),
         s('scopes') && `scopes ${s('scopes')}`,
-      ].filter(Boolean).join('; ')
+      ]
+        .filter(Boolean)
+        .join('; ')
   }
 }
 

@@ -74,7 +74,11 @@ export function checkProvider(input: ProviderCheckInput): ProviderReport {
     return v !== undefined && input.issuer !== undefined && !isOnIssuerOrigin(v, input.issuer) ? v : undefined
   }
   const prerequisites: PrerequisiteResult[] = [
-    withOffOrigin(checkAuthorizationCode(m, authorizationEndpoint), [['authorization_endpoint', 'authorizationEndpoint', offOrigin('authorization_endpoint', input.authorizationEndpoint)]], input.issuer),
+    withOffOrigin(
+      checkAuthorizationCode(m, authorizationEndpoint),
+      [['authorization_endpoint', 'authorizationEndpoint', offOrigin('authorization_endpoint', input.authorizationEndpoint)]],
+      input.issuer,
+    ),
     checkRefreshToken(m),
     checkRedirectUri(input.redirectUri),
     checkClientAuth(m, input.credentialExchange),
@@ -98,7 +102,11 @@ const NO_METADATA = 'no provider metadata was available'
  * A passing check turned into a failure when the metadata puts an endpoint off the issuer's
  * origin: Keyway refuses such endpoints (nothing is sent there) unless the config sets them.
  */
-function withOffOrigin(result: PrerequisiteResult, fields: readonly (readonly [string, string, string | undefined])[], issuer: string | undefined): PrerequisiteResult {
+function withOffOrigin(
+  result: PrerequisiteResult,
+  fields: readonly (readonly [string, string, string | undefined])[],
+  issuer: string | undefined,
+): PrerequisiteResult {
   const off = fields.filter((f): f is readonly [string, string, string] => f[2] !== undefined)
   if (result.status === 'fail' || off.length === 0 || issuer === undefined) return result
   const origin = new URL(issuer).origin
@@ -118,15 +126,34 @@ function checkAuthorizationCode(m: Metadata, authorizationEndpoint: string | und
     return m
       ? fail('the metadata has no authorization_endpoint', 'set auth.authorizationEndpoint on the connection, or use a provider that supports browser sign-in')
       : { id: 'authorization_code', title, status: 'unknown', detail: NO_METADATA, fix: 'set auth.issuer so the metadata can be checked' }
-  if (!m) return { id: 'authorization_code', title, status: 'unknown', detail: `${NO_METADATA}; authorization endpoint ${authorizationEndpoint}`, fix: 'make sure the client is allowed the authorization_code grant at the provider' }
+  if (!m)
+    return {
+      id: 'authorization_code',
+      title,
+      status: 'unknown',
+      detail: `${NO_METADATA}; authorization endpoint ${authorizationEndpoint}`,
+      fix: 'make sure the client is allowed the authorization_code grant at the provider',
+    }
   const responseTypes = stringArray(m, 'response_types_supported')
   if (responseTypes && !responseTypes.some((t) => t.split(' ').includes('code')))
-    return fail(`response_types_supported is [${responseTypes.join(', ')}], without code`, 'enable the authorization code flow (response_type=code) at the provider')
+    return fail(
+      `response_types_supported is [${responseTypes.join(', ')}], without code`,
+      'enable the authorization code flow (response_type=code) at the provider',
+    )
   const grants = stringArray(m, 'grant_types_supported')
   if (!grants)
-    return { id: 'authorization_code', title, status: 'pass', detail: `grant_types_supported is not published; the RFC 8414 default is [${DEFAULT_GRANT_TYPES.join(', ')}]` }
-  if (grants.includes('authorization_code')) return { id: 'authorization_code', title, status: 'pass', detail: 'grant_types_supported includes authorization_code' }
-  return fail(`grant_types_supported is [${grants.join(', ')}], without authorization_code`, 'enable the authorization_code grant for the client at the provider (RFC 6749 §4.1)')
+    return {
+      id: 'authorization_code',
+      title,
+      status: 'pass',
+      detail: `grant_types_supported is not published; the RFC 8414 default is [${DEFAULT_GRANT_TYPES.join(', ')}]`,
+    }
+  if (grants.includes('authorization_code'))
+    return { id: 'authorization_code', title, status: 'pass', detail: 'grant_types_supported includes authorization_code' }
+  return fail(
+    `grant_types_supported is [${grants.join(', ')}], without authorization_code`,
+    'enable the authorization_code grant for the client at the provider (RFC 6749 §4.1)',
+  )
 }
 
 function checkRefreshToken(m: Metadata): PrerequisiteResult {
@@ -134,7 +161,14 @@ function checkRefreshToken(m: Metadata): PrerequisiteResult {
   const fix = 'allow the refresh_token grant for the client at the provider; without it access stops at the first expiry'
   if (!m) return { id: 'refresh_token', title, status: 'unknown', detail: NO_METADATA, fix }
   const grants = stringArray(m, 'grant_types_supported')
-  if (!grants) return { id: 'refresh_token', title, status: 'unknown', detail: 'grant_types_supported is not published', fix: 'check at the provider that the client may use the refresh_token grant' }
+  if (!grants)
+    return {
+      id: 'refresh_token',
+      title,
+      status: 'unknown',
+      detail: 'grant_types_supported is not published',
+      fix: 'check at the provider that the client may use the refresh_token grant',
+    }
   if (grants.includes('refresh_token')) return { id: 'refresh_token', title, status: 'pass', detail: 'grant_types_supported includes refresh_token' }
   return { id: 'refresh_token', title, status: 'fail', detail: `grant_types_supported is [${grants.join(', ')}], without refresh_token`, fix }
 }
@@ -142,7 +176,13 @@ function checkRefreshToken(m: Metadata): PrerequisiteResult {
 function checkRedirectUri(redirectUri: string | undefined): PrerequisiteResult {
   const title = 'custom redirect URI'
   return redirectUri
-    ? { id: 'redirect_uri', title, status: 'unknown', detail: 'metadata cannot tell whether a client may register its own redirect URI', fix: `register exactly ${redirectUri} for the client at the provider` }
+    ? {
+        id: 'redirect_uri',
+        title,
+        status: 'unknown',
+        detail: 'metadata cannot tell whether a client may register its own redirect URI',
+        fix: `register exactly ${redirectUri} for the client at the provider`,
+      }
     : {
         id: 'redirect_uri',
         title,
@@ -160,32 +200,84 @@ function checkRedirectUri(redirectUri: string | undefined): PrerequisiteResult {
 function checkClientAuth(m: Metadata, exchange: CredentialExchange | undefined): PrerequisiteResult {
   const title = 'confidential client authentication'
   const id = 'client_auth'
-  if (!m) return { id, title, status: 'unknown', detail: NO_METADATA, fix: 'set auth.credentialExchange to the method the provider documents (header_only or body_only)' }
+  if (!m)
+    return {
+      id,
+      title,
+      status: 'unknown',
+      detail: NO_METADATA,
+      fix: 'set auth.credentialExchange to the method the provider documents (header_only or body_only)',
+    }
   const published = stringArray(m, 'token_endpoint_auth_methods_supported')
   const methods: readonly string[] = published ?? DEFAULT_AUTH_METHODS
   const basic = methods.includes('client_secret_basic')
   const post = methods.includes('client_secret_post')
-  const list = published ? `token_endpoint_auth_methods_supported is [${published.join(', ')}]` : 'token_endpoint_auth_methods_supported is not published (RFC 8414 default: client_secret_basic)'
-  const alternative = basic ? 'set auth.credentialExchange: header_only' : post ? 'set auth.credentialExchange: body_only' : 'the provider must allow client_secret_basic or client_secret_post for the client'
+  const list = published
+    ? `token_endpoint_auth_methods_supported is [${published.join(', ')}]`
+    : 'token_endpoint_auth_methods_supported is not published (RFC 8414 default: client_secret_basic)'
+  const alternative = basic
+    ? 'set auth.credentialExchange: header_only'
+    : post
+      ? 'set auth.credentialExchange: body_only'
+      : 'the provider must allow client_secret_basic or client_secret_post for the client'
   const strict = 'strict servers refuse credentials in both the header and the body (RFC 6749 §2.3.1)'
   switch (exchange) {
     case undefined:
       if (!published)
-        return { id, title, status: 'unknown', detail: `${list}; with nothing published Keyway sends header_and_body, which ${strict}`, fix: 'set auth.credentialExchange: header_only (client_secret_basic)' }
+        return {
+          id,
+          title,
+          status: 'unknown',
+          detail: `${list}; with nothing published Keyway sends header_and_body, which ${strict}`,
+          fix: 'set auth.credentialExchange: header_only (client_secret_basic)',
+        }
       if (basic) return { id, title, status: 'pass', detail: `${list}; Keyway will use header_only (client_secret_basic)` }
       if (post) return { id, title, status: 'pass', detail: `${list}; Keyway will use body_only (client_secret_post)` }
       return { id, title, status: 'fail', detail: `${list}; Keyway needs client_secret_basic or client_secret_post`, fix: alternative }
     case 'header_only':
       if (basic) return { id, title, status: 'pass', detail: `${list}; credentialExchange header_only uses client_secret_basic` }
-      return { id, title, status: published ? 'fail' : 'unknown', detail: `${list}; credentialExchange header_only needs client_secret_basic`, fix: alternative }
+      return {
+        id,
+        title,
+        status: published ? 'fail' : 'unknown',
+        detail: `${list}; credentialExchange header_only needs client_secret_basic`,
+        fix: alternative,
+      }
     case 'body_only':
       if (post) return { id, title, status: 'pass', detail: `${list}; credentialExchange body_only uses client_secret_post` }
-      if (!published) return { id, title, status: 'unknown', detail: `${list}; credentialExchange body_only needs client_secret_post`, fix: 'set auth.credentialExchange: header_only unless the provider documents client_secret_post' }
+      if (!published)
+        return {
+          id,
+          title,
+          status: 'unknown',
+          detail: `${list}; credentialExchange body_only needs client_secret_post`,
+          fix: 'set auth.credentialExchange: header_only unless the provider documents client_secret_post',
+        }
       return { id, title, status: 'fail', detail: `${list}; credentialExchange body_only needs client_secret_post`, fix: alternative }
     case 'header_and_body':
-      if (basic && post) return { id, title, status: 'pass', detail: `${list}; credentialExchange header_and_body sends both, which ${strict}`, fix: 'prefer auth.credentialExchange: header_only' }
-      if (!published) return { id, title, status: 'unknown', detail: `${list}; credentialExchange header_and_body needs client_secret_post too, and ${strict}`, fix: 'set auth.credentialExchange: header_only' }
-      return { id, title, status: 'fail', detail: `${list}; credentialExchange header_and_body needs both client_secret_basic and client_secret_post`, fix: alternative }
+      if (basic && post)
+        return {
+          id,
+          title,
+          status: 'pass',
+          detail: `${list}; credentialExchange header_and_body sends both, which ${strict}`,
+          fix: 'prefer auth.credentialExchange: header_only',
+        }
+      if (!published)
+        return {
+          id,
+          title,
+          status: 'unknown',
+          detail: `${list}; credentialExchange header_and_body needs client_secret_post too, and ${strict}`,
+          fix: 'set auth.credentialExchange: header_only',
+        }
+      return {
+        id,
+        title,
+        status: 'fail',
+        detail: `${list}; credentialExchange header_and_body needs both client_secret_basic and client_secret_post`,
+        fix: alternative,
+      }
     default: {
       const never: never = exchange
       return never
@@ -195,10 +287,23 @@ function checkClientAuth(m: Metadata, exchange: CredentialExchange | undefined):
 
 function checkTokenEndpoint(tokenEndpoint: string | undefined, explicit: boolean): PrerequisiteResult {
   const title = 'standard token endpoint'
-  if (!tokenEndpoint) return { id: 'token_endpoint', title, status: 'fail', detail: 'no token_endpoint in the metadata', fix: 'set auth.tokenEndpoint on the connection, or use a provider that publishes one' }
+  if (!tokenEndpoint)
+    return {
+      id: 'token_endpoint',
+      title,
+      status: 'fail',
+      detail: 'no token_endpoint in the metadata',
+      fix: 'set auth.tokenEndpoint on the connection, or use a provider that publishes one',
+    }
   const url = URL.parse(tokenEndpoint)
   if (!url || (url.protocol !== 'https:' && url.protocol !== 'http:'))
-    return { id: 'token_endpoint', title, status: 'fail', detail: `token_endpoint "${tokenEndpoint}" is not an absolute http(s) URL`, fix: 'set auth.tokenEndpoint to the absolute URL of the token endpoint' }
+    return {
+      id: 'token_endpoint',
+      title,
+      status: 'fail',
+      detail: `token_endpoint "${tokenEndpoint}" is not an absolute http(s) URL`,
+      fix: 'set auth.tokenEndpoint to the absolute URL of the token endpoint',
+    }
   return { id: 'token_endpoint', title, status: 'pass', detail: `${explicit ? 'auth.tokenEndpoint' : 'token_endpoint'} is ${tokenEndpoint}` }
 }
 
@@ -217,9 +322,21 @@ function checkHttps(authorizationEndpoint: string | undefined, tokenEndpoint: st
     else insecure.push(`${what} ${raw}`)
   }
   if (insecure.length > 0)
-    return { id: 'https', title, status: 'fail', detail: `not https: ${insecure.join(', ')}`, fix: 'use the provider\'s https:// endpoints; codes and tokens must never cross the network in clear text' }
+    return {
+      id: 'https',
+      title,
+      status: 'fail',
+      detail: `not https: ${insecure.join(', ')}`,
+      fix: "use the provider's https:// endpoints; codes and tokens must never cross the network in clear text",
+    }
   if (loopback.length > 0)
-    return { id: 'https', title, status: 'pass', detail: `${loopback.join(' and ')} on loopback http://, allowed for development only`, fix: 'use https:// in production' }
+    return {
+      id: 'https',
+      title,
+      status: 'pass',
+      detail: `${loopback.join(' and ')} on loopback http://, allowed for development only`,
+      fix: 'use https:// in production',
+    }
   return { id: 'https', title, status: 'pass', detail: 'authorization and token endpoints are https://' }
 }
 
@@ -228,7 +345,14 @@ function checkOfflineAccess(m: Metadata): AdvisoryResult {
   if (!m) return { id: 'offline_access', title, status: 'unknown', detail: NO_METADATA }
   const scopes = stringArray(m, 'scopes_supported')
   if (!scopes) return { id: 'offline_access', title, status: 'unknown', detail: 'scopes_supported is not published' }
-  if (scopes.includes('offline_access')) return { id: 'offline_access', title, status: 'pass', detail: 'scopes_supported includes offline_access', fix: 'add offline_access to the connection\'s scopes to get refresh tokens' }
+  if (scopes.includes('offline_access'))
+    return {
+      id: 'offline_access',
+      title,
+      status: 'pass',
+      detail: 'scopes_supported includes offline_access',
+      fix: "add offline_access to the connection's scopes to get refresh tokens",
+    }
   return {
     id: 'offline_access',
     title,
@@ -242,9 +366,16 @@ function checkPkce(m: Metadata): AdvisoryResult {
   const title = 'PKCE S256'
   if (!m) return { id: 'pkce_s256', title, status: 'unknown', detail: NO_METADATA }
   const methods = stringArray(m, 'code_challenge_methods_supported')
-  if (!methods) return { id: 'pkce_s256', title, status: 'unknown', detail: 'code_challenge_methods_supported is not published; Keyway sends S256 anyway (RFC 7636)' }
+  if (!methods)
+    return { id: 'pkce_s256', title, status: 'unknown', detail: 'code_challenge_methods_supported is not published; Keyway sends S256 anyway (RFC 7636)' }
   if (methods.includes('S256')) return { id: 'pkce_s256', title, status: 'pass', detail: 'code_challenge_methods_supported includes S256' }
-  return { id: 'pkce_s256', title, status: 'warn', detail: `code_challenge_methods_supported is [${methods.join(', ')}], without S256`, fix: 'Keyway always sends S256 (RFC 9700 §2.1.1); the provider may ignore or refuse it' }
+  return {
+    id: 'pkce_s256',
+    title,
+    status: 'warn',
+    detail: `code_challenge_methods_supported is [${methods.join(', ')}], without S256`,
+    fix: 'Keyway always sends S256 (RFC 9700 §2.1.1); the provider may ignore or refuse it',
+  }
 }
 
 function checkIssuer(m: Metadata, issuer: string | undefined): AdvisoryResult {
@@ -257,7 +388,9 @@ function checkIssuer(m: Metadata, issuer: string | undefined): AdvisoryResult {
     title,
     status: 'warn',
     detail: published ? `the metadata says issuer ${published}, not ${issuer}` : 'the metadata has no issuer',
-    fix: published ? `set auth.issuer: ${published} exactly (RFC 8414 §3.3; discovery refuses a mismatch)` : 'use explicit authorizationEndpoint and tokenEndpoint',
+    fix: published
+      ? `set auth.issuer: ${published} exactly (RFC 8414 §3.3; discovery refuses a mismatch)`
+      : 'use explicit authorizationEndpoint and tokenEndpoint',
   }
 }
 
@@ -271,5 +404,5 @@ function stringField(m: Metadata, key: string): string | undefined {
 /** An array of strings, or undefined when absent or of another shape (treated as not published). */
 function stringArray(m: Metadata, key: string): readonly string[] | undefined {
   const v = m?.[key]
-  return Array.isArray(v) && v.every((x) => typeof x === 'string') ? (v) : undefined
+  return Array.isArray(v) && v.every((x) => typeof x === 'string') ? v : undefined
 }

@@ -21,9 +21,7 @@ export interface StoredCredential {
 }
 
 /** What the store holds, as far as this command could see. */
-export type StoreView =
-  | { readonly kind: 'records'; readonly records: readonly StoredCredential[] }
-  | { readonly kind: 'unavailable'; readonly reason: string }
+export type StoreView = { readonly kind: 'records'; readonly records: readonly StoredCredential[] } | { readonly kind: 'unavailable'; readonly reason: string }
 
 /** The phrase for one connection, given every record stored under its name. */
 export function describeCredentialState(connection: Connection, view: StoreView, now: number): string {

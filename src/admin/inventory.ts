@@ -59,7 +59,8 @@ export function credentialRow(ref: TokenRef, record: TokenRecord, snapshot: Conf
   const warnings = [...(record.warnings ?? [])]
   const refreshable = record.method === 'oauth_m2m' || record.refreshToken !== undefined
   // An orphan is never called again, so "renewed at the next call" would be untrue.
-  if (!orphaned && !isUsable(record, now)) warnings.push(refreshable ? 'access token expired; it is renewed at the next call' : 'access token expired and cannot be renewed: sign in again')
+  if (!orphaned && !isUsable(record, now))
+    warnings.push(refreshable ? 'access token expired; it is renewed at the next call' : 'access token expired and cannot be renewed: sign in again')
   return {
     connection: ref.connection,
     user: ref.user,

@@ -41,8 +41,7 @@ export function isCredentialUse(rec: AuditRecord): boolean {
 export function createLastUseIndex(): LastUseIndex {
   // connection → method ('' when the record had none) → user → latest epoch ms
   const uses = new Map<string, Map<string, Map<string, number>>>()
-  const latest = (a: number | undefined, b: number | undefined): number | undefined =>
-    a === undefined ? b : b === undefined ? a : Math.max(a, b)
+  const latest = (a: number | undefined, b: number | undefined): number | undefined => (a === undefined ? b : b === undefined ? a : Math.max(a, b))
   return {
     add(rec) {
       if (!isCredentialUse(rec)) return
@@ -96,7 +95,11 @@ export async function readLastUse(file: string, opts: { readonly connection?: st
     for await (const rec of readAuditLog(file, filter, stats)) index.add(rec)
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code
-    return { ok: false, missing: code === 'ENOENT', reason: code === 'ENOENT' ? `audit log ${file} does not exist yet` : `cannot read audit log ${file} (${e instanceof Error ? e.message : String(e)})` }
+    return {
+      ok: false,
+      missing: code === 'ENOENT',
+      reason: code === 'ENOENT' ? `audit log ${file} does not exist yet` : `cannot read audit log ${file} (${e instanceof Error ? e.message : String(e)})`,
+    }
   }
   return { ok: true, index, stats }
 }

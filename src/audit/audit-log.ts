@@ -67,7 +67,11 @@ function openPrivate(file: string): number {
   } catch (e) {
     closeSync(fd)
     if (e instanceof AppError) throw e
-    throw new AppError('CONFIG_INVALID', `audit.file ${file} is readable by others and cannot be made 0600 (${(e as NodeJS.ErrnoException).code ?? 'error'}); fix its owner or mode`, { cause: e })
+    throw new AppError(
+      'CONFIG_INVALID',
+      `audit.file ${file} is readable by others and cannot be made 0600 (${(e as NodeJS.ErrnoException).code ?? 'error'}); fix its owner or mode`,
+      { cause: e },
+    )
   }
   return fd
 }

@@ -19,7 +19,10 @@ export function hostMatches(hostname: string, pattern: string): boolean {
 
 /** Names that always mean this machine, before any DNS lookup. */
 export function isLoopbackHostname(hostname: string): boolean {
-  const h = hostname.toLowerCase().replace(/\.$/, '').replace(/^\[|\]$/g, '')
+  const h = hostname
+    .toLowerCase()
+    .replace(/\.$/, '')
+    .replace(/^\[|\]$/g, '')
   return h === 'localhost' || h.endsWith('.localhost') || /^127\.\d+\.\d+\.\d+$/.test(h) || h === '::1' || h === '0.0.0.0'
 }
 

@@ -22,7 +22,15 @@ import {
   type Principal,
   type SecretRef,
 } from './schema.js'
-import { checkAllowedTarget, compileAllowedHosts, configuredPortsOf, effectivePort, isLoopbackHostname, parseAllowedHost, type ConfiguredPorts } from './hosts.js'
+import {
+  checkAllowedTarget,
+  compileAllowedHosts,
+  configuredPortsOf,
+  effectivePort,
+  isLoopbackHostname,
+  parseAllowedHost,
+  type ConfiguredPorts,
+} from './hosts.js'
 
 /** The built-in group every authenticated caller belongs to (design.md §2). */
 export const ACCOUNT_USERS_GROUP = 'account users'
@@ -48,8 +56,7 @@ export interface OAuthSettings {
 }
 
 export type AuthMethod =
-  | { readonly type: 'bearer_token'; readonly token: Secret }
-  | ({ readonly type: 'oauth_m2m' | 'oauth_u2m_shared' | 'oauth_u2m_per_user' } & OAuthSettings)
+  { readonly type: 'bearer_token'; readonly token: Secret } | ({ readonly type: 'oauth_m2m' | 'oauth_u2m_shared' | 'oauth_u2m_per_user' } & OAuthSettings)
 
 export interface Connection {
   readonly name: string
@@ -173,8 +180,7 @@ export interface ConfigSnapshot {
 }
 
 export type LoadResult =
-  | { readonly ok: true; readonly snapshot: ConfigSnapshot; readonly warnings: readonly string[] }
-  | { readonly ok: false; readonly problems: readonly string[] }
+  { readonly ok: true; readonly snapshot: ConfigSnapshot; readonly warnings: readonly string[] } | { readonly ok: false; readonly problems: readonly string[] }
 
 export interface LoadOptions {
   readonly env?: Env
@@ -243,12 +249,7 @@ function reportIssue(issue: z.core.$ZodIssue, report: (p: readonly PropertyKey[]
   report(issue.path, issue.message)
 }
 
-
-function crossCheck(
-  cfg: ConfigFile,
-  report: (p: readonly PropertyKey[], m: string, k?: string) => void,
-  warnings: string[],
-): void {
+function crossCheck(cfg: ConfigFile, report: (p: readonly PropertyKey[], m: string, k?: string) => void, warnings: string[]): void {
   const allowPrivate = cfg.egress.dangerouslyAllowPrivateNetworks
   const allowed = cfg.egress.allowedHosts && compileAllowedHosts(cfg.egress.allowedHosts)
   const configuredPorts = configuredPortsOf(configuredUrls(cfg))
@@ -256,17 +257,24 @@ function crossCheck(
     const parsed = parseAllowedHost(entry)
     if (typeof parsed === 'string') report(['egress', 'allowedHosts', i], parsed)
   })
-  if (allowPrivate) warnings.push('egress.dangerouslyAllowPrivateNetworks is true: connections may reach loopback and private addresses; use only for local development and tests')
-  if (cfg.store.dangerouslyUseEphemeralKey) warnings.push('store.dangerouslyUseEphemeralKey is true: tokens are encrypted with a key that dies with the process')
+  if (allowPrivate)
+    warnings.push(
+      'egress.dangerouslyAllowPrivateNetworks is true: connections may reach loopback and private addresses; use only for local development and tests',
+    )
+  if (cfg.store.dangerouslyUseEphemeralKey)
+    warnings.push('store.dangerouslyUseEphemeralKey is true: tokens are encrypted with a key that dies with the process')
 
   /** `egress`: Keyway itself calls this URL, so the allowlist applies; browser-only URLs skip it. */
   const checkUrl = (url: string, where: readonly PropertyKey[], what: string, egress = true): void => {
     const u = new URL(url)
-    if (u.protocol === 'http:' && !allowPrivate) report(where, `${what} uses http://; only https:// is allowed unless egress.dangerouslyAllowPrivateNetworks is true`)
+    if (u.protocol === 'http:' && !allowPrivate)
+      report(where, `${what} uses http://; only https:// is allowed unless egress.dangerouslyAllowPrivateNetworks is true`)
     const verdict = egress && allowed ? checkAllowedTarget(u, allowed, configuredPorts) : 'allowed'
     if (verdict === 'host-not-allowed') report(where, `host "${u.hostname}" is not in egress.allowedHosts`)
-    else if (verdict === 'port-not-allowed') report(where, `port ${effectivePort(u)} of host "${u.hostname}" is not in egress.allowedHosts, which names that host only with other ports`)
-    if (!allowPrivate && isLoopbackHostname(u.hostname)) report(where, `${what} points at a loopback address; allowed only with egress.dangerouslyAllowPrivateNetworks`)
+    else if (verdict === 'port-not-allowed')
+      report(where, `port ${effectivePort(u)} of host "${u.hostname}" is not in egress.allowedHosts, which names that host only with other ports`)
+    if (!allowPrivate && isLoopbackHostname(u.hostname))
+      report(where, `${what} points at a loopback address; allowed only with egress.dangerouslyAllowPrivateNetworks`)
   }
 
   for (const [name, c] of Object.entries(cfg.connections)) {
@@ -276,7 +284,8 @@ function crossCheck(
     if (host.pathname !== '/' || host.search || host.hash || host.username || host.password)
       report([...where, 'host'], 'host must be an origin only (scheme://host[:port]); put the path in basePath')
     checkUrl(c.host, [...where, 'host'], 'host')
-    if (/[?#\\]|(^|\/)\.\.?(\/|$)|%2e|%2f|%5c/i.test(c.basePath)) report([...where, 'basePath'], 'basePath must be a plain path without dot segments, encoded separators, query or fragment')
+    if (/[?#\\]|(^|\/)\.\.?(\/|$)|%2e|%2f|%5c/i.test(c.basePath))
+      report([...where, 'basePath'], 'basePath must be a plain path without dot segments, encoded separators, query or fragment')
     if (c.auth.type !== 'bearer_token') checkOAuth(c.auth, [...where, 'auth'], report, checkUrl)
   }
   if (cfg.identity.oidc) checkUrl(cfg.identity.oidc.issuer, ['identity', 'oidc', 'issuer'], 'issuer', false)
@@ -286,7 +295,8 @@ function crossCheck(
     if (!names.has(g.on)) report(['grants', i, 'on'], `grant names unknown connection "${g.on}"`)
   })
   checkServicePrincipals(cfg, report, warnings)
-  if (ACCOUNT_USERS_GROUP in cfg.groups) report(['groups', ACCOUNT_USERS_GROUP], `"${ACCOUNT_USERS_GROUP}" is built in (every authenticated caller) and cannot be defined`)
+  if (ACCOUNT_USERS_GROUP in cfg.groups)
+    report(['groups', ACCOUNT_USERS_GROUP], `"${ACCOUNT_USERS_GROUP}" is built in (every authenticated caller) and cannot be defined`)
   const seen = new Map<string, number>()
   cfg.identity.apiKeys.forEach((k, i) => {
     const first = seen.get(k.sha256)
@@ -331,8 +341,7 @@ function checkOAuth(
   checkUrl: (url: string, where: readonly PropertyKey[], what: string, egress?: boolean) => void,
 ): void {
   if (!auth.issuer && !auth.tokenEndpoint) report(where, 'give either issuer (discovery) or tokenEndpoint')
-  if (auth.type !== 'oauth_m2m' && !auth.issuer && !auth.authorizationEndpoint)
-    report(where, `${auth.type} needs issuer (discovery) or authorizationEndpoint`)
+  if (auth.type !== 'oauth_m2m' && !auth.issuer && !auth.authorizationEndpoint) report(where, `${auth.type} needs issuer (discovery) or authorizationEndpoint`)
   for (const key of ['issuer', 'authorizationEndpoint', 'tokenEndpoint', 'revocationEndpoint'] as const) {
     const v = auth[key]
     // The browser, not Keyway, visits the authorization endpoint.
@@ -393,12 +402,7 @@ function readFileSyncTrimmed(file: string): string {
   return readFileSync(file, 'utf8').replace(/\r?\n$/, '')
 }
 
-function buildSnapshot(
-  cfg: ConfigFile,
-  file: string,
-  dir: string,
-  secret: (ref: SecretRef, where: readonly PropertyKey[]) => Secret,
-): ConfigSnapshot {
+function buildSnapshot(cfg: ConfigFile, file: string, dir: string, secret: (ref: SecretRef, where: readonly PropertyKey[]) => Secret): ConfigSnapshot {
   const connections = new Map<string, Connection>()
   for (const [name, c] of Object.entries(cfg.connections)) {
     const base = c.basePath.endsWith('/') ? c.basePath : `${c.basePath}/`
@@ -441,9 +445,7 @@ function buildSnapshot(
   }
   const oidc = cfg.identity.oidc
   const publicUrl = cfg.server.publicUrl.replace(/\/+$/, '')
-  const storeUrl = cfg.store.url.startsWith('sqlite://')
-    ? `sqlite://${path.resolve(dir, cfg.store.url.slice('sqlite://'.length))}`
-    : cfg.store.url
+  const storeUrl = cfg.store.url.startsWith('sqlite://') ? `sqlite://${path.resolve(dir, cfg.store.url.slice('sqlite://'.length))}` : cfg.store.url
   return {
     file,
     server: {

@@ -146,7 +146,11 @@ export function createBrowserFlow(deps: BrowserFlowDeps): BrowserFlow {
     const connection = flowConnection(snapshot, link)
     const client = await deps.clients.get(connection)
     const binding = randomSecret()
-    await putProviderCallback(deps.store, flowId, link, { bindingHash: sha256Hex(binding), now: deps.now(), ...(confirmedUser === undefined ? {} : { confirmedUser }) })
+    await putProviderCallback(deps.store, flowId, link, {
+      bindingHash: sha256Hex(binding),
+      now: deps.now(),
+      ...(confirmedUser === undefined ? {} : { confirmedUser }),
+    })
     const url = await providerAuthorizationUrl(client, link, snapshot.server.publicUrl)
     return redirect(url, [bindCookie(link.state, binding, link, snapshot, deps.now())])
   }
@@ -155,14 +159,28 @@ export function createBrowserFlow(deps: BrowserFlowDeps): BrowserFlow {
   const signedIn = async (record: SignInCallback, callbackUrl: URL, error: string | null, snapshot: ConfigSnapshot): Promise<BrowserAnswer> => {
     const signIn = deps.signIn(snapshot)
     if (error || !signIn) {
-      return page(failurePage({ title: 'Sign-in at the identity provider failed', message: `The identity provider answered ${error ? safeErrorCode(error) : 'after identity.oidc.browserClient was removed'}. Nothing was stored; the link still works.`, retry: 'open the link again', status: 400 }))
+      return page(
+        failurePage({
+          title: 'Sign-in at the identity provider failed',
+          message: `The identity provider answered ${error ? safeErrorCode(error) : 'after identity.oidc.browserClient was removed'}. Nothing was stored; the link still works.`,
+          retry: 'open the link again',
+          status: 400,
+        }),
+      )
     }
     let who: { user: string; groups: readonly string[] }
     try {
       who = await signIn.finish(callbackUrl, { codeVerifier: record.codeVerifier, state: callbackUrl.searchParams.get('state') ?? '', nonce: record.nonce })
     } catch (e) {
       deps.log.warn('browser sign-in failed', { error: errorMessage(e) })
-      return page(failurePage({ title: 'Sign-in at the identity provider failed', message: isAppError(e) ? e.message : 'the sign-in could not be verified', retry: 'open the link again', status: 400 }))
+      return page(
+        failurePage({
+          title: 'Sign-in at the identity provider failed',
+          message: isAppError(e) ? e.message : 'the sign-in could not be verified',
+          retry: 'open the link again',
+          status: 400,
+        }),
+      )
     }
     const link = await takeConsentLink(deps.store, record.flowId)
     if (!link) return page(flowGonePage(retry(undefined)))
@@ -181,35 +199,41 @@ export function createBrowserFlow(deps: BrowserFlowDeps): BrowserFlow {
       const code = safeErrorCode(error)
       await failConsent(consentDeps, record, code, onOutcomeError)
       const connection = snapshot.connections.get(record.connection)
-      return page(providerErrorPage({
-        connection: record.connection,
-        error: code,
-        description: safeDescription(callbackUrl.searchParams.get('error_description')),
-        redirectUri: redirectUri(snapshot.server.publicUrl),
-        clientId: connection && connection.auth.type !== 'bearer_token' ? connection.auth.clientId : undefined,
-        retry: retry(record),
-      }))
+      return page(
+        providerErrorPage({
+          connection: record.connection,
+          error: code,
+          description: safeDescription(callbackUrl.searchParams.get('error_description')),
+          redirectUri: redirectUri(snapshot.server.publicUrl),
+          clientId: connection && connection.auth.type !== 'bearer_token' ? connection.auth.clientId : undefined,
+          retry: retry(record),
+        }),
+      )
     }
     try {
       const granted = await completeConsent(consentDeps, snapshot, record, callbackUrl)
       if (granted.kind === 'account-mismatch') return page(accountMismatchPage({ ...granted, retry: retry(record) }))
-      return page(grantedPage({
-        connection: granted.connection,
-        usedBy: granted.tokenUser === null ? `everyone granted USE CONNECTION on ${granted.connection}` : granted.tokenUser,
-        completedBy: completedBy(record),
-        providerAccount: granted.providerAccount,
-        scope: granted.scope,
-        expiresAt: granted.expiresAt,
-        refreshToken: granted.refreshToken,
-        warnings: granted.warnings,
-        now: deps.now(),
-      }))
+      return page(
+        grantedPage({
+          connection: granted.connection,
+          usedBy: granted.tokenUser === null ? `everyone granted USE CONNECTION on ${granted.connection}` : granted.tokenUser,
+          completedBy: completedBy(record),
+          providerAccount: granted.providerAccount,
+          scope: granted.scope,
+          expiresAt: granted.expiresAt,
+          refreshToken: granted.refreshToken,
+          warnings: granted.warnings,
+          now: deps.now(),
+        }),
+      )
     } catch (e) {
       const reason = isAppError(e) ? (typeof e.detail?.reason === 'string' ? e.detail.reason : e.code.toLowerCase()) : 'unexpected'
       await failConsent(consentDeps, record, reason, onOutcomeError)
       deps.log.warn('consent callback failed', { connection: record.connection, error: errorMessage(e) })
       const message = isAppError(e) && e.expose ? e.message : 'Keyway failed unexpectedly; the server log has details.'
-      return page(failurePage({ title: 'The sign-in could not be completed', message, retry: retry(record), status: isAppError(e, 'FLOW_INVALID') ? 400 : 502 }))
+      return page(
+        failurePage({ title: 'The sign-in could not be completed', message, retry: retry(record), status: isAppError(e, 'FLOW_INVALID') ? 400 : 502 }),
+      )
     }
   }
 
@@ -254,20 +278,51 @@ export function createBrowserFlow(deps: BrowserFlowDeps): BrowserFlow {
         expiresAt: link.expiresAt,
         now: deps.now(),
       })
-      return page(confirm, [{ name: CONFIRM_COOKIE, value: formToken, path: connectPath(flowId), maxAgeMs: link.expiresAt - deps.now(), sameSite: 'Strict', secure: isHttps(snapshot) }])
+      return page(confirm, [
+        {
+          name: CONFIRM_COOKIE,
+          value: formToken,
+          path: connectPath(flowId),
+          maxAgeMs: link.expiresAt - deps.now(),
+          sameSite: 'Strict',
+          secure: isHttps(snapshot),
+        },
+      ])
     },
 
     async confirm(flowId, readToken, cookies) {
       const snapshot = deps.snapshot()
       if (deps.signIn(snapshot))
-        return page(failurePage({ title: 'Open the link instead', message: 'In this deployment the link confirms who you are by signing you in; open it with a plain GET.', retry: '', status: 405 }))
+        return page(
+          failurePage({
+            title: 'Open the link instead',
+            message: 'In this deployment the link confirms who you are by signing you in; open it with a plain GET.',
+            retry: '',
+            status: 405,
+          }),
+        )
       const posted = await readToken()
-      if (posted.kind === 'too-large') return { ...page(failurePage({ title: 'The form was too large', message: posted.limit, retry: '', status: 413 })), closeConnection: true }
+      if (posted.kind === 'too-large')
+        return { ...page(failurePage({ title: 'The form was too large', message: posted.limit, retry: '', status: 413 })), closeConnection: true }
       if (!isFlowId(flowId) || !sameSecret(posted.token, cookies(CONFIRM_COOKIE) ?? ''))
-        return page(failurePage({ title: 'Confirmation failed', message: 'The confirmation form did not match this browser. Open the link again and press the button on that page.', retry: '', status: 403 }))
+        return page(
+          failurePage({
+            title: 'Confirmation failed',
+            message: 'The confirmation form did not match this browser. Open the link again and press the button on that page.',
+            retry: '',
+            status: 403,
+          }),
+        )
       // The pair must also be one this server issued for this link, and it works once.
       if (!(await takeConfirmation(deps.store, flowId, posted.token)))
-        return page(failurePage({ title: 'Confirmation failed', message: 'This confirmation was not issued for this link or was already used. Open the link again and press the button on that page.', retry: '', status: 403 }))
+        return page(
+          failurePage({
+            title: 'Confirmation failed',
+            message: 'This confirmation was not issued for this link or was already used. Open the link again and press the button on that page.',
+            retry: '',
+            status: 403,
+          }),
+        )
       // Everything that can fail for reasons other than the flow (discovery, say) happens before
       // the link is consumed, so such a failure leaves the link usable.
       const peek = await readConsentLink(deps.store, flowId)
@@ -293,8 +348,16 @@ export function createBrowserFlow(deps: BrowserFlowDeps): BrowserFlow {
       }
       const bound = cookies(bindCookieName(state))
       if (!bound || !sameSecret(sha256Hex(bound), record.bindingHash)) {
-        if (record.purpose === 'provider-callback') await failConsent(consentDeps, record, 'browser-mismatch', (e) => deps.log.warn('outcome not recorded', { error: errorMessage(e) }))
-        return page(failurePage({ title: 'This sign-in was started in another browser', message: 'The answer from the provider reached a browser that did not start this sign-in, so it was refused.', retry: retry(record.purpose === 'provider-callback' ? record : undefined), status: 403 }))
+        if (record.purpose === 'provider-callback')
+          await failConsent(consentDeps, record, 'browser-mismatch', (e) => deps.log.warn('outcome not recorded', { error: errorMessage(e) }))
+        return page(
+          failurePage({
+            title: 'This sign-in was started in another browser',
+            message: 'The answer from the provider reached a browser that did not start this sign-in, so it was refused.',
+            retry: retry(record.purpose === 'provider-callback' ? record : undefined),
+            status: 403,
+          }),
+        )
       }
       const clear: Cookie = { name: bindCookieName(state), value: '', path: CALLBACK_PATH, maxAgeMs: 0, sameSite: 'Lax', secure: isHttps(snapshot) }
       const callbackUrl = new URL(redirectUri(snapshot.server.publicUrl))
@@ -305,9 +368,17 @@ export function createBrowserFlow(deps: BrowserFlowDeps): BrowserFlow {
 
     failed(e, route) {
       deps.log.warn('consent route failed', { path: route, error: errorMessage(e) })
-      if (isAppError(e, 'FLOW_INVALID')) return page(failurePage({ title: 'This sign-in cannot continue', message: e.message, retry: retry(undefined), status: 400 }))
+      if (isAppError(e, 'FLOW_INVALID'))
+        return page(failurePage({ title: 'This sign-in cannot continue', message: e.message, retry: retry(undefined), status: 400 }))
       if (isAppError(e) && e.expose) return page(failurePage({ title: 'The sign-in could not be completed', message: e.message, retry: retry(undefined) }))
-      return page(failurePage({ title: 'The sign-in could not be completed', message: 'Keyway failed unexpectedly; the server log has details.', retry: retry(undefined), status: 500 }))
+      return page(
+        failurePage({
+          title: 'The sign-in could not be completed',
+          message: 'Keyway failed unexpectedly; the server log has details.',
+          retry: retry(undefined),
+          status: 500,
+        }),
+      )
     },
   }
 }

@@ -82,7 +82,8 @@ export async function learnProviderAccount(
 
 /** How the account is named on pages, in the audit log and in `keyway credentials`: one bounded line. */
 export function describeAccount(account: ProviderAccount): string | undefined {
-  if (account.email !== undefined) return account.emailVerified === false ? `${oneLine(account.email, MAX_ACCOUNT_CHARS)} (email not verified)` : oneLine(account.email, MAX_ACCOUNT_CHARS)
+  if (account.email !== undefined)
+    return account.emailVerified === false ? `${oneLine(account.email, MAX_ACCOUNT_CHARS)} (email not verified)` : oneLine(account.email, MAX_ACCOUNT_CHARS)
   return account.sub === undefined ? undefined : oneLine(account.sub, MAX_ACCOUNT_CHARS)
 }
 
@@ -116,7 +117,8 @@ export function checkAccount(rule: AccountMatch, users: readonly string[], accou
       if (account.sub !== undefined && subs.includes(account.sub)) return { ok: true }
       return {
         ok: false,
-        expected: subs.length > 0 ? `provider subject ${orList(subs)}` : `a provider subject listed for ${orList(users)} in auth.accountMatch.map (there is none)`,
+        expected:
+          subs.length > 0 ? `provider subject ${orList(subs)}` : `a provider subject listed for ${orList(users)} in auth.accountMatch.map (there is none)`,
       }
     }
     default: {

@@ -380,10 +380,7 @@ async function readPending(store: TokenStore, id: string): Promise<z.infer<typeo
 }
 
 /** How a bounded wait for a consent ended. */
-export type ConsentWait =
-  | { readonly kind: 'granted' }
-  | { readonly kind: 'failed'; readonly reason: string }
-  | { readonly kind: 'timeout' }
+export type ConsentWait = { readonly kind: 'granted' } | { readonly kind: 'failed'; readonly reason: string } | { readonly kind: 'timeout' }
 
 export interface ConsentWaitOptions {
   readonly timeoutMs: number

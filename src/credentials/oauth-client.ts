@@ -30,12 +30,26 @@ export const PROVIDER_REQUEST_TIMEOUT_MS = 10_000
 
 /** Authorization request parameters Keyway sets itself; `auth.authorizationParams` cannot replace them. */
 const RESERVED_AUTHORIZATION_PARAMS: ReadonlySet<string> = new Set([
-  'client_id', 'response_type', 'redirect_uri', 'state', 'nonce', 'code_challenge', 'code_challenge_method',
+  'client_id',
+  'response_type',
+  'redirect_uri',
+  'state',
+  'nonce',
+  'code_challenge',
+  'code_challenge_method',
 ])
 
 /** Token request parameters Keyway sets itself; `auth.tokenParams` cannot replace them. */
 const RESERVED_TOKEN_PARAMS: ReadonlySet<string> = new Set([
-  'grant_type', 'code', 'code_verifier', 'redirect_uri', 'refresh_token', 'client_id', 'client_secret', 'client_assertion', 'client_assertion_type',
+  'grant_type',
+  'code',
+  'code_verifier',
+  'redirect_uri',
+  'refresh_token',
+  'client_id',
+  'client_secret',
+  'client_assertion',
+  'client_assertion_type',
 ])
 
 /** Discovered endpoints this module sends requests (or the browser) to; each must be on the issuer's origin. */
@@ -188,7 +202,6 @@ export function clientAuthFor(exchange: CredentialExchange, secret: string): oid
   }
 }
 
-
 async function createOAuthClient(connection: Connection, deps: OAuthClientDeps): Promise<OAuthClient> {
   const auth = oauthSettings(connection)
   const name = connection.name
@@ -197,8 +210,13 @@ async function createOAuthClient(connection: Connection, deps: OAuthClientDeps):
   const now = deps.now ?? Date.now
   const timeoutMs = Math.min(connection.timeoutMs, PROVIDER_REQUEST_TIMEOUT_MS)
   const fetchImpl = deps.fetchFor(timeoutMs)
-  const mapCtx = (operation: Operation, exchange: CredentialExchange, sent: readonly string[]): MapContext =>
-    ({ connection: name, operation, exchange, timeoutMs, sent: [secret, ...sent] })
+  const mapCtx = (operation: Operation, exchange: CredentialExchange, sent: readonly string[]): MapContext => ({
+    connection: name,
+    operation,
+    exchange,
+    timeoutMs,
+    sent: [secret, ...sent],
+  })
 
   let server: oidc.ServerMetadata
   let issuerKnown: boolean
@@ -240,9 +258,13 @@ async function createOAuthClient(connection: Connection, deps: OAuthClientDeps):
   for (const field of ['token_endpoint', 'authorization_endpoint', 'revocation_endpoint'] as const) {
     const v = server[field]
     if (typeof v === 'string' && new URL(v).protocol !== 'https:' && !allowInsecure)
-      throw new AppError('CREDENTIAL_UNAVAILABLE', `connection "${name}": the provider's ${field} is not https; only egress.dangerouslyAllowPrivateNetworks allows http://`, {
-        detail: { connection: name, reason: 'insecure-endpoint', transient: false },
-      })
+      throw new AppError(
+        'CREDENTIAL_UNAVAILABLE',
+        `connection "${name}": the provider's ${field} is not https; only egress.dangerouslyAllowPrivateNetworks allows http://`,
+        {
+          detail: { connection: name, reason: 'insecure-endpoint', transient: false },
+        },
+      )
   }
 
   const chosen = auth.credentialExchange
@@ -429,16 +451,29 @@ export function mapOAuthError(e: unknown, ctx: MapContext): AppError {
   // form it may be echoed in (Basic header, form encoding, ...).
   const forms = formsOf(ctx.sent)
   const fail = (code: AppErrorCode, message: string, reason: string, transient: boolean): AppError =>
-    new AppError(code, redactText(`connection "${c}": ${message}`, forms).value, { cause: e, detail: { connection: c, reason, transient, operation: ctx.operation } })
+    new AppError(code, redactText(`connection "${c}": ${message}`, forms).value, {
+      cause: e,
+      detail: { connection: c, reason, transient, operation: ctx.operation },
+    })
 
   if (e instanceof oidc.ResponseBodyError) {
     const desc = describe(e.error_description)
     switch (e.error) {
       case 'invalid_grant':
         if (ctx.operation === 'refresh_token')
-          return fail('REAUTHORIZATION_REQUIRED', `the provider refused the stored refresh token (invalid_grant${desc}): the grant was revoked or expired`, 'invalid_grant', false)
+          return fail(
+            'REAUTHORIZATION_REQUIRED',
+            `the provider refused the stored refresh token (invalid_grant${desc}): the grant was revoked or expired`,
+            'invalid_grant',
+            false,
+          )
         if (ctx.operation === 'authorization_code')
-          return fail('FLOW_INVALID', `the provider refused the authorization code (invalid_grant${desc}): it expired or was used already; start the sign-in again`, 'invalid_grant', false)
+          return fail(
+            'FLOW_INVALID',
+            `the provider refused the authorization code (invalid_grant${desc}): it expired or was used already; start the sign-in again`,
+            'invalid_grant',
+            false,
+          )
         return fail('CREDENTIAL_UNAVAILABLE', `the provider refused ${what} (invalid_grant${desc})`, 'invalid_grant', false)
       case 'invalid_client':
         return fail(
@@ -456,18 +491,38 @@ export function mapOAuthError(e: unknown, ctx: MapContext): AppError {
             'invalid_request',
             false,
           )
-        return fail('CREDENTIAL_UNAVAILABLE', `the provider refused ${what} as malformed (invalid_request${desc}): check auth.tokenParams`, 'invalid_request', false)
+        return fail(
+          'CREDENTIAL_UNAVAILABLE',
+          `the provider refused ${what} as malformed (invalid_request${desc}): check auth.tokenParams`,
+          'invalid_request',
+          false,
+        )
       case 'unauthorized_client':
-        return fail('CREDENTIAL_UNAVAILABLE', `the client auth.clientId may not use ${what} at the provider (unauthorized_client${desc}): allow that grant type in the client's registration`, 'unauthorized_client', false)
+        return fail(
+          'CREDENTIAL_UNAVAILABLE',
+          `the client auth.clientId may not use ${what} at the provider (unauthorized_client${desc}): allow that grant type in the client's registration`,
+          'unauthorized_client',
+          false,
+        )
       case 'unsupported_grant_type':
         return fail('CREDENTIAL_UNAVAILABLE', `the provider does not support ${what} (unsupported_grant_type${desc})`, 'unsupported_grant_type', false)
       case 'invalid_scope':
         return fail('CREDENTIAL_UNAVAILABLE', `the provider refused the requested scopes (invalid_scope${desc}): check auth.scopes`, 'invalid_scope', false)
       case 'invalid_target':
-        return fail('CREDENTIAL_UNAVAILABLE', `the provider refused the requested resource (invalid_target${desc}): check auth.tokenParams.resource (RFC 8707)`, 'invalid_target', false)
+        return fail(
+          'CREDENTIAL_UNAVAILABLE',
+          `the provider refused the requested resource (invalid_target${desc}): check auth.tokenParams.resource (RFC 8707)`,
+          'invalid_target',
+          false,
+        )
       default: {
         const transient = e.status >= 500 || e.error === 'temporarily_unavailable' || e.error === 'server_error'
-        return fail('CREDENTIAL_UNAVAILABLE', `the provider answered ${what} with ${safeErrorCode(e.error)} (status ${e.status}${desc})`, safeErrorCode(e.error), transient)
+        return fail(
+          'CREDENTIAL_UNAVAILABLE',
+          `the provider answered ${what} with ${safeErrorCode(e.error)} (status ${e.status}${desc})`,
+          safeErrorCode(e.error),
+          transient,
+        )
       }
     }
   }
@@ -478,7 +533,12 @@ export function mapOAuthError(e: unknown, ctx: MapContext): AppError {
   const app = findAppError(e)
   if (app) {
     if (app.code === 'EGRESS_BLOCKED')
-      return fail('EGRESS_BLOCKED', `${what} was refused by the egress policy (${app.message}); check egress.allowedHosts and the provider URLs in auth`, 'egress-blocked', false)
+      return fail(
+        'EGRESS_BLOCKED',
+        `${what} was refused by the egress policy (${app.message}); check egress.allowedHosts and the provider URLs in auth`,
+        'egress-blocked',
+        false,
+      )
     if (app.code === 'UPSTREAM_TIMEOUT')
       return fail('CREDENTIAL_UNAVAILABLE', `the provider did not answer ${what} within ${ctx.timeoutMs} ms`, 'timeout', true)
     return fail('CREDENTIAL_UNAVAILABLE', `the provider could not be reached for ${what} (${app.code.toLowerCase()})`, 'unreachable', true)
@@ -495,16 +555,31 @@ export function mapOAuthError(e: unknown, ctx: MapContext): AppError {
         const status = responseStatus(e)
         const transient = status === undefined || status >= 500 || status === 429
         const where = ctx.operation === 'discovery' ? ': check auth.issuer' : ''
-        return fail('CREDENTIAL_UNAVAILABLE', `the provider answered ${what} with ${status === undefined ? 'an unexpected response' : `status ${status}`}${where}`, 'bad-response', transient)
+        return fail(
+          'CREDENTIAL_UNAVAILABLE',
+          `the provider answered ${what} with ${status === undefined ? 'an unexpected response' : `status ${status}`}${where}`,
+          'bad-response',
+          transient,
+        )
       }
       case 'OAUTH_JSON_ATTRIBUTE_COMPARISON':
         if (ctx.operation === 'discovery')
-          return fail('CREDENTIAL_UNAVAILABLE', 'the provider metadata names another issuer: set auth.issuer to the exact issuer identifier', 'issuer-mismatch', false)
+          return fail(
+            'CREDENTIAL_UNAVAILABLE',
+            'the provider metadata names another issuer: set auth.issuer to the exact issuer identifier',
+            'issuer-mismatch',
+            false,
+          )
         return fail('FLOW_INVALID', `the callback did not match the sign-in it answers (${e.message}); start the sign-in again`, 'response-mismatch', false)
       case 'OAUTH_INVALID_RESPONSE':
       case 'OAUTH_JWT_CLAIM_COMPARISON':
       case 'OAUTH_JWT_TIMESTAMP_CHECK':
-        return fail(ctx.operation === 'authorization_code' ? 'FLOW_INVALID' : 'CREDENTIAL_UNAVAILABLE', `the provider's answer to ${what} failed validation (${e.message})`, 'invalid-response', false)
+        return fail(
+          ctx.operation === 'authorization_code' ? 'FLOW_INVALID' : 'CREDENTIAL_UNAVAILABLE',
+          `the provider's answer to ${what} failed validation (${e.message})`,
+          'invalid-response',
+          false,
+        )
       default:
         return fail('CREDENTIAL_UNAVAILABLE', `${what} failed (${e.message})`, e.code ?? 'client-error', true)
     }
@@ -514,10 +589,20 @@ export function mapOAuthError(e: unknown, ctx: MapContext): AppError {
     return fail('CREDENTIAL_UNAVAILABLE', `the provider could not be reached for ${what}`, 'unreachable', true)
   }
   if (e instanceof oidc.WWWAuthenticateChallengeError && ctx.operation === 'userinfo') {
-    return fail('CREDENTIAL_UNAVAILABLE', `the provider refused ${what} with the new access token (status ${e.status}): add openid to auth.scopes so the ID token names the account`, 'challenge', false)
+    return fail(
+      'CREDENTIAL_UNAVAILABLE',
+      `the provider refused ${what} with the new access token (status ${e.status}): add openid to auth.scopes so the ID token names the account`,
+      'challenge',
+      false,
+    )
   }
   if (e instanceof oidc.WWWAuthenticateChallengeError) {
-    return fail('CREDENTIAL_UNAVAILABLE', `the provider refused ${what} with a WWW-Authenticate challenge (status ${e.status}): check auth.credentialExchange, auth.clientId and auth.clientSecret`, 'challenge', false)
+    return fail(
+      'CREDENTIAL_UNAVAILABLE',
+      `the provider refused ${what} with a WWW-Authenticate challenge (status ${e.status}): check auth.credentialExchange, auth.clientId and auth.clientSecret`,
+      'challenge',
+      false,
+    )
   }
   return fail('CREDENTIAL_UNAVAILABLE', `${what} failed unexpectedly`, 'unexpected', true)
 }
@@ -531,7 +616,9 @@ const MAX_SCOPE_CHARS = 2048
  * case the provider echoed its request into it.
  */
 export function sanitizeScope(scope: string, secrets: readonly string[]): string {
-  const tokens = redactText(scope, formsOf(secrets)).value.split(' ').filter((t) => /^[\x21\x23-\x5B\x5D-\x7E]+$/.test(t))
+  const tokens = redactText(scope, formsOf(secrets))
+    .value.split(' ')
+    .filter((t) => /^[\x21\x23-\x5B\x5D-\x7E]+$/.test(t))
   let out = ''
   for (const t of tokens) {
     if (out.length + t.length + 1 > MAX_SCOPE_CHARS) break

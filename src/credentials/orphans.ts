@@ -161,7 +161,11 @@ export interface PruneResult {
  * `credential.revoked` with the reason. Never contacts a provider.
  * @throws AppError `STORE_UNAVAILABLE` when the store fails or a record does not open
  */
-export async function pruneOrphans(deps: { readonly store: TokenStore; readonly audit: AuditLog }, snapshot: ConfigSnapshot, filter: CredentialFilter = {}): Promise<PruneResult[]> {
+export async function pruneOrphans(
+  deps: { readonly store: TokenStore; readonly audit: AuditLog },
+  snapshot: ConfigSnapshot,
+  filter: CredentialFilter = {},
+): Promise<PruneResult[]> {
   const results: PruneResult[] = []
   for (const { ref, record, reason } of await findOrphans(deps.store, snapshot, filter)) {
     let outcome: PruneResult['outcome']

@@ -33,7 +33,13 @@ function sameTokens(a: TokenRecord, b: TokenRecord): boolean {
  * `STORE_UNAVAILABLE`. A retry that finds `next` already there counts as saved: an earlier
  * attempt landed but its answer was lost (a store that stalled after executing it).
  */
-export async function saveUntilStored(store: TokenStore, ref: TokenRef, expected: TokenRecord | undefined, next: TokenRecord, opts: SaveOptions): Promise<SaveOutcome> {
+export async function saveUntilStored(
+  store: TokenStore,
+  ref: TokenRef,
+  expected: TokenRecord | undefined,
+  next: TokenRecord,
+  opts: SaveOptions,
+): Promise<SaveOutcome> {
   const random = opts.random ?? Math.random
   const started = Date.now()
   let pause = opts.firstPauseMs

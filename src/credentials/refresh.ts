@@ -111,7 +111,6 @@ export function isUsable(record: TokenRecord, now: number): boolean {
   return record.expiresAt === undefined || now < record.expiresAt
 }
 
-
 /** Why a refresh is being attempted: ahead of expiry (background, no waiting), for a caller without a usable token, or after an upstream 401. */
 type Mode = 'ahead' | 'wait' | 'forced'
 
@@ -124,8 +123,8 @@ interface Unsaved {
 
 interface Deferred<T> {
   readonly promise: Promise<T>
-  resolve(v: T): void
-  reject(e: unknown): void
+  readonly resolve: (v: T) => void
+  readonly reject: (e: unknown) => void
   readonly settled: () => boolean
 }
 
@@ -167,7 +166,11 @@ export function createRefresher(deps: RefresherDeps): Refresher {
   /** Until when this process knows the forced-refresh cooldown runs, per credential. */
   const cooling = new Map<string, number>()
 
-  const audit = (req: FreshTokenRequest, type: 'credential.obtained' | 'credential.refreshed' | 'credential.refresh_failed', fields: { reason?: string; warning?: string } = {}): void =>
+  const audit = (
+    req: FreshTokenRequest,
+    type: 'credential.obtained' | 'credential.refreshed' | 'credential.refresh_failed',
+    fields: { reason?: string; warning?: string } = {},
+  ): void =>
     deps.audit?.record({
       type,
       connection: req.ref.connection,
@@ -193,11 +196,9 @@ export function createRefresher(deps: RefresherDeps): Refresher {
 
   const restingError = (req: FreshTokenRequest, b: Backoff): AppError => {
     const s = retryAfterSeconds(b.until - now())
-    return new AppError(
-      'CREDENTIAL_UNAVAILABLE',
-      `${b.message}; no new token request for ${s} s after ${b.failures} failed in a row: retry after ${s} s`,
-      { detail: { connection: req.ref.connection, reason: 'backoff', transient: true, retryAfter: s, failures: b.failures } },
-    )
+    return new AppError('CREDENTIAL_UNAVAILABLE', `${b.message}; no new token request for ${s} s after ${b.failures} failed in a row: retry after ${s} s`, {
+      detail: { connection: req.ref.connection, reason: 'backoff', transient: true, retryAfter: s, failures: b.failures },
+    })
   }
 
   /** The credential's back-off if it is running: from memory, else from the store. */
@@ -222,7 +223,9 @@ export function createRefresher(deps: RefresherDeps): Refresher {
     }
     const result = deferred<TokenRecord | undefined>()
     const work = store
-      .withLock(key, REFRESH_LOCK_TTL_MS, (signal) => underLock(req, key, before, mode, result.resolve, signal), { waitMs: mode === 'ahead' ? 0 : (deps.waitMs ?? REFRESH_WAIT_MS) })
+      .withLock(key, REFRESH_LOCK_TTL_MS, (signal) => underLock(req, key, before, mode, result.resolve, signal), {
+        waitMs: mode === 'ahead' ? 0 : (deps.waitMs ?? REFRESH_WAIT_MS),
+      })
       .then(result.resolve, (e: unknown) => {
         // After the caller was answered, a failure (a save given up) can only be logged.
         if (result.settled()) deps.log?.error('token save after refresh failed', { connection: req.ref.connection, error: errorMessage(e) })
@@ -257,7 +260,14 @@ export function createRefresher(deps: RefresherDeps): Refresher {
   }
 
   /** Runs under the lock: re-check, back-off check, then the token request. */
-  const underLock = async (req: FreshTokenRequest, key: string, before: TokenRecord | undefined, mode: Mode, answer: (r: TokenRecord) => void, signal: AbortSignal): Promise<TokenRecord> => {
+  const underLock = async (
+    req: FreshTokenRequest,
+    key: string,
+    before: TokenRecord | undefined,
+    mode: Mode,
+    answer: (r: TokenRecord) => void,
+    signal: AbortSignal,
+  ): Promise<TokenRecord> => {
     const { stored, current } = await read(req)
     if (current === undefined && req.missing) throw req.missing()
     // Someone (another caller, another replica) replaced the token while we waited: use theirs.
@@ -381,10 +391,14 @@ export function createRefresher(deps: RefresherDeps): Refresher {
       audit(req, current === undefined ? 'credential.obtained' : 'credential.refreshed', next.warnings?.[0] ? { warning: next.warnings[0] } : {})
       return next
     }
-    if (outcome === 'abandoned') throw new AppError('STORE_UNAVAILABLE', `token of connection "${req.ref.connection}" could not be saved after refresh`, { detail: { reason: 'save-abandoned' } })
+    if (outcome === 'abandoned')
+      throw new AppError('STORE_UNAVAILABLE', `token of connection "${req.ref.connection}" could not be saved after refresh`, {
+        detail: { reason: 'save-abandoned' },
+      })
     // Changed under our lock: a sign-in or a revoke wrote without it; theirs wins.
     const latest = (await read(req)).current
-    if (latest === undefined) throw req.missing ? req.missing() : new AppError('STORE_UNAVAILABLE', `token of connection "${req.ref.connection}" was removed during refresh`)
+    if (latest === undefined)
+      throw req.missing ? req.missing() : new AppError('STORE_UNAVAILABLE', `token of connection "${req.ref.connection}" was removed during refresh`)
     return latest
   }
 

@@ -35,7 +35,10 @@ export type StoreInspection =
 export async function openStoreToInspect(settings: StoreSettings): Promise<StoreInspection> {
   if (settings.url.startsWith('memory://')) return { kind: 'unavailable', reason: 'store.url is memory://, which keeps tokens only inside the server process' }
   if (settings.encryptionKey === undefined && settings.dangerouslyUseEphemeralKey)
-    return { kind: 'unavailable', reason: 'store.dangerouslyUseEphemeralKey without store.encryptionKey: records are sealed with a key only the server process knows' }
+    return {
+      kind: 'unavailable',
+      reason: 'store.dangerouslyUseEphemeralKey without store.encryptionKey: records are sealed with a key only the server process knows',
+    }
   if (settings.url.startsWith('sqlite://')) {
     try {
       await access(settings.url.slice('sqlite://'.length))
@@ -61,9 +64,13 @@ export async function openStoreToInspect(settings: StoreSettings): Promise<Store
  * is loaded on its own through the config loader, so references resolve exactly as
  * `keyway serve` resolves them (relative to the file's folder). `text` must already load.
  */
-export async function storeSettingsFromText(text: string, file: string, env: Env): Promise<{ readonly ok: true; readonly settings: StoreSettings } | { readonly ok: false; readonly reason: string }> {
+export async function storeSettingsFromText(
+  text: string,
+  file: string,
+  env: Env,
+): Promise<{ readonly ok: true; readonly settings: StoreSettings } | { readonly ok: false; readonly reason: string }> {
   const data: unknown = parseDocument(text).toJS()
-  const store = typeof data === 'object' && data !== null && 'store' in data ? (data).store : undefined
+  const store = typeof data === 'object' && data !== null && 'store' in data ? data.store : undefined
   const r = await loadConfigText(stringify({ version: 1, ...(store === undefined ? {} : { store }) }), file, { env })
   if (r.ok) return { ok: true, settings: r.snapshot.store }
   // Problems read `file:line path: message`; the line is of the text made here, so only the rest is kept.

@@ -85,7 +85,10 @@ export function accessTokenOf(authorization: string | undefined): string | undef
 }
 
 /** The refresher's `forceRefresh` and `rejected` fields for a call's resolve options. */
-export function forcedRefreshOf(opts: { readonly forceRefresh?: boolean; readonly rejectedAuthorization?: string }): { forceRefresh?: true; rejected?: string } {
+export function forcedRefreshOf(opts: { readonly forceRefresh?: boolean; readonly rejectedAuthorization?: string }): {
+  forceRefresh?: true
+  rejected?: string
+} {
   if (!opts.forceRefresh) return {}
   const rejected = accessTokenOf(opts.rejectedAuthorization)
   return { forceRefresh: true, ...(rejected === undefined ? {} : { rejected }) }

@@ -15,15 +15,7 @@
 import { isIPv4, isIPv6 } from 'node:net'
 
 /** What an address is; everything but `'public'` is refused by default. */
-export type AddressClass =
-  | 'public'
-  | 'loopback'
-  | 'private'
-  | 'link-local'
-  | 'unspecified'
-  | 'multicast'
-  | 'reserved'
-  | 'invalid'
+export type AddressClass = 'public' | 'loopback' | 'private' | 'link-local' | 'unspecified' | 'multicast' | 'reserved' | 'invalid'
 
 /**
  * Classifies one IPv4 or IPv6 address given as text. Accepts the forms a resolver or the

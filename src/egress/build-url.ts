@@ -18,9 +18,7 @@ export type QueryValue = string | number | boolean | readonly (string | number |
 
 export type BuildUrlResult = { readonly ok: true; readonly url: URL } | { readonly ok: false; readonly reason: string }
 
-export type HeaderFilterResult =
-  | { readonly ok: true; readonly headers: Record<string, string> }
-  | { readonly ok: false; readonly reason: string }
+export type HeaderFilterResult = { readonly ok: true; readonly headers: Record<string, string> } | { readonly ok: false; readonly reason: string }
 
 /** Longest tool `path` accepted (8 KiB): longer paths are abuse or a mistake, and many servers refuse them anyway. */
 export const MAX_PATH_LENGTH = 8192
@@ -89,8 +87,7 @@ export function buildUpstreamUrl(
     if (search !== '') url.search = search
   }
   // Defence in depth: whatever the checks above missed, the result must stay where it belongs.
-  if (url.origin !== target.origin || url.username !== '' || url.password !== '')
-    return { ok: false, reason: 'path would leave the connection origin' }
+  if (url.origin !== target.origin || url.username !== '' || url.password !== '') return { ok: false, reason: 'path would leave the connection origin' }
   if (!url.pathname.startsWith(target.basePath)) return { ok: false, reason: 'path would leave the connection base path' }
   return { ok: true, url }
 }
@@ -104,8 +101,7 @@ function checkPath(path: string): string | undefined {
   if (path.includes('?') || path.includes('#')) return 'path must not contain ? or # (put query parameters in query)'
   const first = path.startsWith('/') ? path.slice(1) : path
   const firstEnd = first.indexOf('/')
-  if ((firstEnd === -1 ? first : first.slice(0, firstEnd)).includes('@'))
-    return 'path must not have @ in its first segment (userinfo could change the host)'
+  if ((firstEnd === -1 ? first : first.slice(0, firstEnd)).includes('@')) return 'path must not have @ in its first segment (userinfo could change the host)'
   if (path.includes('%')) {
     if (BAD_PERCENT.test(path)) return 'path has a malformed percent-encoding'
     if (ENCODED_SEPARATOR.test(path)) return 'path must not contain encoded slashes or backslashes (%2f, %5c)'

@@ -28,7 +28,11 @@ export function decodeContent(res: OutboundResponse, maxBytes: number): DecodedB
   const header = res.headers['content-encoding']
   if (header === undefined || res.body.length === 0) return { body: res.body, truncated: res.truncated }
   // Codings are listed in the order they were applied; undo them last first.
-  const codings = header.split(',').map((c) => c.trim().toLowerCase()).filter((c) => c !== '' && c !== 'identity').reverse()
+  const codings = header
+    .split(',')
+    .map((c) => c.trim().toLowerCase())
+    .filter((c) => c !== '' && c !== 'identity')
+    .reverse()
   let body = res.body
   for (const coding of codings) {
     const decode = DECODERS[coding]

@@ -21,8 +21,7 @@ export type Resolver = (hostname: string) => Promise<readonly string[]>
 export type EgressDenial = 'scheme' | 'bad-url' | 'host-not-allowed' | 'port-not-allowed' | 'private-address' | 'dns-failed'
 
 export type GuardResult =
-  | { readonly ok: true; readonly addresses: readonly string[] }
-  | { readonly ok: false; readonly reason: EgressDenial; readonly detail: string }
+  { readonly ok: true; readonly addresses: readonly string[] } | { readonly ok: false; readonly reason: EgressDenial; readonly detail: string }
 
 /**
  * The default resolver: the operating system's resolver (`getaddrinfo`, so `/etc/hosts`
@@ -106,6 +105,6 @@ export function checkAddresses(host: string, addresses: readonly string[], allow
 }
 
 function dnsCode(e: unknown): string {
-  const code = typeof e === 'object' && e !== null && 'code' in e ? (e).code : undefined
+  const code = typeof e === 'object' && e !== null && 'code' in e ? e.code : undefined
   return typeof code === 'string' && /^[A-Z_]{1,32}$/.test(code) ? ` (${code})` : ''
 }

@@ -419,8 +419,8 @@ function isRetryable(e: unknown, method: string): boolean {
   if (IDEMPOTENT.has(method)) return true
   // POST/PATCH: only when the socket had already carried an earlier exchange, i.e. the
   // upstream closed an idle keep-alive connection just as this request was written.
-  const socket = typeof e === 'object' && e !== null && 'socket' in e ? (e).socket : undefined
-  const bytesRead = typeof socket === 'object' && socket !== null && 'bytesRead' in socket ? (socket).bytesRead : undefined
+  const socket = typeof e === 'object' && e !== null && 'socket' in e ? e.socket : undefined
+  const bytesRead = typeof socket === 'object' && socket !== null && 'bytesRead' in socket ? socket.bytesRead : undefined
   return typeof bytesRead === 'number' && bytesRead > 0
 }
 
@@ -476,10 +476,10 @@ function describeNetworkError(code: string | undefined, beforeResponse: boolean)
 /** A safe error code (letters, digits, underscores) of an error or of what it wraps. */
 function errorCode(e: unknown): string | undefined {
   for (let cur: unknown = e, depth = 0; typeof cur === 'object' && cur !== null && depth < 4; depth++) {
-    const code = 'code' in cur ? (cur).code : undefined
+    const code = 'code' in cur ? cur.code : undefined
     if (typeof code === 'string' && /^[A-Z0-9_]{1,48}$/.test(code)) return code
     // Happy Eyeballs (autoSelectFamily) reports every failed address in an AggregateError.
-    cur = cur instanceof AggregateError ? cur.errors[0] : 'cause' in cur ? (cur).cause : undefined
+    cur = cur instanceof AggregateError ? cur.errors[0] : 'cause' in cur ? cur.cause : undefined
   }
   return undefined
 }
@@ -523,7 +523,8 @@ function toResponse(res: OutboundResponse, method: string): Response {
     const value = res.headers[name]
     if (value !== undefined) headers.append(name, value)
   }
-  if (res.status < 200 || res.status > 599) throw new AppError('UPSTREAM_UNAVAILABLE', `upstream answered with status ${res.status}, which fetch cannot represent`)
+  if (res.status < 200 || res.status > 599)
+    throw new AppError('UPSTREAM_UNAVAILABLE', `upstream answered with status ${res.status}, which fetch cannot represent`)
   const body = method === 'HEAD' || NULL_BODY_STATUS.has(res.status) ? null : res.body
   return new Response(body, { status: res.status, headers })
 }

@@ -67,7 +67,7 @@ function offOrigin(field: MetadataEndpointField, value: unknown, issuer: string,
   const setting = opts.settingFor?.(field)
   const fix = setting
     ? `; nothing was sent there. If the provider really serves it there, set ${setting} explicitly`
-    : '; nothing was sent there, and Keyway uses metadata endpoints on the issuer\'s origin only'
+    : "; nothing was sent there, and Keyway uses metadata endpoints on the issuer's origin only"
   return new AppError(
     opts.code,
     `${opts.who}: the provider metadata puts ${field} on ${where && where !== 'null' ? where : 'an invalid url'}, not on the issuer's origin ${URL.parse(issuer)?.origin ?? issuer}${fix}`,

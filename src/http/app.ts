@@ -85,10 +85,13 @@ export function createApp(rt: Runtime, opts: AppOptions = {}): KeywayApp {
   })
   // First of all: a body no route may receive is refused from the headers, before anything reads it.
   const maxRequestBytes = (): number => rt.snapshot().server.maxRequestBytes
-  app.use('*', limitBody(
-    (c) => (c.req.path === '/mcp' ? maxRequestBytes() : browserBodyCap(c)),
-    (c, max) => (c.req.path === '/mcp' ? c.json(jsonRpcError(describeCap(max)), 413, closeAfterAnswer(c)) : tooLargeJson(c, max)),
-  ))
+  app.use(
+    '*',
+    limitBody(
+      (c) => (c.req.path === '/mcp' ? maxRequestBytes() : browserBodyCap(c)),
+      (c, max) => (c.req.path === '/mcp' ? c.json(jsonRpcError(describeCap(max)), 413, closeAfterAnswer(c)) : tooLargeJson(c, max)),
+    ),
+  )
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }))
   let lastVerdict = ''
@@ -96,7 +99,9 @@ export function createApp(rt: Runtime, opts: AppOptions = {}): KeywayApp {
     const facts = await rt.readinessFacts()
     const { httpStatus, report } = assessReadiness(facts)
     // Logged when the verdict changes, not at every probe; the details (addresses, errors) only here.
-    const failing = Object.entries(report.checks).filter(([, check]) => !check.ok).map(([name]) => name)
+    const failing = Object.entries(report.checks)
+      .filter(([, check]) => !check.ok)
+      .map(([name]) => name)
     const verdict = `${report.status}:${failing.join(',')}`
     if (verdict !== lastVerdict) {
       lastVerdict = verdict
@@ -108,9 +113,7 @@ export function createApp(rt: Runtime, opts: AppOptions = {}): KeywayApp {
 
   const initial = rt.snapshot()
   const publicHost = new URL(initial.server.publicUrl).hostname
-  const allowedHostnames = [
-    ...new Set([...(initial.server.allowedHosts ?? []), publicHost, 'localhost', '127.0.0.1', '[::1]']),
-  ]
+  const allowedHostnames = [...new Set([...(initial.server.allowedHosts ?? []), publicHost, 'localhost', '127.0.0.1', '[::1]'])]
   app.get('/.well-known/oauth-protected-resource/mcp', (c) => {
     const snapshot = rt.snapshot()
     const oidc = snapshot.identity.oidc
@@ -137,7 +140,10 @@ export function createApp(rt: Runtime, opts: AppOptions = {}): KeywayApp {
     if (body.kind === 'too-large') return c.json(jsonRpcError(describeCap(max)), 413, closeAfterAnswer(c))
     if (body.kind === 'invalid') return c.json({ jsonrpc: '2.0', id: null, error: { code: -32700, message: 'Parse error' } }, 400)
     if (body.kind === 'too-deep')
-      return c.json({ jsonrpc: '2.0', id: null, error: { code: -32600, message: `Invalid Request: JSON nested deeper than ${MAX_MCP_JSON_DEPTH} levels` } }, 400)
+      return c.json(
+        { jsonrpc: '2.0', id: null, error: { code: -32600, message: `Invalid Request: JSON nested deeper than ${MAX_MCP_JSON_DEPTH} levels` } },
+        400,
+      )
     if (body.kind === 'json' && Array.isArray(body.value)) return c.json(BATCH_REFUSED, 400)
     const keywayScope: CallScope = { caller: auth.caller, snapshot }
     if (opts.onLegacyInitialize && body.kind === 'json' && isInitialize(body.value)) await opts.onLegacyInitialize(auth.caller, body.value.params)

@@ -34,8 +34,7 @@ export type BodyRead =
 export type TooLarge = (c: Context, maxBytes: number) => Response
 
 /** The default 413: a small JSON error naming the cap. */
-export const tooLargeJson: TooLarge = (c, maxBytes) =>
-  c.json({ error: 'payload_too_large', message: describeCap(maxBytes) }, 413, closeAfterAnswer(c))
+export const tooLargeJson: TooLarge = (c, maxBytes) => c.json({ error: 'payload_too_large', message: describeCap(maxBytes) }, 413, closeAfterAnswer(c))
 
 /** `request body exceeds N bytes`, or that the route takes none. */
 export function describeCap(maxBytes: number): string {

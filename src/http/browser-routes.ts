@@ -40,35 +40,49 @@ export function browserBodyCap(c: Context): number {
 /** Mounts the consent routes on the app (through `AppOptions.extraRoutes`). */
 export function mountBrowserRoutes(app: Hono, deps: BrowserFlowDeps): void {
   const flow = createBrowserFlow(deps)
-  const guarded = (handler: (c: Context) => Promise<Response>) => async (c: Context): Promise<Response> => {
-    try {
-      return await handler(c)
-    } catch (e) {
-      return respond(c, flow.failed(e, c.req.routePath))
+  const guarded =
+    (handler: (c: Context) => Promise<Response>) =>
+    async (c: Context): Promise<Response> => {
+      try {
+        return await handler(c)
+      } catch (e) {
+        return respond(c, flow.failed(e, c.req.routePath))
+      }
     }
-  }
-  const cookies = (c: Context) => (name: string): string | undefined => getCookie(c, name)
+  const cookies =
+    (c: Context) =>
+    (name: string): string | undefined =>
+      getCookie(c, name)
 
-  app.get('/connect/:flowId', guarded(async (c) => {
-    const flowId = c.req.param('flowId') ?? ''
-    // HEAD (hono routes it here) is a side-effect-free probe: `keyway authorize` asks a Keyway
-    // already on the port whether it sees the flow, i.e. uses the same store and key.
-    if (c.req.method === 'HEAD') return new Response(null, { status: (await flow.probe(flowId)) ? 204 : 404, headers: pageHeaders() })
-    return respond(c, await flow.open(flowId))
-  }))
+  app.get(
+    '/connect/:flowId',
+    guarded(async (c) => {
+      const flowId = c.req.param('flowId') ?? ''
+      // HEAD (hono routes it here) is a side-effect-free probe: `keyway authorize` asks a Keyway
+      // already on the port whether it sees the flow, i.e. uses the same store and key.
+      if (c.req.method === 'HEAD') return new Response(null, { status: (await flow.probe(flowId)) ? 204 : 404, headers: pageHeaders() })
+      return respond(c, await flow.open(flowId))
+    }),
+  )
 
-  app.post('/connect/:flowId', guarded(async (c) => {
-    const readToken = async (): Promise<PostedToken> => {
-      const body = await readBody(c, FORM_MAX_BYTES)
-      if (body.kind === 'too-large') return { kind: 'too-large', limit: describeCap(FORM_MAX_BYTES) }
-      // The confirmation form is urlencoded (consent/pages.ts); any other body carries no token.
-      const urlencoded = /^application\/x-www-form-urlencoded\b/i.test(c.req.header('content-type') ?? '')
-      return { kind: 'token', token: body.kind === 'ok' && urlencoded ? (new URLSearchParams(body.text).get('token') ?? '') : '' }
-    }
-    return respond(c, await flow.confirm(c.req.param('flowId') ?? '', readToken, cookies(c)))
-  }))
+  app.post(
+    '/connect/:flowId',
+    guarded(async (c) => {
+      const readToken = async (): Promise<PostedToken> => {
+        const body = await readBody(c, FORM_MAX_BYTES)
+        if (body.kind === 'too-large') return { kind: 'too-large', limit: describeCap(FORM_MAX_BYTES) }
+        // The confirmation form is urlencoded (consent/pages.ts); any other body carries no token.
+        const urlencoded = /^application\/x-www-form-urlencoded\b/i.test(c.req.header('content-type') ?? '')
+        return { kind: 'token', token: body.kind === 'ok' && urlencoded ? (new URLSearchParams(body.text).get('token') ?? '') : '' }
+      }
+      return respond(c, await flow.confirm(c.req.param('flowId') ?? '', readToken, cookies(c)))
+    }),
+  )
 
-  app.get(CALLBACK_PATH, guarded(async (c) => respond(c, await flow.callback(new URL(c.req.url), cookies(c)))))
+  app.get(
+    CALLBACK_PATH,
+    guarded(async (c) => respond(c, await flow.callback(new URL(c.req.url), cookies(c)))),
+  )
 }
 
 /** A step's answer as a response: the page with its headers, or a 303 with the flow pages' headers. */

@@ -53,10 +53,17 @@ export function createBrowserSignIn(settings: OidcSettings, opts: BrowserSignInO
         ...(opts.allowInsecure ? { execute: [oidc.allowInsecureRequests] } : {}),
       })
       .then((c) => {
-        const metadata = confineToIssuerOrigin(c.serverMetadata(), settings.issuer, { used: USED_ENDPOINTS, code: 'IDENTITY_INVALID', who: 'identity.oidc.browserClient' })
+        const metadata = confineToIssuerOrigin(c.serverMetadata(), settings.issuer, {
+          used: USED_ENDPOINTS,
+          code: 'IDENTITY_INVALID',
+          who: 'identity.oidc.browserClient',
+        })
         const methods = metadata.token_endpoint_auth_methods_supported
         // RFC 8414 §2: Basic is the default when the provider publishes nothing.
-        const auth = !methods || methods.includes('client_secret_basic') ? oidc.ClientSecretBasic(rp.clientSecret.reveal()) : oidc.ClientSecretPost(rp.clientSecret.reveal())
+        const auth =
+          !methods || methods.includes('client_secret_basic')
+            ? oidc.ClientSecretBasic(rp.clientSecret.reveal())
+            : oidc.ClientSecretPost(rp.clientSecret.reveal())
         const out = new oidc.Configuration(metadata, rp.clientId, { client_secret: rp.clientSecret.reveal() }, auth)
         out.timeout = SIGN_IN_TIMEOUT_S
         if (opts.fetch) out[oidc.customFetch] = opts.fetch
@@ -113,9 +120,16 @@ export function createBrowserSignIn(settings: OidcSettings, opts: BrowserSignInO
       }
       const user = claims[settings.userClaim]
       if (typeof user !== 'string' || user === '')
-        throw new AppError('IDENTITY_INVALID', `the identity provider did not return the "${settings.userClaim}" claim (identity.oidc.userClaim) for the browser sign-in`)
+        throw new AppError(
+          'IDENTITY_INVALID',
+          `the identity provider did not return the "${settings.userClaim}" claim (identity.oidc.userClaim) for the browser sign-in`,
+        )
       const raw = claims[settings.groupsClaim]
-      const groups = Array.isArray(raw) ? raw.filter((g): g is string => typeof g === 'string' && g !== '') : typeof raw === 'string' ? raw.split(/[\s,]+/).filter(Boolean) : []
+      const groups = Array.isArray(raw)
+        ? raw.filter((g): g is string => typeof g === 'string' && g !== '')
+        : typeof raw === 'string'
+          ? raw.split(/[\s,]+/).filter(Boolean)
+          : []
       return { user, groups }
     },
   }

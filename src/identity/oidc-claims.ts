@@ -67,8 +67,7 @@ export function readTokenClaims(claims: Readonly<Record<string, unknown>>, setti
     // Marked as a client's own yet naming no client: never read the user claim of such a token.
     if (user !== undefined) throw new AppError('IDENTITY_INVALID', 'token is issued to a client for itself but names no client')
   }
-  if (user === undefined)
-    throw new AppError('IDENTITY_INVALID', `token claim "${settings.userClaim}" (userClaim) is missing or not a string`)
+  if (user === undefined) throw new AppError('IDENTITY_INVALID', `token claim "${settings.userClaim}" (userClaim) is missing or not a string`)
   // Only an explicit "not verified" is refused: many IdPs leave the claim out of access tokens.
   if (settings.userClaim === 'email' && (claims.email_verified === false || claims.email_verified === 'false'))
     throw new AppError('IDENTITY_INVALID', 'token says email_verified is false, and userClaim is email')

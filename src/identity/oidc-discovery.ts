@@ -26,10 +26,7 @@ export const METADATA_TIMEOUT_MS = 5_000
 export function metadataUrls(issuer: string): readonly URL[] {
   const u = new URL(issuer)
   const path = u.pathname.replace(/\/+$/, '')
-  return [
-    new URL(`${u.origin}${path}/.well-known/openid-configuration`),
-    new URL(`${u.origin}/.well-known/oauth-authorization-server${path}`),
-  ]
+  return [new URL(`${u.origin}${path}/.well-known/openid-configuration`), new URL(`${u.origin}/.well-known/oauth-authorization-server${path}`)]
 }
 
 /**

@@ -51,4 +51,3 @@ export async function introspectToken(
     throw new AppError('IDENTITY_INVALID', 'token introspection answer is not a json object')
   return body as Readonly<Record<string, unknown>>
 }
-

@@ -60,7 +60,17 @@ export interface OidcVerifierOptions {
  * sign with the issuer's *public* key as the HMAC secret (RFC 8725 §2.1, §3.1).
  */
 export const ASYMMETRIC_ALGORITHMS: ReadonlySet<string> = new Set([
-  'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519',
+  'RS256',
+  'RS384',
+  'RS512',
+  'PS256',
+  'PS384',
+  'PS512',
+  'ES256',
+  'ES384',
+  'ES512',
+  'EdDSA',
+  'Ed25519',
 ])
 
 /** After a failed discovery, requests fail fast for this long instead of hammering the issuer. */
@@ -178,8 +188,7 @@ export function createOidcVerifier(settings: OidcSettings, opts: OidcVerifierOpt
     const audiences = typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud : []
     if (!audiences.includes(settings.audience)) throw invalid('token audience does not name this server')
     if (r.iss !== undefined && r.iss !== settings.issuer) throw invalid('token issuer does not match')
-    if (typeof r.token_type === 'string' && r.token_type.toLowerCase() !== 'bearer')
-      throw invalid(`token type "${r.token_type}" is not a bearer access token`)
+    if (typeof r.token_type === 'string' && r.token_type.toLowerCase() !== 'bearer') throw invalid(`token type "${r.token_type}" is not a bearer access token`)
     if (typeof r.exp !== 'number') throw invalid('token has no "exp" claim')
     if (r.exp <= nowS - CLOCK_TOLERANCE_S) throw invalid('token is expired')
     if (typeof r.nbf === 'number' && r.nbf > nowS + CLOCK_TOLERANCE_S) throw invalid('token is not yet valid')
@@ -205,7 +214,8 @@ export function createOidcVerifier(settings: OidcSettings, opts: OidcVerifierOpt
       await set.reload()
       return { ok: true }
     } catch (e) {
-      keysProblem = e instanceof AppError ? e.message : e instanceof errors.JWKSTimeout ? 'issuer key set fetch timed out' : 'issuer key set could not be fetched'
+      keysProblem =
+        e instanceof AppError ? e.message : e instanceof errors.JWKSTimeout ? 'issuer key set fetch timed out' : 'issuer key set could not be fetched'
       return { ok: false, reason: keysProblem }
     }
   }

@@ -153,15 +153,23 @@ export async function callTool(deps: CallDeps, caller: Caller, connection: Conne
     }
     const input = parsed.data
     request = { method: input.method, path: input.path }
-    const forwarded = await forward(deps, hooks.signal, caller, connection, input, (secrets) => (forms = formsOf(secrets)), () => {
-      // Decide last: whatever waited (consent, a lock, a token request), the grant must still hold
-      // in the config live now. Same snapshot object, same grants: nothing to decide again.
-      const live = deps.live()
-      if (live === deps.snapshot) return true
-      const current = live.connections.get(connection.name)
-      decision = current ? decide(rebaseCaller(caller, live), current, live.grants) : { effect: 'deny', reason: 'no-grant' }
-      return decision.effect === 'allow'
-    })
+    const forwarded = await forward(
+      deps,
+      hooks.signal,
+      caller,
+      connection,
+      input,
+      (secrets) => (forms = formsOf(secrets)),
+      () => {
+        // Decide last: whatever waited (consent, a lock, a token request), the grant must still hold
+        // in the config live now. Same snapshot object, same grants: nothing to decide again.
+        const live = deps.live()
+        if (live === deps.snapshot) return true
+        const current = live.connections.get(connection.name)
+        decision = current ? decide(rebaseCaller(caller, live), current, live.grants) : { effect: 'deny', reason: 'no-grant' }
+        return decision.effect === 'allow'
+      },
+    )
     switch (forwarded.kind) {
       case 'revoked':
         ending.error = 'PERMISSION_DENIED'
@@ -239,8 +247,7 @@ async function forward(
   onCredential: (secrets: readonly string[]) => void,
   stillAllowed: () => boolean,
 ): Promise<Forwarded> {
-  if (connection.readOnly && input.method !== 'GET')
-    throw new AppError('INVALID_REQUEST', `connection "${connection.name}" is read-only: only GET is allowed`)
+  if (connection.readOnly && input.method !== 'GET') throw new AppError('INVALID_REQUEST', `connection "${connection.name}" is read-only: only GET is allowed`)
   const built = buildUpstreamUrl(connection, input.path, input.query)
   if (!built.ok) throw new AppError('EGRESS_BLOCKED', `path refused: ${built.reason}`)
   const filtered = filterCallerHeaders(input.headers)

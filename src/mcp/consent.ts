@@ -211,7 +211,10 @@ export function createConsentAsker(deps: ConsentAskerDeps): ConsentAsker {
       const state = await verifiedState(ctx, user, connection)
       if (!state) return consentText(outcome.url, connection)
       if (answer.action === 'accept') return notLanded(state, outcome)
-      return toolError('CONSENT_REQUIRED', `connecting "${connection}" was declined; to connect later, open ${outcome.url} in a browser, sign in, then retry after authorizing`)
+      return toolError(
+        'CONSENT_REQUIRED',
+        `connecting "${connection}" was declined; to connect later, open ${outcome.url} in a browser, sign in, then retry after authorizing`,
+      )
     }
     const envelope = ctx.mcpReq.envelope as Readonly<Record<string, unknown>> | undefined
     const http = ctx.http !== undefined

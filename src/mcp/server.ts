@@ -110,8 +110,7 @@ export function createServerFactory(deps: ServerDeps): McpServerFactory {
         case 'result':
           return step.result
         case 'consent-required':
-          if (deps.askForConsent)
-            return deps.askForConsent(step, scope, ctx, factoryCtx.era, { clientCapabilities: server.getClientCapabilities() })
+          if (deps.askForConsent) return deps.askForConsent(step, scope, ctx, factoryCtx.era, { clientCapabilities: server.getClientCapabilities() })
           return consentText(step.url, step.connection.name)
         default: {
           const never: never = step

@@ -18,9 +18,11 @@ export const HTTP_METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'] as const
 export const ToolInputSchema = z.strictObject({
   method: z.enum(HTTP_METHODS).default('GET').describe('HTTP method'),
   path: z.string().max(8192).describe("path relative to the connection's base path, e.g. /repos/octo/hello/issues"),
-  query: z.record(z.string(), z.union([Scalar, z.array(Scalar)])).optional().describe('query parameters; arrays repeat the key'),
-  headers: z.record(z.string(), z.string()).optional()
-    .describe('extra request headers; Authorization, Cookie, Host and hop-by-hop headers are dropped'),
+  query: z
+    .record(z.string(), z.union([Scalar, z.array(Scalar)]))
+    .optional()
+    .describe('query parameters; arrays repeat the key'),
+  headers: z.record(z.string(), z.string()).optional().describe('extra request headers; Authorization, Cookie, Host and hop-by-hop headers are dropped'),
   body: z.unknown().optional().describe('request body: a JSON value (sent as application/json) or a string'),
 })
 export type ToolInput = z.infer<typeof ToolInputSchema>
@@ -56,8 +58,7 @@ export const ToolOutputSchema = z.strictObject({
   headers: z.record(z.string(), z.string()).describe('selected response headers'),
   body: z.unknown().describe('parsed JSON, text, or base64 for binary content'),
   truncated: z.boolean().describe('true when the body was cut at the size cap'),
-  redacted: z.number().int().positive().optional()
-    .describe('how many occurrences of the credential Keyway replaced with [REDACTED]; absent when none'),
+  redacted: z.number().int().positive().optional().describe('how many occurrences of the credential Keyway replaced with [REDACTED]; absent when none'),
 })
 export type ToolOutput = z.infer<typeof ToolOutputSchema>
 

@@ -109,11 +109,7 @@ export function assertTtl(ttlMs: number | undefined, field: string): void {
  * compare-and-delete, extend = compare-and-rewrite with a new TTL. The owner token is random, so
  * a holder whose lock expired can never release or extend the next holder's lock.
  */
-export async function acquireLockWithCas(
-  cas: StoreBackend['compareAndSwap'],
-  key: string,
-  ttlMs: number,
-): Promise<LockHandle | undefined> {
+export async function acquireLockWithCas(cas: StoreBackend['compareAndSwap'], key: string, ttlMs: number): Promise<LockHandle | undefined> {
   assertTtl(ttlMs, 'lock ttlMs')
   const token = randomBytes(16).toString('base64url')
   if (!(await cas(key, undefined, token, ttlMs))) return undefined

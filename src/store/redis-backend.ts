@@ -145,7 +145,11 @@ export async function createRedisBackend(url: string, opts: RedisBackendOptions 
     guard('compareAndSwap', async () => {
       assertTtl(ttlMs, 'ttlMs')
       if (expected === undefined && next !== undefined) {
-        const reply = await conn.commands.set(key, next, ttlMs === undefined ? { condition: 'NX' } : { condition: 'NX', expiration: { type: 'PX', value: ttlMs } })
+        const reply = await conn.commands.set(
+          key,
+          next,
+          ttlMs === undefined ? { condition: 'NX' } : { condition: 'NX', expiration: { type: 'PX', value: ttlMs } },
+        )
         return reply === 'OK'
       }
       const reply = await conn.commands.eval(CAS_SCRIPT, {
@@ -200,9 +204,14 @@ export async function createRedisBackend(url: string, opts: RedisBackendOptions 
         await ensureReady()
         if ((await withDeadline(conn.replicaCount(key))) === 0) return
         const acked = await withDeadline(conn.wait(key, 1, waitTimeoutMs))
-        if (acked < 1) opts.warn?.(`token store (redis): no replica acknowledged a token write within ${waitTimeoutMs} ms; it is on the primary, and a failover before it replicates would lose it`)
+        if (acked < 1)
+          opts.warn?.(
+            `token store (redis): no replica acknowledged a token write within ${waitTimeoutMs} ms; it is on the primary, and a failover before it replicates would lose it`,
+          )
       } catch (e) {
-        opts.warn?.(`token store (redis): could not confirm that a token write reached a replica (${e instanceof Error ? e.message : 'unknown error'}); it is on the primary`)
+        opts.warn?.(
+          `token store (redis): could not confirm that a token write reached a replica (${e instanceof Error ? e.message : 'unknown error'}); it is on the primary`,
+        )
       }
     },
     async close() {

@@ -53,8 +53,7 @@ export interface RedisConnection {
   close(): Promise<void>
 }
 
-const reconnectStrategy = (retries: number): number =>
-  Math.min(50 * 2 ** Math.min(retries, 10), REDIS_MAX_RECONNECT_DELAY_MS) + Math.floor(Math.random() * 100)
+const reconnectStrategy = (retries: number): number => Math.min(50 * 2 ** Math.min(retries, 10), REDIS_MAX_RECONNECT_DELAY_MS) + Math.floor(Math.random() * 100)
 
 /** The options every data-node client gets: fail fast instead of queueing or hanging. */
 function nodeOptions(opts: RedisConnectionOptions, username: string | undefined) {
@@ -175,6 +174,7 @@ function singleConnection(url: string, opts: RedisConnectionOptions): RedisConne
         c.off('ready', onReady)
         c.off('error', onError)
         if (e === undefined) resolve()
+        // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- node-redis's own error, passed on unchanged
         else reject(e)
       }
       const onReady = (): void => done()
@@ -199,6 +199,7 @@ function singleConnection(url: string, opts: RedisConnectionOptions): RedisConne
       if (client.isReady) return
       if (!client.isOpen) startConnect()
       // Already failing: answer now rather than make every caller wait out the reconnect loop.
+      // eslint-disable-next-line @typescript-eslint/only-throw-error -- node-redis's own error, passed on unchanged
       else if (failing) throw lastError ?? new Error('redis is not connected')
       await waitForReady()
     },
@@ -244,6 +245,7 @@ function connectOnce<C extends { connect(): Promise<unknown>; destroy(): unknown
       if (ready) return Promise.resolve()
       // After a failed attempt, one caller waits for the next one and the others fail at once,
       // rather than every caller waiting out a connect to a store that is down.
+      // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- node-redis's own error, passed on unchanged
       if (connecting !== undefined && lastError !== undefined) return Promise.reject(lastError)
       connecting ??= deadline(client.connect(), connectTimeoutMs, 'redis did not connect').then(
         () => {
@@ -361,7 +363,10 @@ function clusterConnection(t: Extract<RedisTopology, { kind: 'cluster' }>, opts:
       await Promise.all(conn.client.masters.map(async (m) => (await conn.client.nodeClient(m)).ping()))
     },
     // Token writes are rare (one per token lifetime), so the master of the key's slot is asked each time.
-    replicaCount: async (key) => connectedReplicas(String(await conn.client.sendCommand(key, false, ['INFO', 'replication']))),
+    replicaCount: async (key) => {
+      const info = await conn.client.sendCommand(key, false, ['INFO', 'replication'])
+      return connectedReplicas(typeof info === 'string' ? info : '')
+    },
     wait: async (key, n, timeoutMs) => Number(await conn.client.sendCommand(key, false, ['WAIT', String(n), String(timeoutMs)])),
     async close() {
       if (conn.ready) await conn.client.close()

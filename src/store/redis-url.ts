@@ -123,7 +123,8 @@ export function describeStoreUrl(url: string): string {
   if (url.startsWith('sqlite://')) return `sqlite ${url.slice('sqlite://'.length)}`
   const r = readTopology(url)
   if (typeof r === 'string') return `${url.slice(0, url.indexOf('://'))} (invalid)`
-  const list = (nodes: readonly RedisNodeAddress[]): string => nodes.map((n) => (n.host.includes(':') ? `[${n.host}]:${n.port}` : `${n.host}:${n.port}`)).join(', ')
+  const list = (nodes: readonly RedisNodeAddress[]): string =>
+    nodes.map((n) => (n.host.includes(':') ? `[${n.host}]:${n.port}` : `${n.host}:${n.port}`)).join(', ')
   const withAuth = (text: string, password: string | undefined): string => (password === undefined ? text : `${text}, password ***`)
   switch (r.kind) {
     case 'sentinel':

@@ -92,8 +92,7 @@ export async function createSqliteBackend(file: string, opts: SqliteBackendOptio
     if (!Array.isArray(rows)) throw new TypeError('sqlite query did not return rows')
     return rows as readonly Row[]
   }
-  const wrap = (value: string, ttlMs: number | undefined): string =>
-    JSON.stringify(ttlMs === undefined ? { value } : { value, expires: Date.now() + ttlMs })
+  const wrap = (value: string, ttlMs: number | undefined): string => JSON.stringify(ttlMs === undefined ? { value } : { value, expires: Date.now() + ttlMs })
   const unwrap = (raw: unknown): string | undefined => {
     if (typeof raw !== 'string') throw new TypeError('sqlite row value is not text')
     const data: unknown = JSON.parse(raw)
@@ -128,7 +127,12 @@ export async function createSqliteBackend(file: string, opts: SqliteBackendOptio
         return rows.length === 1
       }
       if (next === undefined) {
-        const rows = await query(`DELETE FROM ${TABLE} WHERE key = ? AND json_extract(value, '$.value') = ? AND ${NOT_EXPIRED} RETURNING key`, key, expected, now)
+        const rows = await query(
+          `DELETE FROM ${TABLE} WHERE key = ? AND json_extract(value, '$.value') = ? AND ${NOT_EXPIRED} RETURNING key`,
+          key,
+          expected,
+          now,
+        )
         return rows.length === 1
       }
       const rows = await query(

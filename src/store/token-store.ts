@@ -14,18 +14,7 @@ import * as z from 'zod'
 import { AppError } from '../errors.js'
 import { assertTtl, type BackendKind, type StoreBackend } from './backend.js'
 import type { Keyring } from './crypto.js'
-import {
-  assertNamespace,
-  assertTokenRef,
-  DEFAULT_NAMESPACE,
-  flowKey,
-  lockKey,
-  stateKey,
-  tokenKey,
-  tokenPrefix,
-  userSegment,
-  type TokenRef,
-} from './keys.js'
+import { assertNamespace, assertTokenRef, DEFAULT_NAMESPACE, flowKey, lockKey, stateKey, tokenKey, tokenPrefix, userSegment, type TokenRef } from './keys.js'
 import { openJson, sealedKeyId, sealJson } from './sealed.js'
 
 export type { TokenRef } from './keys.js'
@@ -182,7 +171,9 @@ export function isFlowId(id: unknown): id is string {
 function assertTokenRecord(record: TokenRecord): void {
   const r = TokenRecordWriteSchema.safeParse(record)
   if (!r.success) {
-    const fields = [...new Set(r.error.issues.map((i) => (i.path.length > 0 ? i.path.join('.') : (i.code === 'unrecognized_keys' ? i.keys.join(', ') : '(record)'))))]
+    const fields = [
+      ...new Set(r.error.issues.map((i) => (i.path.length > 0 ? i.path.join('.') : i.code === 'unrecognized_keys' ? i.keys.join(', ') : '(record)'))),
+    ]
     throw new AppError('INTERNAL', `token record field ${fields.map((f) => `"${f}"`).join(', ')} is invalid`)
   }
 }
@@ -361,19 +352,22 @@ export function createTokenStore(backend: StoreBackend, keyring: Keyring, opts: 
         return true
       }
       const renew = (): void => {
-        renewal = setTimeout(() => {
-          renewOnce().then(
-            (owned) => {
-              if (finished) return
-              if (owned) renew()
-              else lost()
-            },
-            // Not answered is not lost: try again on the next beat.
-            () => {
-              if (!finished) renew()
-            },
-          )
-        }, Math.max(1, Math.floor(ttlMs / 3)))
+        renewal = setTimeout(
+          () => {
+            renewOnce().then(
+              (owned) => {
+                if (finished) return
+                if (owned) renew()
+                else lost()
+              },
+              // Not answered is not lost: try again on the next beat.
+              () => {
+                if (!finished) renew()
+              },
+            )
+          },
+          Math.max(1, Math.floor(ttlMs / 3)),
+        )
         renewal.unref()
       }
       renew()

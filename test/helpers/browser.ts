@@ -169,7 +169,10 @@ export async function signInAtProvider(page: Page, user: string, opts: SignInOpt
 }
 
 async function pageText(page: Page): Promise<string> {
-  const text = await page.locator('body').innerText({ timeout: 1_000 }).catch(() => '')
+  const text = await page
+    .locator('body')
+    .innerText({ timeout: 1_000 })
+    .catch(() => '')
   return text.replace(/\s+/g, ' ').slice(0, 300)
 }
 

@@ -17,7 +17,11 @@ export async function writeTempConfig(yaml: string, files: Readonly<Record<strin
   return { dir, file }
 }
 
-export async function loadTestConfig(yaml: string, env: Env = {}, files: Readonly<Record<string, string>> = {}): Promise<{ snapshot: ConfigSnapshot; dir: string; file: string }> {
+export async function loadTestConfig(
+  yaml: string,
+  env: Env = {},
+  files: Readonly<Record<string, string>> = {},
+): Promise<{ snapshot: ConfigSnapshot; dir: string; file: string }> {
   const { dir, file } = await writeTempConfig(yaml, files)
   const r = await loadConfigFile(file, { env })
   if (!r.ok) throw new Error(`test config does not load:\n${r.problems.join('\n')}`)

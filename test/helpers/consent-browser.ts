@@ -49,7 +49,10 @@ export async function consentInBrowser(browser: TestBrowser, providerOrigin: str
     let last = await navigation(0, isCallback)
     if (navigations[last]?.status === 303) {
       // OIDC mode, the right user: Keyway sends the browser on to the connection's own consent.
-      const next = await navigation(last + 1, (n) => isCallback(n) || (n.url.origin === providerOrigin && n.url.pathname.startsWith('/interaction/') && n.status === 200))
+      const next = await navigation(
+        last + 1,
+        (n) => isCallback(n) || (n.url.origin === providerOrigin && n.url.pathname.startsWith('/interaction/') && n.status === 200),
+      )
       const at = navigations[next]
       if (at && !isCallback(at)) {
         await page.waitForURL(at.url.href, { waitUntil: 'domcontentloaded', timeout: 10_000 })

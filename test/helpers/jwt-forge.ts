@@ -60,9 +60,7 @@ export async function hmacWithPublicKey(publicKey: SigningKey, claims: JWTPayloa
   const key = await importJWK(publicKey.publicJwk, publicKey.alg)
   if (key instanceof Uint8Array) throw new Error('expected an asymmetric public key')
   const pem = await exportSPKI(key)
-  return new SignJWT(claims)
-    .setProtectedHeader({ alg: 'HS256', typ: 'at+jwt', kid: publicKey.kid })
-    .sign(new TextEncoder().encode(pem))
+  return new SignJWT(claims).setProtectedHeader({ alg: 'HS256', typ: 'at+jwt', kid: publicKey.kid }).sign(new TextEncoder().encode(pem))
 }
 
 /** Claims of a token that would be accepted by a verifier for `issuer`/`audience` at `nowS`. */

@@ -79,7 +79,12 @@ async function startServer(dir: string, extra: readonly string[] = []): Promise<
 /** `INFO replication` as a field map. */
 export async function replicationInfo(port: number): Promise<Map<string, string>> {
   const text = await redisCli(port, 'INFO', 'replication')
-  return new Map(text.split(/\r?\n/).filter((l) => l.includes(':')).map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1)]))
+  return new Map(
+    text
+      .split(/\r?\n/)
+      .filter((l) => l.includes(':'))
+      .map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1)]),
+  )
 }
 
 export interface SentinelTopology extends AsyncDisposable {
@@ -114,16 +119,19 @@ export async function startSentinelTopology(): Promise<SentinelTopology> {
     for (let i = 0; i < 3; i++) {
       const port = await freePort()
       const conf = path.join(dir, `sentinel-${port}.conf`)
-      await writeFile(conf, [
-        `port ${port}`,
-        'bind 127.0.0.1',
-        `dir ${dir}`,
-        `sentinel monitor ${MASTER_NAME} 127.0.0.1 ${primary.port} 2`,
-        `sentinel down-after-milliseconds ${MASTER_NAME} 1000`,
-        `sentinel failover-timeout ${MASTER_NAME} 3000`,
-        `sentinel parallel-syncs ${MASTER_NAME} 1`,
-        '',
-      ].join('\n'))
+      await writeFile(
+        conf,
+        [
+          `port ${port}`,
+          'bind 127.0.0.1',
+          `dir ${dir}`,
+          `sentinel monitor ${MASTER_NAME} 127.0.0.1 ${primary.port} 2`,
+          `sentinel down-after-milliseconds ${MASTER_NAME} 1000`,
+          `sentinel failover-timeout ${MASTER_NAME} 3000`,
+          `sentinel parallel-syncs ${MASTER_NAME} 1`,
+          '',
+        ].join('\n'),
+      )
       const s = startProcess('redis-sentinel', [conf], port, dir)
       procs.push(s)
       sentinels.push(s)
@@ -133,12 +141,16 @@ export async function startSentinelTopology(): Promise<SentinelTopology> {
     }
     // Sentinels find replicas through INFO and each other through hello messages (every 2 s).
     for (const s of sentinels) {
-      await waitUntil(`sentinel ${s.port} sees the replica and 2 peers`, async () => {
-        const replicas = await redisCli(s.port, 'SENTINEL', 'REPLICAS', MASTER_NAME)
-        const peers = await redisCli(s.port, 'SENTINEL', 'SENTINELS', MASTER_NAME)
-        const peerPorts = sentinels.filter((o) => o !== s).map((o) => String(o.port))
-        return replicas.includes(String(replica.port)) && peerPorts.every((p) => peers.split('\n').includes(p))
-      }, 20_000)
+      await waitUntil(
+        `sentinel ${s.port} sees the replica and 2 peers`,
+        async () => {
+          const replicas = await redisCli(s.port, 'SENTINEL', 'REPLICAS', MASTER_NAME)
+          const peers = await redisCli(s.port, 'SENTINEL', 'SENTINELS', MASTER_NAME)
+          const peerPorts = sentinels.filter((o) => o !== s).map((o) => String(o.port))
+          return replicas.includes(String(replica.port)) && peerPorts.every((p) => peers.split('\n').includes(p))
+        },
+        20_000,
+      )
     }
     const url = `redis+sentinel://${sentinels.map((s) => `127.0.0.1:${s.port}`).join(',')}/${MASTER_NAME}`
     return {
@@ -183,7 +195,18 @@ export async function startCluster(): Promise<ClusterTopology> {
     for (let i = 0; i < 3; i++) {
       // The bus port is chosen too: port + 10000 could be taken or beyond 65535.
       const bus = await freePort()
-      masters.push(await startServer(dir, ['--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${bus}.conf`, '--cluster-port', String(bus), '--cluster-node-timeout', '2000']))
+      masters.push(
+        await startServer(dir, [
+          '--cluster-enabled',
+          'yes',
+          '--cluster-config-file',
+          `nodes-${bus}.conf`,
+          '--cluster-port',
+          String(bus),
+          '--cluster-node-timeout',
+          '2000',
+        ]),
+      )
     }
     const addrs = masters.map((m) => `127.0.0.1:${m.port}`)
     await run('redis-cli', ['--cluster', 'create', ...addrs, '--cluster-yes'], { timeout: 20_000 })
@@ -204,9 +227,12 @@ export async function expectEveryCallFailsFast(backend: StoreBackend, withinMs: 
     ['set', () => backend.set('k', 'v', 1000)],
     ['compareAndSwap', () => backend.compareAndSwap('k', 'a', 'b')],
     ['acquireLock', () => backend.acquireLock('k', 1000)],
-    ['keys', async () => {
-      for await (const k of backend.keys('x')) void k
-    }],
+    [
+      'keys',
+      async () => {
+        for await (const k of backend.keys('x')) void k
+      },
+    ],
     ['ping', () => backend.ping()],
   ]
   for (const [name, call] of calls) {

@@ -279,7 +279,13 @@ export async function startAuthorizationServer(opts: StartAuthorizationServerOpt
       const prompt = res.status === 200 && url.pathname.startsWith('/interaction/') ? /name="prompt" value="(\w+)"/.exec(html)?.[1] : undefined
       if (prompt === 'login') form = new URLSearchParams({ prompt: 'login', login: user, password: 'any' })
       else if (prompt === 'consent') form = new URLSearchParams({ prompt: 'consent' })
-      else throw new Error(`scripted login stopped: ${res.status} at ${url.pathname}: ${html.replace(/<[^>]*>/g, ' ').replace(/\s+/g, ' ').slice(0, 300)}`)
+      else
+        throw new Error(
+          `scripted login stopped: ${res.status} at ${url.pathname}: ${html
+            .replace(/<[^>]*>/g, ' ')
+            .replace(/\s+/g, ' ')
+            .slice(0, 300)}`,
+        )
     }
     throw new Error('scripted login did not finish (redirect loop)')
   }
@@ -340,10 +346,8 @@ export async function startAuthorizationServer(opts: StartAuthorizationServerOpt
         ...(params.scope !== undefined ? { scope: params.scope } : resources[resource] ? { scope: resources[resource].scope } : {}),
       })
     },
-    tokenEndpointHits: (clientId) =>
-      clientId === undefined ? [...tokenHits.values()].reduce((a, b) => a + b, 0) : (tokenHits.get(clientId) ?? 0),
-    requestCount: (pathname) =>
-      pathname === undefined ? [...requests.values()].reduce((a, b) => a + b, 0) : (requests.get(pathname) ?? 0),
+    tokenEndpointHits: (clientId) => (clientId === undefined ? [...tokenHits.values()].reduce((a, b) => a + b, 0) : (tokenHits.get(clientId) ?? 0)),
+    requestCount: (pathname) => (pathname === undefined ? [...requests.values()].reduce((a, b) => a + b, 0) : (requests.get(pathname) ?? 0)),
     close,
     [Symbol.asyncDispose]: close,
   }

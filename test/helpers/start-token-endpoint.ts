@@ -97,7 +97,10 @@ export async function startTokenEndpoint(): Promise<TokenEndpoint> {
         }
         if (mode === 'fail') return json(res, 503, { error: 'temporarily_unavailable' })
         if (mode === 'echo')
-          return json(res, 400, { error: 'invalid_client', error_description: `got authorization ${req.headers.authorization ?? '-'} and body ${Buffer.concat(chunks).toString('utf8')}` })
+          return json(res, 400, {
+            error: 'invalid_client',
+            error_description: `got authorization ${req.headers.authorization ?? '-'} and body ${Buffer.concat(chunks).toString('utf8')}`,
+          })
         const form = new URLSearchParams(Buffer.concat(chunks).toString('utf8'))
         const issue = (): void => {
           issued++

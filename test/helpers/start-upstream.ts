@@ -35,7 +35,13 @@ export async function startUpstream(handler?: UpstreamHandler): Promise<Upstream
     req.on('data', (c: Buffer) => chunks.push(c))
     req.on('end', () => {
       const u = new URL(req.url ?? '/', 'http://x')
-      const rec: RecordedRequest = { method: req.method ?? '', path: u.pathname, query: u.search, headers: req.headers, body: Buffer.concat(chunks).toString('utf8') }
+      const rec: RecordedRequest = {
+        method: req.method ?? '',
+        path: u.pathname,
+        query: u.search,
+        headers: req.headers,
+        body: Buffer.concat(chunks).toString('utf8'),
+      }
       requests.push(rec)
       if (current) {
         Promise.resolve(current(rec, res)).catch(() => res.destroy())

@@ -48,14 +48,28 @@ describe('keyway audit', () => {
     expect(r.err).toEqual([])
     expect(r.out).toHaveLength(12)
     expect(r.out[0]).toMatch(/^TIME +TYPE +USER +CONNECTION +REQUEST +DECISION +RULE\/ERROR +STATUS +MS$/)
-    expect(r.out[3]).toMatch(/^2026-11-28T09:06:00\.000Z +tool\.call +bob@example\.com +github +POST \/repos\/o\/r\/issues +allow +grant to group data-engineering +201 +120$/)
+    expect(r.out[3]).toMatch(
+      /^2026-11-28T09:06:00\.000Z +tool\.call +bob@example\.com +github +POST \/repos\/o\/r\/issues +allow +grant to group data-engineering +201 +120$/,
+    )
     const userColumn = r.out[0]?.indexOf('USER')
     for (const line of r.out.slice(1)) expect(line[(userColumn ?? 0) - 1]).toBe(' ')
   })
 
   test('--user, --connection, --decision, --type and --since (ISO) filter; --json prints the records as JSON lines', async () => {
     const { file } = await setup()
-    const r = await audit(['--config', file, '--json', '--connection', 'github', '--decision', 'deny', '--type', 'tool.call', '--since', '2026-11-28T09:00:00Z'])
+    const r = await audit([
+      '--config',
+      file,
+      '--json',
+      '--connection',
+      'github',
+      '--decision',
+      'deny',
+      '--type',
+      'tool.call',
+      '--since',
+      '2026-11-28T09:00:00Z',
+    ])
     expect(r.code).toBe(0)
     const recs = r.out.map((l) => JSON.parse(l) as Record<string, unknown>)
     expect(recs.map((x) => x.user)).toEqual(['carol@example.com', 'bob@example.com'])
@@ -79,7 +93,8 @@ describe('keyway audit', () => {
 
   test('--since with a relative duration counts back from now', async () => {
     const now = Date.now()
-    const line = (ago: number, user: string) => JSON.stringify({ time: new Date(now - ago).toISOString(), type: 'tool.call', user, connection: 'github', decision: 'allow' })
+    const line = (ago: number, user: string) =>
+      JSON.stringify({ time: new Date(now - ago).toISOString(), type: 'tool.call', user, connection: 'github', decision: 'allow' })
     const { file } = await setup(`${line(3 * 3_600_000, 'old@example.com')}\n${line(20 * 60_000, 'recent@example.com')}\n${line(1_000, 'now@example.com')}\n`)
     const r = await audit(['--config', file, '--json', '--since', '30m'])
     expect(r.out.map((l) => (JSON.parse(l) as { user: string }).user)).toEqual(['recent@example.com', 'now@example.com'])
@@ -88,7 +103,9 @@ describe('keyway audit', () => {
   })
 
   test('no match says so on stderr; unreadable lines in the middle are counted', async () => {
-    const { file, logFile } = await setup('{"time":"2026-11-28T00:00:00Z","type":"tool.call","user":"a"}\ngarbage\n{"time":"2026-11-28T00:00:01Z","type":"tool.call","user":"b"}\n')
+    const { file, logFile } = await setup(
+      '{"time":"2026-11-28T00:00:00Z","type":"tool.call","user":"a"}\ngarbage\n{"time":"2026-11-28T00:00:01Z","type":"tool.call","user":"b"}\n',
+    )
     const r = await audit(['--config', file, '--user', 'nobody'])
     expect(r).toEqual({ code: 0, out: [], err: ['keyway: no matching audit records', `keyway: warning: skipped 1 unreadable line in ${logFile}`] })
   })

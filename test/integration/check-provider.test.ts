@@ -40,7 +40,10 @@ async function checkCmd(argv: string[]): Promise<{ code: number; out: string[]; 
 const statuses = (j: Json) => Object.fromEntries(j.prerequisites.map((p) => [p.id, p.status]))
 
 /** A loopback server that serves `metadata` (with its own URL filled in) at the chosen well-known path. */
-async function metadataServer(build: (base: string) => Record<string, unknown>, at: 'openid' | 'rfc8414' = 'openid'): Promise<{ url: string; hits: string[]; close: () => Promise<void> }> {
+async function metadataServer(
+  build: (base: string) => Record<string, unknown>,
+  at: 'openid' | 'rfc8414' = 'openid',
+): Promise<{ url: string; hits: string[]; close: () => Promise<void> }> {
   const hits: string[] = []
   let base = ''
   const server: Server = createServer((req, res) => {
@@ -114,7 +117,14 @@ describe('keyway check-provider against a real oidc-provider', () => {
     expect(r.code).toBe(0)
     const j = r.json()
     expect(j.metadataUrl).toBe(`${as.issuer}/.well-known/openid-configuration`)
-    expect(statuses(j)).toEqual({ authorization_code: 'pass', refresh_token: 'pass', redirect_uri: 'unknown', client_auth: 'pass', token_endpoint: 'pass', https: 'pass' })
+    expect(statuses(j)).toEqual({
+      authorization_code: 'pass',
+      refresh_token: 'pass',
+      redirect_uri: 'unknown',
+      client_auth: 'pass',
+      token_endpoint: 'pass',
+      https: 'pass',
+    })
     expect(j.prerequisites.find((p) => p.id === 'redirect_uri')?.fix).toBe(`register exactly ${REDIRECT_URI} for the client at the provider`)
     expect(j.prerequisites.find((p) => p.id === 'https')?.detail).toMatch(/loopback http:\/\/, allowed for development only/)
     expect(Object.fromEntries(j.advisories.map((a) => [a.id, a.status]))).toEqual({ offline_access: 'pass', pkce_s256: 'pass', issuer: 'pass' })
@@ -157,7 +167,11 @@ describe('keyway check-provider against metadata lacking one prerequisite each',
   const cases: [PrerequisiteId, (base: string) => Record<string, unknown>, RegExp][] = [
     ['authorization_code', (b) => ({ ...good(b), grant_types_supported: ['client_credentials', 'refresh_token'] }), /without authorization_code/],
     ['refresh_token', (b) => ({ ...good(b), grant_types_supported: ['authorization_code'] }), /without refresh_token/],
-    ['client_auth', (b) => ({ ...good(b), token_endpoint_auth_methods_supported: ['private_key_jwt', 'tls_client_auth'] }), /needs client_secret_basic or client_secret_post/],
+    [
+      'client_auth',
+      (b) => ({ ...good(b), token_endpoint_auth_methods_supported: ['private_key_jwt', 'tls_client_auth'] }),
+      /needs client_secret_basic or client_secret_post/,
+    ],
     ['token_endpoint', (b) => Object.fromEntries(Object.entries(good(b)).filter(([k]) => k !== 'token_endpoint')), /no token_endpoint/],
     ['https', (b) => ({ ...good(b), token_endpoint: 'http://as.example.com/token' }), /not https: token endpoint http:\/\/as\.example\.com\/token/],
   ]
@@ -248,7 +262,10 @@ connections:
 
 describe('keyway check-provider refuses', () => {
   test.each([
-    [['http://as.example.com'], 'keyway: refusing to fetch metadata over http:// from as.example.com: only https://, or http:// on a loopback host, is allowed'],
+    [
+      ['http://as.example.com'],
+      'keyway: refusing to fetch metadata over http:// from as.example.com: only https://, or http:// on a loopback host, is allowed',
+    ],
     [['ftp://as.example.com'], 'keyway: issuer URL must be https:// (or http:// on loopback), not ftp:'],
     [['not a name!'], 'keyway: "not a name!" is neither an issuer URL nor a connection name'],
     [[], 'usage: keyway check-provider ISSUER_URL_OR_CONNECTION [--config F] [--json]'],
@@ -259,6 +276,8 @@ describe('keyway check-provider refuses', () => {
 
   test('an unknown connection, and a bearer_token connection', async () => {
     expect((await checkCmd(['nope', '--config', configFile])).err).toEqual([`keyway: connection "nope" is not in ${configFile}`])
-    expect((await checkCmd(['tokens_only', '--config', configFile])).err).toEqual(['keyway: connection "tokens_only" uses bearer_token; check-provider applies to OAuth connections'])
+    expect((await checkCmd(['tokens_only', '--config', configFile])).err).toEqual([
+      'keyway: connection "tokens_only" uses bearer_token; check-provider applies to OAuth connections',
+    ])
   })
 })

@@ -76,7 +76,15 @@ function record(method: TokenRecord['method'], tokens: string[], over: Partial<T
   const at = `CANARY_access_${n}_${randomBytes(6).toString('hex')}`
   const rt = `CANARY_refresh_${n}_${randomBytes(6).toString('hex')}`
   tokens.push(at, ...(refresh ? [rt] : []))
-  return { method, accessToken: at, ...(refresh ? { refreshToken: rt } : {}), tokenType: 'bearer', obtainedAt: Date.now() - 90 * MIN, expiresAt: Date.now() + 42 * MIN, ...over }
+  return {
+    method,
+    accessToken: at,
+    ...(refresh ? { refreshToken: rt } : {}),
+    tokenType: 'bearer',
+    obtainedAt: Date.now() - 90 * MIN,
+    expiresAt: Date.now() + 42 * MIN,
+    ...over,
+  }
 }
 
 /** Opens the workspace's store the way the server does (from the loaded config). */
@@ -183,11 +191,17 @@ describe('keyway credentials', () => {
       'svc (shared) oauth_m2m',
     ])
     const span = String.raw`\S+ \((?:in \d+[smhd]|\d+[smhd] ago)\)`
-    expect(r.out).toContainEqual(expect.stringMatching(new RegExp(`^gh\\s+\\(shared\\)\\s+bearer_token\\s+-\\s+no\\s+-\\s+${span}\\s+config secret \\{ env: GH_TOKEN \\}$`)))
-    expect(r.out).toContainEqual(expect.stringMatching(new RegExp(`^crm\\s+\\(shared\\)\\s+oauth_u2m_shared\\s+${span}\\s+yes\\s+${span}\\s+${span}\\s+store$`)))
+    expect(r.out).toContainEqual(
+      expect.stringMatching(new RegExp(`^gh\\s+\\(shared\\)\\s+bearer_token\\s+-\\s+no\\s+-\\s+${span}\\s+config secret \\{ env: GH_TOKEN \\}$`)),
+    )
+    expect(r.out).toContainEqual(
+      expect.stringMatching(new RegExp(`^crm\\s+\\(shared\\)\\s+oauth_u2m_shared\\s+${span}\\s+yes\\s+${span}\\s+${span}\\s+store$`)),
+    )
     expect(r.out).toContainEqual(expect.stringMatching(new RegExp(`^svc\\s+\\(shared\\)\\s+oauth_m2m\\s+${span}\\s+yes\\s+never\\s+never\\s+store$`)))
     expect(r.out).toContainEqual(
-      expect.stringMatching(new RegExp(`^drive\\s+bob@example\\.com\\s+oauth_u2m_per_user\\s+${span}\\s+NO\\s+never\\s+${span}\\s+store\\s+WARNING: no refresh token was issued`)),
+      expect.stringMatching(
+        new RegExp(`^drive\\s+bob@example\\.com\\s+oauth_u2m_per_user\\s+${span}\\s+NO\\s+never\\s+${span}\\s+store\\s+WARNING: no refresh token was issued`),
+      ),
     )
 
     const j = await runCommand(credentials, ['--config', ws.file, '--json'])
@@ -209,7 +223,14 @@ describe('keyway credentials', () => {
       orphaned: null,
       warnings: [],
     })
-    expect(byKey['crm/-']).toMatchObject({ method: 'oauth_u2m_shared', refreshable: true, subject: 'owner-sub', lastRefreshAt: new Date(ws.t0 - 5 * MIN).toISOString(), lastUsedAt: ws.iso(15 * MIN), source: 'store' })
+    expect(byKey['crm/-']).toMatchObject({
+      method: 'oauth_u2m_shared',
+      refreshable: true,
+      subject: 'owner-sub',
+      lastRefreshAt: new Date(ws.t0 - 5 * MIN).toISOString(),
+      lastUsedAt: ws.iso(15 * MIN),
+      source: 'store',
+    })
     // Per-user: that user's own calls only; bob's later call that needed consent sent no token.
     expect(byKey['drive/alice@example.com']?.lastUsedAt).toBe(ws.iso(20 * MIN))
     expect(byKey['drive/bob@example.com']).toMatchObject({ lastUsedAt: ws.iso(40 * MIN), refreshable: false, warnings: [NO_REFRESH_TOKEN_WARNING] })
@@ -231,7 +252,9 @@ describe('keyway credentials', () => {
     const r = await runCommand(credentials, ['--config', ws.file, '--connection', 'svc'])
     expect(r.code).toBe(0)
     expect(r.out[1]).toMatch(/^svc\s+\(shared\)\s+oauth_m2m\s+\S+ \(in \d+m\)\s+yes\s+never\s+unknown\s+store$/)
-    expect(r.err).toEqual([`keyway: note: last use unknown: audit log ${path.join(ws.dir, 'data', 'audit.jsonl')} does not exist yet (audit.file in ${ws.file})`])
+    expect(r.err).toEqual([
+      `keyway: note: last use unknown: audit log ${path.join(ws.dir, 'data', 'audit.jsonl')} does not exist yet (audit.file in ${ws.file})`,
+    ])
   })
 
   test('a connection removed from the config leaves its credentials listed as orphaned, and so does a change of auth type [cli:credentials]', async () => {
@@ -240,10 +263,16 @@ describe('keyway credentials', () => {
     const r = await runCommand(credentials, ['--config', ws.file])
     expect(r.code).toBe(0)
     expect(r.out).toContainEqual(
-      expect.stringMatching(/^legacy_drive\s+alice@example\.com\s+oauth_u2m_per_user\s+.*store\s+ORPHANED: connection no longer in the config \(removed or renamed\); keyway credentials --prune deletes it$/),
+      expect.stringMatching(
+        /^legacy_drive\s+alice@example\.com\s+oauth_u2m_per_user\s+.*store\s+ORPHANED: connection no longer in the config \(removed or renamed\); keyway credentials --prune deletes it$/,
+      ),
     )
     expect(r.out).toContainEqual(expect.stringMatching(/^legacy_drive\s+carol@example\.com\s+.*ORPHANED: /))
-    expect(r.out).toContainEqual(expect.stringMatching(/^crm\s+\(shared\)\s+oauth_u2m_shared\s+.*ORPHANED: connection now uses oauth_u2m_per_user; keyway credentials --prune deletes it$/))
+    expect(r.out).toContainEqual(
+      expect.stringMatching(
+        /^crm\s+\(shared\)\s+oauth_u2m_shared\s+.*ORPHANED: connection now uses oauth_u2m_per_user; keyway credentials --prune deletes it$/,
+      ),
+    )
     expect(r.out.filter((l) => l.includes('ORPHANED'))).toHaveLength(3)
     expect(r.err).toEqual([
       'keyway: 3 orphaned credentials (connection removed, renamed or switched to another auth type): never used again; keyway credentials --prune deletes them',
@@ -260,18 +289,30 @@ describe('keyway credentials', () => {
     const ws = await workspace()
     await writeFile(ws.file, configText({ legacy: false, crmType: 'oauth_u2m_per_user' }))
     const filtered = await runCommand(credentials, ['--config', ws.file, '--prune', '--user', 'carol@example.com'])
-    expect(filtered).toMatchObject({ code: 0, out: ['legacy_drive carol@example.com (oauth_u2m_per_user): deleted (connection no longer in the config (removed or renamed)); not revoked at the provider'] })
+    expect(filtered).toMatchObject({
+      code: 0,
+      out: [
+        'legacy_drive carol@example.com (oauth_u2m_per_user): deleted (connection no longer in the config (removed or renamed)); not revoked at the provider',
+      ],
+    })
     const r = await runCommand(credentials, ['--config', ws.file, '--prune'])
     expect(r.code).toBe(0)
     expect(r.out).toEqual([
       'crm (shared) (oauth_u2m_shared): deleted (connection now uses oauth_u2m_per_user); not revoked at the provider',
       'legacy_drive alice@example.com (oauth_u2m_per_user): deleted (connection no longer in the config (removed or renamed)); not revoked at the provider',
     ])
-    expect(r.err).toEqual([expect.stringMatching(/^keyway: note: pruned credentials were deleted here only, not revoked at the provider: a removed connection's provider settings are gone/)])
+    expect(r.err).toEqual([
+      expect.stringMatching(
+        /^keyway: note: pruned credentials were deleted here only, not revoked at the provider: a removed connection's provider settings are gone/,
+      ),
+    ])
     expect(await storedRefs(ws.file)).toEqual(['drive/alice@example.com', 'drive/bob@example.com', 'svc/-'])
     const again = await runCommand(credentials, ['--config', ws.file, '--prune'])
     expect(again).toEqual({ code: 0, out: ['no orphaned credentials'], err: [] })
-    const audit = (await readFile(path.join(ws.dir, 'data', 'audit.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>)
+    const audit = (await readFile(path.join(ws.dir, 'data', 'audit.jsonl'), 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
     expect(audit.filter((e) => e.type === 'credential.revoked').map((e) => [e.connection, e.user ?? null, e.reason])).toEqual([
       ['legacy_drive', 'carol@example.com', 'pruned as orphaned (connection-removed); not revoked at the provider'],
       ['crm', null, 'pruned as orphaned (method-changed); not revoked at the provider'],
@@ -312,12 +353,16 @@ describe('keyway validate', () => {
     await writeFile(ws.file, configText({ legacy: false, store: '{ url: "sqlite://./data/keyway.sqlite" }' }))
     const noKey = await runCommand(validate, ['--config', ws.file])
     expect(noKey.code).toBe(0)
-    expect(noKey.err).toEqual([expect.stringMatching(/^keyway: note: stored credentials were not checked against this config: store\.encryptionKey is not set: /)])
+    expect(noKey.err).toEqual([
+      expect.stringMatching(/^keyway: note: stored credentials were not checked against this config: store\.encryptionKey is not set: /),
+    ])
 
     await writeFile(ws.file, configText({ legacy: false }))
     const otherKey = await runCommand(validate, ['--config', ws.file], { ...ENV, KEYWAY_ENCRYPTION_KEY: randomBytes(32).toString('base64') })
     expect(otherKey.code).toBe(0)
-    expect(otherKey.err).toEqual([expect.stringMatching(/^keyway: note: stored credentials were not checked against this config: stored token record does not open/)])
+    expect(otherKey.err).toEqual([
+      expect.stringMatching(/^keyway: note: stored credentials were not checked against this config: stored token record does not open/),
+    ])
 
     await writeFile(ws.file, configText({ legacy: false, store: '{ url: "memory://", encryptionKey: { env: KEYWAY_ENCRYPTION_KEY } }' }))
     expect((await runCommand(validate, ['--config', ws.file])).err).toEqual([])
@@ -326,7 +371,7 @@ describe('keyway validate', () => {
 })
 
 describe('keyway sql SHOW CONNECTIONS / DESCRIBE CONNECTION', () => {
-  test('show each connection\'s credential state with only the store key in the environment; never a secret [secret:never-logged]', async () => {
+  test("show each connection's credential state with only the store key in the environment; never a secret [secret:never-logged]", async () => {
     const ws = await workspace()
     const env = { KEYWAY_ENCRYPTION_KEY: KEY }
     const show = await runCommand(sql, ['--config', ws.file, 'SHOW CONNECTIONS'], env)
@@ -350,7 +395,9 @@ describe('keyway sql SHOW CONNECTIONS / DESCRIBE CONNECTION', () => {
 
     const keyless = await runCommand(sql, ['--config', ws.file, 'SHOW CONNECTIONS'], {})
     expect(keyless.code).toBe(0)
-    expect(keyless.out.find((l) => l.startsWith('drive '))).toMatch(/store unavailable \(store\.encryptionKey: environment variable KEYWAY_ENCRYPTION_KEY is not set\)$/)
+    expect(keyless.out.find((l) => l.startsWith('drive '))).toMatch(
+      /store unavailable \(store\.encryptionKey: environment variable KEYWAY_ENCRYPTION_KEY is not set\)$/,
+    )
     expect(keyless.out.find((l) => l.startsWith('gh '))).toMatch(/static secret$/)
     const describeGh = await runCommand(sql, ['--config', ws.file, 'DESCRIBE CONNECTION gh'], env)
     expect(describeGh.out.at(-1)).toMatch(/^credentials\s+static secret$/)

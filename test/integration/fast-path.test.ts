@@ -69,7 +69,12 @@ const ENVELOPE = {
 }
 
 const LEGACY = { 'mcp-protocol-version': '2025-11-25', 'mcp-method': undefined, 'mcp-name': undefined }
-const legacyCall = (args: unknown, tool = 'api'): Record<string, unknown> => ({ method: 'tools/call', params: { name: tool, arguments: args }, jsonrpc: '2.0', id: 3 })
+const legacyCall = (args: unknown, tool = 'api'): Record<string, unknown> => ({
+  method: 'tools/call',
+  params: { name: tool, arguments: args },
+  jsonrpc: '2.0',
+  id: 3,
+})
 
 interface Case {
   readonly name: string
@@ -88,14 +93,22 @@ const call = (args: unknown, extra: Record<string, unknown> = {}, tool = 'api'):
 
 const CASES: readonly Case[] = [
   { name: 'a plain GET', fastPath: true, body: call({ path: '/items' }) },
-  { name: 'query, headers and a JSON body', fastPath: true, body: call({ method: 'POST', path: '/items', query: { a: 1, b: ['x', 'y'] }, headers: { 'X-Trace': 't' }, body: { title: 'hello' } }) },
+  {
+    name: 'query, headers and a JSON body',
+    fastPath: true,
+    body: call({ method: 'POST', path: '/items', query: { a: 1, b: ['x', 'y'] }, headers: { 'X-Trace': 't' }, body: { title: 'hello' } }),
+  },
   { name: 'a string id', fastPath: true, body: { ...call({ path: '/s' }), id: 'req-1' } },
   { name: 'no arguments at all', fastPath: true, body: { ...call(undefined), params: { name: 'api', _meta: ENVELOPE } } },
   { name: 'a caller without a grant', fastPath: true, user: 'carol', body: call({ path: '/items' }) },
   { name: 'invalid arguments', fastPath: true, body: call({ method: 'TRACE', path: 3, extra: true }) },
   { name: 'a path leaving the base path', fastPath: true, body: call({ path: '../admin' }) },
   { name: 'an upstream 404', fastPath: true, body: call({ path: '/missing' }) },
-  { name: 'client info with a title', fastPath: true, body: call({ path: '/t' }, { _meta: { ...ENVELOPE, 'io.modelcontextprotocol/clientInfo': { name: 'd', version: '1', title: 'D' } } }) },
+  {
+    name: 'client info with a title',
+    fastPath: true,
+    body: call({ path: '/t' }, { _meta: { ...ENVELOPE, 'io.modelcontextprotocol/clientInfo': { name: 'd', version: '1', title: 'D' } } }),
+  },
   { name: 'an unknown tool', fastPath: false, headers: { 'mcp-name': 'nope' }, body: call({ path: '/x' }, {}, 'nope') },
   { name: 'a connection that is no tool', fastPath: false, headers: { 'mcp-name': 'backend' }, body: call({ path: '/x' }, {}, 'backend') },
   { name: 'Mcp-Name not matching the tool', fastPath: false, headers: { 'mcp-name': 'other' }, body: call({ path: '/x' }) },
@@ -103,16 +116,39 @@ const CASES: readonly Case[] = [
   { name: 'a missing protocol version header', fastPath: false, headers: { 'mcp-protocol-version': undefined }, body: call({ path: '/x' }) },
   { name: 'an Accept without event streams', fastPath: false, headers: { accept: 'application/json' }, body: call({ path: '/x' }) },
   { name: 'arguments that are not an object', fastPath: false, body: call(['path']) },
-  { name: 'a capability that is not an object', fastPath: false, body: call({ path: '/x' }, { _meta: { ...ENVELOPE, 'io.modelcontextprotocol/clientCapabilities': { elicitation: 1 } } }) },
-  { name: 'a notification (no id)', fastPath: false, body: { method: 'tools/call', params: { name: 'api', arguments: { path: '/x' }, _meta: ENVELOPE }, jsonrpc: '2.0' } },
+  {
+    name: 'a capability that is not an object',
+    fastPath: false,
+    body: call({ path: '/x' }, { _meta: { ...ENVELOPE, 'io.modelcontextprotocol/clientCapabilities': { elicitation: 1 } } }),
+  },
+  {
+    name: 'a notification (no id)',
+    fastPath: false,
+    body: { method: 'tools/call', params: { name: 'api', arguments: { path: '/x' }, _meta: ENVELOPE }, jsonrpc: '2.0' },
+  },
   { name: '2025-era: a plain GET', fastPath: true, headers: LEGACY, body: legacyCall({ path: '/items' }) },
-  { name: '2025-06-18: a POST with a body', fastPath: true, headers: { ...LEGACY, 'mcp-protocol-version': '2025-06-18' }, body: legacyCall({ method: 'POST', path: '/i', body: 'raw' }) },
+  {
+    name: '2025-06-18: a POST with a body',
+    fastPath: true,
+    headers: { ...LEGACY, 'mcp-protocol-version': '2025-06-18' },
+    body: legacyCall({ method: 'POST', path: '/i', body: 'raw' }),
+  },
   { name: '2025-era: no grant', fastPath: true, user: 'carol', headers: LEGACY, body: legacyCall({ path: '/items' }) },
   { name: '2025-era: invalid arguments', fastPath: true, headers: LEGACY, body: legacyCall({ path: 1 }) },
   { name: '2025-era: an upstream 404', fastPath: true, headers: LEGACY, body: legacyCall({ path: '/missing' }) },
   { name: '2025-era: an unknown tool', fastPath: false, headers: LEGACY, body: legacyCall({ path: '/x' }, 'nope') },
-  { name: '2025-era: a progress token', fastPath: false, headers: LEGACY, body: { ...legacyCall({ path: '/x' }), params: { name: 'api', arguments: { path: '/x' }, _meta: { progressToken: 1 } } } },
-  { name: '2025-03-26 (older than structured content)', fastPath: false, headers: { ...LEGACY, 'mcp-protocol-version': '2025-03-26' }, body: legacyCall({ path: '/x' }) },
+  {
+    name: '2025-era: a progress token',
+    fastPath: false,
+    headers: LEGACY,
+    body: { ...legacyCall({ path: '/x' }), params: { name: 'api', arguments: { path: '/x' }, _meta: { progressToken: 1 } } },
+  },
+  {
+    name: '2025-03-26 (older than structured content)',
+    fastPath: false,
+    headers: { ...LEGACY, 'mcp-protocol-version': '2025-03-26' },
+    body: legacyCall({ path: '/x' }),
+  },
   { name: '2025-era without a version header', fastPath: false, headers: { ...LEGACY, 'mcp-protocol-version': undefined }, body: legacyCall({ path: '/x' }) },
 ]
 

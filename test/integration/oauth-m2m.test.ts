@@ -33,8 +33,22 @@ const log = createMemoryLogger()
 beforeAll(async () => {
   as = await startAuthorizationServer({
     clients: [
-      { client_id: 'm2m-basic', client_secret: SECRETS.BASIC_SECRET, grant_types: ['client_credentials'], redirect_uris: [], response_types: [], token_endpoint_auth_method: 'client_secret_basic' },
-      { client_id: 'm2m-post', client_secret: SECRETS.POST_SECRET, grant_types: ['client_credentials'], redirect_uris: [], response_types: [], token_endpoint_auth_method: 'client_secret_post' },
+      {
+        client_id: 'm2m-basic',
+        client_secret: SECRETS.BASIC_SECRET,
+        grant_types: ['client_credentials'],
+        redirect_uris: [],
+        response_types: [],
+        token_endpoint_auth_method: 'client_secret_basic',
+      },
+      {
+        client_id: 'm2m-post',
+        client_secret: SECRETS.POST_SECRET,
+        grant_types: ['client_credentials'],
+        redirect_uris: [],
+        response_types: [],
+        token_endpoint_auth_method: 'client_secret_post',
+      },
     ],
     strictClientAuthMethod: true,
     resources: {
@@ -214,7 +228,9 @@ describe('oauth_m2m through a tool call', () => {
     offset += 30_000 // expired
     const after = await call('flaky')
     expect(after.isError).toBe(true)
-    expect(textOf(after)).toMatch(/^CREDENTIAL_UNAVAILABLE: connection "flaky": the provider answered the client_credentials token request with status 503; retry after \d+ s$/)
+    expect(textOf(after)).toMatch(
+      /^CREDENTIAL_UNAVAILABLE: connection "flaky": the provider answered the client_credentials token request with status 503; retry after \d+ s$/,
+    )
     te.setMode('ok')
     offset += 60_000 // past the back-off
     const healed = await call('flaky')

@@ -299,7 +299,10 @@ describe.skipIf(skipBrowserTests())('first use through each kind of MCP client (
     // The retry waited first and then ran once: one link made, one call refused, one call served.
     const during = audit.events.slice(seen)
     expect(during.filter((e) => e.type === 'consent.started')).toHaveLength(1)
-    expect(during.filter((e) => e.type === 'tool.call').map((e) => ('error' in e ? e.error : undefined) ?? ('status' in e ? e.status : undefined))).toEqual(['CONSENT_REQUIRED', 200])
+    expect(during.filter((e) => e.type === 'tool.call').map((e) => ('error' in e ? e.error : undefined) ?? ('status' in e ? e.status : undefined))).toEqual([
+      'CONSENT_REQUIRED',
+      200,
+    ])
   })
 
   test('2026-07-28 client whose user declines: CONSENT_REQUIRED with the link, nothing stored', async () => {
@@ -308,7 +311,9 @@ describe.skipIf(skipBrowserTests())('first use through each kind of MCP client (
     try {
       const r = (await client.callTool({ name: 'drive', arguments: { ...CALL } })) as ToolCallResult
       expect(r.isError).toBe(true)
-      expect(textOf(r)).toMatch(/^CONSENT_REQUIRED: connecting "drive" was declined; to connect later, open http:\/\/127\.0\.0\.1:\d+\/connect\/\S+ in a browser, sign in, then retry after authorizing$/)
+      expect(textOf(r)).toMatch(
+        /^CONSENT_REQUIRED: connecting "drive" was declined; to connect later, open http:\/\/127\.0\.0\.1:\d+\/connect\/\S+ in a browser, sign in, then retry after authorizing$/,
+      )
     } finally {
       await client.close()
     }
@@ -349,7 +354,9 @@ describe.skipIf(skipBrowserTests())('first use through each kind of MCP client (
     try {
       const first = (await client.callTool({ name: 'drive', arguments: { ...CALL } })) as ToolCallResult
       expect(first.isError).toBe(true)
-      expect(textOf(first)).toMatch(/^CONSENT_REQUIRED: connect your account to "drive" first: open http:\/\/\S+ in a browser, sign in, then retry after authorizing$/)
+      expect(textOf(first)).toMatch(
+        /^CONSENT_REQUIRED: connect your account to "drive" first: open http:\/\/\S+ in a browser, sign in, then retry after authorizing$/,
+      )
       const link = linkIn(textOf(first))
       expect(link.startsWith(`${oidcUrl}/connect/`)).toBe(true)
       const page = await consentInBrowser(link, ALICE)
@@ -429,7 +436,6 @@ describe.skipIf(skipBrowserTests())('the browser user must be the flow user; lin
     }
     expect((await tokenOf(oidcStore(), ALICE))?.accessToken).toBe(stored?.accessToken)
   })
-
 })
 
 describe.skipIf(skipBrowserTests())('no refresh token, revocation and keyway credentials --user', () => {
@@ -450,12 +456,22 @@ describe.skipIf(skipBrowserTests())('no refresh token, revocation and keyway cre
     const json = captureIo()
     expect(await credentials(['--config', oidcFile, '--user', ALICE, '--connection', 'drive_nort', '--json'], json)).toBe(0)
     expect(json.outLines.map((l) => JSON.parse(l) as unknown)).toEqual([
-      expect.objectContaining({ connection: 'drive_nort', user: ALICE, method: 'oauth_u2m_per_user', refreshable: false, subject: ALICE, warnings: expect.arrayContaining([expect.stringContaining('no refresh token was issued')]) }),
+      expect.objectContaining({
+        connection: 'drive_nort',
+        user: ALICE,
+        method: 'oauth_u2m_per_user',
+        refreshable: false,
+        subject: ALICE,
+        warnings: expect.arrayContaining([expect.stringContaining('no refresh token was issued')]),
+      }),
     ])
   })
 
   test('keyway credentials --user lists only that user; revoke C --user deletes theirs (and revokes at the provider); their next call asks again [cli:credentials-per-user]', async () => {
-    for (const [user, key] of [[ALICE, 'alice'], [BOB, 'bob']] as const) {
+    for (const [user, key] of [
+      [ALICE, 'alice'],
+      [BOB, 'bob'],
+    ] as const) {
       if (!(await tokenOf(oidcStore(), user))) await consentInBrowser(linkIn(textOf(await plainCall(oidcUrl, key))), user)
     }
     const list = captureIo()
@@ -574,7 +590,9 @@ describe.skipIf(skipBrowserTests())('API-key mode (confirmation page), expiry an
     try {
       const r = (await client.callTool({ name: 'drive', arguments: { ...CALL } })) as ToolCallResult
       expect(r.isError).toBe(true)
-      expect(textOf(r)).toMatch(/^CONSENT_REQUIRED: the sign-in for "drive" did not complete \(access_denied\); open http:\/\/127\.0\.0\.1:\d+\/connect\/\S+ in a browser, sign in, then retry after authorizing$/)
+      expect(textOf(r)).toMatch(
+        /^CONSENT_REQUIRED: the sign-in for "drive" did not complete \(access_denied\); open http:\/\/127\.0\.0\.1:\d+\/connect\/\S+ in a browser, sign in, then retry after authorizing$/,
+      )
     } finally {
       await client.close()
     }
@@ -595,7 +613,10 @@ describe.skipIf(skipBrowserTests())('API-key mode (confirmation page), expiry an
     // The grant is revoked at the provider (RFC 7009): the stored refresh token is dead.
     const res = await fetch(`${as.issuer}/token/revocation`, {
       method: 'POST',
-      headers: { authorization: `Basic ${Buffer.from(`keyway-drive:${DRIVE_SECRET}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+      headers: {
+        authorization: `Basic ${Buffer.from(`keyway-drive:${DRIVE_SECRET}`).toString('base64')}`,
+        'content-type': 'application/x-www-form-urlencoded',
+      },
       body: new URLSearchParams({ token: stored.refreshToken, token_type_hint: 'refresh_token' }),
     })
     expect(res.status).toBe(200)
@@ -604,13 +625,15 @@ describe.skipIf(skipBrowserTests())('API-key mode (confirmation page), expiry an
     expect(r.isError).toBe(true)
     expect(textOf(r)).toMatch(/^CONSENT_REQUIRED: connect your account to "drive" first: open /)
     expect(await tokenOf(keyStore, ALICE)).toBeUndefined()
-    expect(keyAudit.events).toContainEqual(expect.objectContaining({ type: 'credential.refresh_failed', connection: 'drive', user: ALICE, reason: 'invalid_grant' }))
+    expect(keyAudit.events).toContainEqual(
+      expect.objectContaining({ type: 'credential.refresh_failed', connection: 'drive', user: ALICE, reason: 'invalid_grant' }),
+    )
     expect(keyAudit.events).toContainEqual(expect.objectContaining({ type: 'consent.started', connection: 'drive', user: ALICE, reason: 'invalid_grant' }))
     await consentInBrowser(linkIn(textOf(r)), ALICE)
     await expectAlicesOwnToken(await plainCall(keyUrl, 'alice'), keyStore)
   })
 
-  test('refresh per user: an expired token is renewed with that user\'s refresh token, once [refresh:per-user]', async () => {
+  test("refresh per user: an expired token is renewed with that user's refresh token, once [refresh:per-user]", async () => {
     const before = await tokenOf(keyStore, ALICE)
     if (!before?.refreshToken) throw new Error('no token')
     const hits = as.tokenEndpointHits('keyway-drive')
@@ -621,7 +644,9 @@ describe.skipIf(skipBrowserTests())('API-key mode (confirmation page), expiry an
     const after = await tokenOf(keyStore, ALICE)
     expect(after?.accessToken).not.toBe(before.accessToken)
     expect(after?.lastRefreshAt).toBeDefined()
-    expect(keyAudit.events).toContainEqual(expect.objectContaining({ type: 'credential.refreshed', connection: 'drive', user: ALICE, authMethod: 'oauth_u2m_per_user' }))
+    expect(keyAudit.events).toContainEqual(
+      expect.objectContaining({ type: 'credential.refreshed', connection: 'drive', user: ALICE, authMethod: 'oauth_u2m_per_user' }),
+    )
   })
 })
 
@@ -673,7 +698,10 @@ connections:${driveYaml('drive', 'openid, offline_access, api:read')}${grantsYam
       } else {
         const transport = new ModernStdio({ command: process.execPath, args, env: childEnv(), stderr: 'pipe' })
         transport.stderr?.on('data', (d: Buffer) => (stderr += d.toString()))
-        const client = new ModernClient({ name: 'stdio-v2', version: '1.0.0' }, { capabilities: { elicitation: { url: {} } }, versionNegotiation: { mode: 'auto' } })
+        const client = new ModernClient(
+          { name: 'stdio-v2', version: '1.0.0' },
+          { capabilities: { elicitation: { url: {} } }, versionNegotiation: { mode: 'auto' } },
+        )
         client.setRequestHandler('elicitation/create', async (request) => open(request.params as { mode?: string; url: string }))
         await client.connect(transport)
         call = async () => (await client.callTool({ name: 'drive', arguments: { ...CALL } })) as ToolCallResult

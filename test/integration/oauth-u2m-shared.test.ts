@@ -155,7 +155,12 @@ async function waitFor<T>(what: string, probe: () => T | undefined, timeoutMs = 
 async function startAuthorize(connection: string): Promise<{ exit: Promise<number>; io: ReturnType<typeof captureIo>; link: string }> {
   const io = captureIo()
   const exit = authorize([connection, '--config', file, '--timeout', '60s'], io)
-  const link = await waitFor('the link', () => io.outLines.find((l) => l.startsWith(`${publicUrl}/connect/`)) ?? (io.errLines.some((l) => l.includes('authorize:')) ? io.errLines.join('\n') : undefined))
+  const link = await waitFor(
+    'the link',
+    () =>
+      io.outLines.find((l) => l.startsWith(`${publicUrl}/connect/`)) ??
+      (io.errLines.some((l) => l.includes('authorize:')) ? io.errLines.join('\n') : undefined),
+  )
   if (!link.startsWith(publicUrl)) throw new Error(`keyway authorize failed: ${link}`)
   return { exit, io, link }
 }
@@ -247,7 +252,9 @@ describe.skipIf(skipBrowserTests())('oauth_u2m_shared: authorize, use, refresh, 
       const report = io.errLines.join('\n')
       expect(report).toContain('refresh token: NO')
       expect(report).toContain('!!! WARNING: no refresh token was issued: access will stop at first expiry')
-      expect(audit.events).toContainEqual(expect.objectContaining({ type: 'consent.granted', connection: 'crm_nort', warning: expect.stringContaining('no refresh token') }))
+      expect(audit.events).toContainEqual(
+        expect.objectContaining({ type: 'consent.granted', connection: 'crm_nort', warning: expect.stringContaining('no refresh token') }),
+      )
     } finally {
       await serving.close()
     }
@@ -356,7 +363,9 @@ describe.skipIf(skipBrowserTests())('oauth_u2m_shared: authorize, use, refresh, 
     const text = io.outLines.join('\n')
     expect(io.outLines[0]).toMatch(/^CONNECTION\s+USER\s+METHOD\s+EXPIRES\s+REFRESHABLE\s+LAST REFRESH\s+LAST USE\s+SOURCE\s+WARNINGS$/)
     expect(text).toMatch(/^crm\s+\(shared\)\s+oauth_u2m_shared\s+\S+ \(.+\)\s+yes\s+/m)
-    expect(text).toMatch(/^crm_nort\s+\(shared\)\s+oauth_u2m_shared\s+.*NO\s+never\s+(?:never|unknown|\S+ \([^)]+\))\s+store\s+WARNING: no refresh token was issued/m)
+    expect(text).toMatch(
+      /^crm_nort\s+\(shared\)\s+oauth_u2m_shared\s+.*NO\s+never\s+(?:never|unknown|\S+ \([^)]+\))\s+store\s+WARNING: no refresh token was issued/m,
+    )
     const json = captureIo()
     expect(await credentials(['--config', file, '--json', '--connection', 'crm'], json)).toBe(0)
     expect(json.outLines).toHaveLength(1)
@@ -423,15 +432,23 @@ describe.skipIf(skipBrowserTests())('oauth_u2m_shared: authorize, use, refresh, 
     }
     expect(await exit).toBe(1)
     expect(io.errLines.join('\n')).toContain('the sign-in for "crm" failed (access_denied)')
-    expect(readFileSync(path.join(dir, 'audit.jsonl'), 'utf8')).toMatch(/"type":"consent\.failed","user":"alice@example\.com","connection":"crm","reason":"access_denied"/)
+    expect(readFileSync(path.join(dir, 'audit.jsonl'), 'utf8')).toMatch(
+      /"type":"consent\.failed","user":"alice@example\.com","connection":"crm","reason":"access_denied"/,
+    )
   })
 
   test('unknown, expired or replayed links and callbacks get an explaining page with the flow-page headers [consent:headers]', async () => {
     const base = keyway.http?.url ?? ''
-    for (const url of [`${base}/connect/${randomBytes(32).toString('base64url')}`, `${base}/connect/not-an-id`, `${base}${CALLBACK_PATH}?state=${randomBytes(32).toString('base64url')}&code=x`]) {
+    for (const url of [
+      `${base}/connect/${randomBytes(32).toString('base64url')}`,
+      `${base}/connect/not-an-id`,
+      `${base}${CALLBACK_PATH}?state=${randomBytes(32).toString('base64url')}&code=x`,
+    ]) {
       const res = await fetch(url)
       expect(res.status, url).toBe(410)
-      expect(res.headers.get('content-security-policy')).toBe("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+      expect(res.headers.get('content-security-policy')).toBe(
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+      )
       expect(res.headers.get('x-frame-options')).toBe('DENY')
       expect(res.headers.get('referrer-policy')).toBe('no-referrer')
       expect(res.headers.get('cache-control')).toBe('no-store')
@@ -493,7 +510,11 @@ connections:${connectionYaml('crm', 'openid, offline_access, crm:read')}${connec
   }
 
   const newFlow = (connection: string, completer: { user: string } | { group: string }) =>
-    createConsentFlow(oidcKeyway.runtime.store, { connection, method: 'oauth_u2m_shared', tokenUser: null, completer }, { publicUrl: oidcUrl(), now: Date.now() })
+    createConsentFlow(
+      oidcKeyway.runtime.store,
+      { connection, method: 'oauth_u2m_shared', tokenUser: null, completer },
+      { publicUrl: oidcUrl(), now: Date.now() },
+    )
 
   test('a different signed-in user is refused and nothing is stored [consent:browser-user-must-match]', async () => {
     const flow = await newFlow('crm', { user: OWNER })
@@ -512,7 +533,9 @@ connections:${connectionYaml('crm', 'openid, offline_access, crm:read')}${connec
     expect(await oidcKeyway.runtime.store.getToken(SHARED)).toBeUndefined()
     const reuse = await fetch(flow.url)
     expect(reuse.status).toBe(410)
-    expect(audit.events).toContainEqual(expect.objectContaining({ type: 'consent.failed', connection: 'crm', user: 'mallory@example.com', reason: 'wrong-user' }))
+    expect(audit.events).toContainEqual(
+      expect.objectContaining({ type: 'consent.failed', connection: 'crm', user: 'mallory@example.com', reason: 'wrong-user' }),
+    )
   })
 
   test('the owner signs in at the identity provider, then consents at the provider; the token is stored [consent:oidc-sign-in]', async () => {

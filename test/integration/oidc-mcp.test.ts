@@ -181,90 +181,108 @@ describe.skipIf(skipBrowserTests())('an MCP client with OAuth support signs in t
     ['learns the scope from the 401 (requiredScopes set)', 'scoped', undefined, 'mcp:tools'],
     ['asks for the scope it is configured with (no requiredScopes)', 'plain', 'mcp', 'mcp'],
     ["gets a token whose aud is the IdP's API identifier (audience set)", 'audienced', 'mcp', 'mcp'],
-  ] as const)('401 → metadata → sign-in and consent in Chromium → code, PKCE, resource → tools by groups claim: the client %s [identity:oidc-e2e]', async (_how, which, clientScope, expectScope) => {
-    const origin = { plain: publicUrl, scoped: scopedPublicUrl, audienced: audiencedPublicUrl }[which]
-    const url = `${origin}/mcp`
-    const audience = which === 'audienced' ? API_AUDIENCE : url
-    const traffic: { method: string; url: string; status: number; challenge: string | null; body: string }[] = []
-    const recordingFetch: FetchLike = async (u, init) => {
-      const res = await fetch(u, init)
-      const body = typeof init?.body === 'string' ? init.body : init?.body instanceof URLSearchParams ? init.body.toString() : ''
-      traffic.push({ method: init?.method ?? 'GET', url: String(u), status: res.status, challenge: res.headers.get('www-authenticate'), body })
-      return res
-    }
-    let signIn: Promise<URL> | undefined
-    const oauth = createTestOAuthClient({
-      clientId: NATIVE_CLIENT_ID,
-      redirectUri: redirects.redirectUri,
-      ...(clientScope ? { scope: clientScope } : {}),
-      // Like a desktop client: open the system browser, then wait for the loopback redirect.
-      openBrowser: (authorizationUrl) => {
-        signIn = (async () => {
-          const page = await browser.newPage()
-          await page.goto(authorizationUrl.href)
-          return signInAtProvider(page, ALICE)
-        })()
-      },
-    })
+  ] as const)(
+    '401 → metadata → sign-in and consent in Chromium → code, PKCE, resource → tools by groups claim: the client %s [identity:oidc-e2e]',
+    async (_how, which, clientScope, expectScope) => {
+      const origin = { plain: publicUrl, scoped: scopedPublicUrl, audienced: audiencedPublicUrl }[which]
+      const url = `${origin}/mcp`
+      const audience = which === 'audienced' ? API_AUDIENCE : url
+      const traffic: { method: string; url: string; status: number; challenge: string | null; body: string }[] = []
+      const recordingFetch: FetchLike = async (u, init) => {
+        const res = await fetch(u, init)
+        const body = typeof init?.body === 'string' ? init.body : init?.body instanceof URLSearchParams ? init.body.toString() : ''
+        traffic.push({ method: init?.method ?? 'GET', url: String(u), status: res.status, challenge: res.headers.get('www-authenticate'), body })
+        return res
+      }
+      let signIn: Promise<URL> | undefined
+      const oauth = createTestOAuthClient({
+        clientId: NATIVE_CLIENT_ID,
+        redirectUri: redirects.redirectUri,
+        ...(clientScope ? { scope: clientScope } : {}),
+        // Like a desktop client: open the system browser, then wait for the loopback redirect.
+        openBrowser: (authorizationUrl) => {
+          signIn = (async () => {
+            const page = await browser.newPage()
+            await page.goto(authorizationUrl.href)
+            return signInAtProvider(page, ALICE)
+          })()
+        },
+      })
 
-    const first = new StreamableHTTPClientTransport(new URL(url), { authProvider: oauth, fetch: recordingFetch })
-    const refused = await new Client(MODERN_INFO, { capabilities: {} }).connect(first).then(
-      () => undefined,
-      (e: unknown) => e,
-    )
-    expect(refused).toBeInstanceOf(UnauthorizedError)
-    // Discovery started from Keyway's 401 and went through its metadata to the issuer's.
-    expect(traffic[0]).toMatchObject({ method: 'POST', url, status: 401 })
-    expect(traffic[0]?.challenge).toContain(`resource_metadata="${metadataUrlOf(origin)}"`)
-    expect(traffic.map((t) => `${t.method} ${t.url} ${t.status}`)).toContain(`GET ${metadataUrlOf(origin)} 200`)
-    expect(traffic.some((t) => t.url.startsWith(`${as.issuer}/.well-known/`) && t.status === 200)).toBe(true)
+      const first = new StreamableHTTPClientTransport(new URL(url), { authProvider: oauth, fetch: recordingFetch })
+      const refused = await new Client(MODERN_INFO, { capabilities: {} }).connect(first).then(
+        () => undefined,
+        (e: unknown) => e,
+      )
+      expect(refused).toBeInstanceOf(UnauthorizedError)
+      // Discovery started from Keyway's 401 and went through its metadata to the issuer's.
+      expect(traffic[0]).toMatchObject({ method: 'POST', url, status: 401 })
+      expect(traffic[0]?.challenge).toContain(`resource_metadata="${metadataUrlOf(origin)}"`)
+      expect(traffic.map((t) => `${t.method} ${t.url} ${t.status}`)).toContain(`GET ${metadataUrlOf(origin)} 200`)
+      expect(traffic.some((t) => t.url.startsWith(`${as.issuer}/.well-known/`) && t.status === 200)).toBe(true)
 
-    const authorizationUrl = oauth.authorizationUrls[0]
-    expect(authorizationUrl?.origin).toBe(as.issuer)
-    expect(authorizationUrl?.searchParams.get('resource')).toBe(url)
-    expect(authorizationUrl?.searchParams.get('client_id')).toBe(NATIVE_CLIENT_ID)
-    expect(authorizationUrl?.searchParams.get('code_challenge_method')).toBe('S256')
-    expect(authorizationUrl?.searchParams.get('scope')?.split(' ')).toContain(expectScope)
+      const authorizationUrl = oauth.authorizationUrls[0]
+      expect(authorizationUrl?.origin).toBe(as.issuer)
+      expect(authorizationUrl?.searchParams.get('resource')).toBe(url)
+      expect(authorizationUrl?.searchParams.get('client_id')).toBe(NATIVE_CLIENT_ID)
+      expect(authorizationUrl?.searchParams.get('code_challenge_method')).toBe('S256')
+      expect(authorizationUrl?.searchParams.get('scope')?.split(' ')).toContain(expectScope)
 
-    if (!signIn) throw new Error('the client never opened the browser')
-    const landed = await signIn
-    const callback = await redirects.next()
-    expect(landed.origin + landed.pathname).toBe(redirects.redirectUri)
-    expect(callback.get('error')).toBeNull()
-    expect(callback.get('state')).toBe(oauth.states.at(-1))
-    expect(callback.get('iss')).toBe(as.issuer)
-    await first.finishAuth(callback)
+      if (!signIn) throw new Error('the client never opened the browser')
+      const landed = await signIn
+      const callback = await redirects.next()
+      expect(landed.origin + landed.pathname).toBe(redirects.redirectUri)
+      expect(callback.get('error')).toBeNull()
+      expect(callback.get('state')).toBe(oauth.states.at(-1))
+      expect(callback.get('iss')).toBe(as.issuer)
+      await first.finishAuth(callback)
 
-    const tokenRequest = traffic.find((t) => t.method === 'POST' && t.url === `${as.issuer}/token`)
-    const form = new URLSearchParams(tokenRequest?.body ?? '')
-    expect(form.get('grant_type')).toBe('authorization_code')
-    expect(form.get('resource')).toBe(url)
-    expect(form.get('client_id')).toBe(NATIVE_CLIENT_ID)
-    expect(form.get('code_verifier')).toBeTruthy()
-    const accessToken = oauth.currentTokens()?.access_token
-    if (!accessToken) throw new Error('no access token was saved')
-    callerTokens.add(accessToken)
-    expect(decodeJwt(accessToken)).toMatchObject({ iss: as.issuer, aud: audience, sub: ALICE, groups: [ENG], client_id: NATIVE_CLIENT_ID, scope: expectScope })
+      const tokenRequest = traffic.find((t) => t.method === 'POST' && t.url === `${as.issuer}/token`)
+      const form = new URLSearchParams(tokenRequest?.body ?? '')
+      expect(form.get('grant_type')).toBe('authorization_code')
+      expect(form.get('resource')).toBe(url)
+      expect(form.get('client_id')).toBe(NATIVE_CLIENT_ID)
+      expect(form.get('code_verifier')).toBeTruthy()
+      const accessToken = oauth.currentTokens()?.access_token
+      if (!accessToken) throw new Error('no access token was saved')
+      callerTokens.add(accessToken)
+      expect(decodeJwt(accessToken)).toMatchObject({
+        iss: as.issuer,
+        aud: audience,
+        sub: ALICE,
+        groups: [ENG],
+        client_id: NATIVE_CLIENT_ID,
+        scope: expectScope,
+      })
 
-    const client = new Client(MODERN_INFO, { capabilities: {} })
-    await client.connect(new StreamableHTTPClientTransport(new URL(url), { authProvider: oauth, fetch: recordingFetch }))
-    try {
-      expect((await client.listTools()).tools.map((t) => t.name)).toEqual(['issues'])
-      const before = upstream.requests.length
-      const r = (await client.callTool({ name: 'issues', arguments: { path: '/items', query: { q: which } } })) as ToolCallResult
-      expect(r.isError).toBeFalsy()
-      expect(upstream.requests.length).toBe(before + 1)
-      expect(upstream.last()).toMatchObject({ path: '/api/items', query: `?q=${which}` })
-      expect(upstream.last()?.headers.authorization).toBe(`Bearer ${UPSTREAM_TOKEN}`)
-      const denied = (await client.callTool({ name: 'payroll', arguments: { path: '/' } })) as ToolCallResult
-      expect(textOf(denied)).toMatch(/^PERMISSION_DENIED: /)
-    } finally {
-      await client.close()
-    }
-    expect(audit.events).toContainEqual(
-      expect.objectContaining({ type: 'tool.call', user: ALICE, via: 'oidc', connection: 'issues', path: '/items', decision: 'allow', rule: `grant to group ${ENG}` }),
-    )
-  })
+      const client = new Client(MODERN_INFO, { capabilities: {} })
+      await client.connect(new StreamableHTTPClientTransport(new URL(url), { authProvider: oauth, fetch: recordingFetch }))
+      try {
+        expect((await client.listTools()).tools.map((t) => t.name)).toEqual(['issues'])
+        const before = upstream.requests.length
+        const r = (await client.callTool({ name: 'issues', arguments: { path: '/items', query: { q: which } } })) as ToolCallResult
+        expect(r.isError).toBeFalsy()
+        expect(upstream.requests.length).toBe(before + 1)
+        expect(upstream.last()).toMatchObject({ path: '/api/items', query: `?q=${which}` })
+        expect(upstream.last()?.headers.authorization).toBe(`Bearer ${UPSTREAM_TOKEN}`)
+        const denied = (await client.callTool({ name: 'payroll', arguments: { path: '/' } })) as ToolCallResult
+        expect(textOf(denied)).toMatch(/^PERMISSION_DENIED: /)
+      } finally {
+        await client.close()
+      }
+      expect(audit.events).toContainEqual(
+        expect.objectContaining({
+          type: 'tool.call',
+          user: ALICE,
+          via: 'oidc',
+          connection: 'issues',
+          path: '/items',
+          decision: 'allow',
+          rule: `grant to group ${ENG}`,
+        }),
+      )
+    },
+  )
 })
 
 describe('bearer access tokens from the identity provider, both protocol eras', () => {
@@ -364,20 +382,28 @@ describe('refused tokens: 401 pointing at the metadata, and no tool runs [identi
   const forged: [string, () => Promise<string>][] = [
     ['a real token for another resource [identity:audience-bound]', () => userToken(ALICE, { resource: OTHER_RESOURCE })],
     ['a token signed by the issuer for another audience [identity:audience-bound]', () => signJwt(asKey, claims({ aud: OTHER_RESOURCE }))],
-    ['a token with no audience [identity:audience-bound]', async () => {
-      const { aud: _aud, ...rest } = claims()
-      return signJwt(asKey, rest)
-    }],
+    [
+      'a token with no audience [identity:audience-bound]',
+      async () => {
+        const { aud: _aud, ...rest } = claims()
+        return signJwt(asKey, rest)
+      },
+    ],
     ['an expired token [identity:exp]', () => signJwt(asKey, claims({ iat: nowS() - 900, exp: nowS() - 120 }))],
     ['a token that is not yet valid (nbf) [identity:nbf]', () => signJwt(asKey, claims({ nbf: nowS() + 600, exp: nowS() + 900 }))],
-    ['a real token whose payload was altered (bad signature) [identity:signature]', async () => {
-      const real = await userToken(BOB)
-      const [h, , s] = real.split('.')
-      const payload = Buffer.from(JSON.stringify({ ...decodeJwt(real), sub: ALICE, groups: [ENG] })).toString('base64url')
-      return `${h}.${payload}.${s}`
-    }],
-    ["a token signed by another key under the issuer's kid (bad signature) [identity:signature]", async () =>
-      signJwt(await foreignKey('RS256', asKey.kid), claims())],
+    [
+      'a real token whose payload was altered (bad signature) [identity:signature]',
+      async () => {
+        const real = await userToken(BOB)
+        const [h, , s] = real.split('.')
+        const payload = Buffer.from(JSON.stringify({ ...decodeJwt(real), sub: ALICE, groups: [ENG] })).toString('base64url')
+        return `${h}.${payload}.${s}`
+      },
+    ],
+    [
+      "a token signed by another key under the issuer's kid (bad signature) [identity:signature]",
+      async () => signJwt(await foreignKey('RS256', asKey.kid), claims()),
+    ],
     ['an unsigned token (alg: none) [identity:alg-allowlist]', async () => unsignedJwt(claims(), asKey.kid)],
     ["an HS256 token keyed with the issuer's public key [identity:alg-allowlist]", () => hmacWithPublicKey(asKey, claims())],
     ['a token signed by a key the issuer does not publish (unknown kid) [identity:signature]', async () => signJwt(await foreignKey('RS256'), claims())],
@@ -573,7 +599,10 @@ function createTestOAuthClient(o: { clientId: string; redirectUri: string; scope
  * Runs one tools/call with the modern client and records the exact HTTP request it sent; the
  * returned function replays that request with another bearer (to another Keyway, if given).
  */
-async function captureToolCall(bearer: string, call: { name: string; arguments: Record<string, unknown> }): Promise<(token: string, url?: string) => Promise<Response>> {
+async function captureToolCall(
+  bearer: string,
+  call: { name: string; arguments: Record<string, unknown> },
+): Promise<(token: string, url?: string) => Promise<Response>> {
   let captured: { headers: Record<string, string>; body: string } | undefined
   const capturing: FetchLike = async (url, init) => {
     const body = typeof init?.body === 'string' ? init.body : ''
@@ -581,7 +610,9 @@ async function captureToolCall(bearer: string, call: { name: string; arguments: 
     return fetch(url, init)
   }
   const client = new Client(MODERN_INFO, { capabilities: {} })
-  await client.connect(new StreamableHTTPClientTransport(new URL(mcpUrl), { requestInit: { headers: { authorization: `Bearer ${bearer}` } }, fetch: capturing }))
+  await client.connect(
+    new StreamableHTTPClientTransport(new URL(mcpUrl), { requestInit: { headers: { authorization: `Bearer ${bearer}` } }, fetch: capturing }),
+  )
   try {
     const r = (await client.callTool(call)) as ToolCallResult
     expect(r.isError).toBeFalsy()

@@ -234,7 +234,7 @@ describe('JWT access tokens (RFC 9068)', () => {
     expect((await refusal(verifier.verify(dpop))).message).toBe('token type "dpop+jwt" is not an access token')
   })
 
-  test('a token without the user claim is refused; one that names a client is that client\'s own token', async () => {
+  test("a token without the user claim is refused; one that names a client is that client's own token", async () => {
     const { sub: _sub, client_id: _client, ...claims } = goodClaims(as.issuer, MCP, nowS())
     const { verifier } = countingVerifier()
     expect((await refusal(verifier.verify(await signJwt(asKey, claims)))).message).toBe('token claim "sub" (userClaim) is missing or not a string')
@@ -385,7 +385,9 @@ describe('caching and discovery', () => {
     expect(reasons).toEqual([...Array(3).fill('token is not active'), ...Array(3).fill('introspection budget of this client address is spent')])
     expect(o.calls.filter((p) => p === '/token/introspection')).toHaveLength(3)
     // Another address still has its budget.
-    await expect(o.verifier.verify(await as.userToken('alice@example.com', { resource: MCP_OPAQUE }), { clientAddress: '192.0.2.9' })).resolves.toMatchObject({ kind: 'user' })
+    await expect(o.verifier.verify(await as.userToken('alice@example.com', { resource: MCP_OPAQUE }), { clientAddress: '192.0.2.9' })).resolves.toMatchObject({
+      kind: 'user',
+    })
   })
 
   test('a cached token is not accepted past its exp', async () => {
@@ -419,9 +421,7 @@ describe('caching and discovery', () => {
     expect(() => createOidcVerifier(settings({ algorithms: ['RS256', 'HS256'] }), { allowInsecure: true })).toThrow(
       expect.objectContaining({ code: 'CONFIG_INVALID', message: 'oidc algorithm "HS256" is not an asymmetric signature algorithm' }),
     )
-    expect(() => createOidcVerifier(settings({ algorithms: ['none'] }), { allowInsecure: true })).toThrow(
-      expect.objectContaining({ code: 'CONFIG_INVALID' }),
-    )
+    expect(() => createOidcVerifier(settings({ algorithms: ['none'] }), { allowInsecure: true })).toThrow(expect.objectContaining({ code: 'CONFIG_INVALID' }))
   })
 })
 

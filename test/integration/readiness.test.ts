@@ -117,7 +117,8 @@ ${bearer('docs')}`
     expect(rejected.report.checks.reload).toMatchObject({ ok: false, blocking: false, state: 'rejected', problems: 1 })
     expect(Date.parse(String(rejected.report.checks.reload?.since))).toBeGreaterThan(0)
     expect(rejected.text).not.toContain('bogusKey')
-    const reminders = (): Record<string, unknown>[] => k.logs().filter((l) => l.msg === 'config file on disk is still rejected; the last good config stays live')
+    const reminders = (): Record<string, unknown>[] =>
+      k.logs().filter((l) => l.msg === 'config file on disk is still rejected; the last good config stays live')
     await k.waitForLog(() => reminders().length >= 2)
     expect(reminders()[0]).toMatchObject({ problemCount: 1 })
 

@@ -157,7 +157,10 @@ const latencies: { mode: string; change: string; ms: number }[] = []
 afterAll(() => {
   if (latencies.length === 0) return
   console.log(
-    ['REVOKE/GRANT latency, file write -> first call with the new outcome (calls polled every 10 ms):', ...latencies.map((l) => `  ${l.mode.padEnd(15)} ${l.change.padEnd(12)} ${l.ms.toFixed(1)} ms`)].join('\n'),
+    [
+      'REVOKE/GRANT latency, file write -> first call with the new outcome (calls polled every 10 ms):',
+      ...latencies.map((l) => `  ${l.mode.padEnd(15)} ${l.change.padEnd(12)} ${l.ms.toFixed(1)} ms`),
+    ].join('\n'),
   )
 })
 
@@ -258,7 +261,10 @@ describe('bad edits keep the last good config [config:keep-last-good]', () => {
       5_000,
       'a config rejected log line',
     )
-    const logged = keyway.logs().filter((l) => l.msg === 'config rejected; the last good config stays live').at(-1)
+    const logged = keyway
+      .logs()
+      .filter((l) => l.msg === 'config rejected; the last good config stays live')
+      .at(-1)
     const expected = await validateProblems(folder.file)
     expect(expected.length).toBeGreaterThan(0)
     expect(logged).toMatchObject({ level: 'warn', file: folder.file, problemCount: expected.length, problems: expected })

@@ -102,7 +102,11 @@ describe('SIGTERM drains, then aborts what is left', () => {
     expect((await fetch(`${base}/readyz`)).status).toBe(200)
 
     const slowOnFastPath = modern.callTool('notes', { method: 'GET', path: '/slow' })
-    const slowOnSdk = legacy.callTool({ name: 'notes', arguments: { method: 'GET', path: '/slow' }, _meta: { 'example.com/trace': 'sdk-path' } }) as Promise<ToolCallResult>
+    const slowOnSdk = legacy.callTool({
+      name: 'notes',
+      arguments: { method: 'GET', path: '/slow' },
+      _meta: { 'example.com/trace': 'sdk-path' },
+    }) as Promise<ToolCallResult>
     const short = modern.callTool('notes', { method: 'GET', path: '/short' })
     await until('three calls at the upstream', () => arrived('/api/slow') === 2 && arrived('/api/short') === 1)
 
@@ -138,7 +142,9 @@ describe('SIGTERM drains, then aborts what is left', () => {
     await until('the upstream to see both sockets close', () => cutEarly.get('/api/slow') === 2, 2_000)
     const code = await k.exited()
     const exitedAfterMs = performance.now() - t0
-    console.log(`[shutdown] readyz 503 after ${readyAfterMs.toFixed(0)} ms; stopped calls answered after ${answeredAfterMs.toFixed(0)} ms; exit after ${exitedAfterMs.toFixed(0)} ms (drain ${DRAIN_MS} ms)`)
+    console.log(
+      `[shutdown] readyz 503 after ${readyAfterMs.toFixed(0)} ms; stopped calls answered after ${answeredAfterMs.toFixed(0)} ms; exit after ${exitedAfterMs.toFixed(0)} ms (drain ${DRAIN_MS} ms)`,
+    )
     expect(code).toBe(0)
     expect(readyAfterMs).toBeLessThan(1_000)
     expect(answeredAfterMs).toBeGreaterThanOrEqual(DRAIN_MS - 50)

@@ -58,10 +58,11 @@ describe('keyway sql: edits', () => {
       removed: [],
       added: ['  - privilege: USE CONNECTION', '    on: my_github_conn', '    to: { group: ops }'],
     })
-    const audit = (await readFile(path.join(cwd, 'config', 'data', 'audit.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>)
-    expect(audit).toEqual([
-      { time: expect.any(String), type: 'grant.changed', statement: 'GRANT USE CONNECTION ON CONNECTION my_github_conn TO `ops`;', file },
-    ])
+    const audit = (await readFile(path.join(cwd, 'config', 'data', 'audit.jsonl'), 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+    expect(audit).toEqual([{ time: expect.any(String), type: 'grant.changed', statement: 'GRANT USE CONNECTION ON CONNECTION my_github_conn TO `ops`;', file }])
     expect(await readdir(path.join(cwd, 'config'))).toEqual(['connections.yaml', 'data'])
   })
 
@@ -98,7 +99,7 @@ describe('keyway sql: edits', () => {
     })
   })
 
-  test('the note also knows the groups of the user\'s API keys', async () => {
+  test("the note also knows the groups of the user's API keys", async () => {
     const { cwd } = await workspace()
     expect((await sql(cwd, ['GRANT USE CONNECTION ON CONNECTION internal_api TO `alice@example.com`'])).code).toBe(0)
     const r = await sql(cwd, ['REVOKE USE CONNECTION ON CONNECTION internal_api FROM `alice@example.com`'])
@@ -160,7 +161,10 @@ describe('keyway sql: edits', () => {
     const { cwd } = await workspace()
     const r = await sql(cwd, ['ALTER CONNECTION google_drive OWNER TO `carol@example.com`'])
     expect(r.code).toBe(0)
-    expect(r.out).toEqual(['changed the owner of google_drive from group data-engineering to user carol@example.com (config/connections.yaml updated)', 'note: group data-engineering no longer holds USE CONNECTION on google_drive; to keep its access: GRANT USE CONNECTION ON CONNECTION google_drive TO GROUP `data-engineering`'])
+    expect(r.out).toEqual([
+      'changed the owner of google_drive from group data-engineering to user carol@example.com (config/connections.yaml updated)',
+      'note: group data-engineering no longer holds USE CONNECTION on google_drive; to keep its access: GRANT USE CONNECTION ON CONNECTION google_drive TO GROUP `data-engineering`',
+    ])
     const again = await sql(cwd, ['ALTER CONNECTION my_github_conn OWNER TO `alice@example.com`'])
     // admin@example.com had only ownership: a note. (alice keeps a grant of her own either way.)
     expect(again.out).toHaveLength(2)
@@ -206,7 +210,11 @@ describe('keyway sql: edits', () => {
     const r = await sql(cwd, ['GRANT USE CONNECTION ON CONNECTION internal_api TO `ops`'])
     expect(r.code).toBe(0)
     expect((await lstat(file)).isSymbolicLink()).toBe(true)
-    expect(changedLines(original, await readFile(real, 'utf8')).added).toEqual(['  - privilege: USE CONNECTION', '    on: internal_api', '    to: { group: ops }'])
+    expect(changedLines(original, await readFile(real, 'utf8')).added).toEqual([
+      '  - privilege: USE CONNECTION',
+      '    on: internal_api',
+      '    to: { group: ops }',
+    ])
   })
 })
 
@@ -306,6 +314,8 @@ describe('keyway sql: SHOW and DESCRIBE', () => {
   test('SHOW GRANTS / DESCRIBE of an unknown connection: exit 1', async () => {
     const { cwd } = await workspace()
     expect((await sql(cwd, ['SHOW GRANTS ON CONNECTION nope'])).code).toBe(1)
-    expect((await sql(cwd, ['DESCRIBE CONNECTION nope'])).err).toEqual(['keyway sql: unknown connection "nope" in config/connections.yaml (SHOW CONNECTIONS lists them)'])
+    expect((await sql(cwd, ['DESCRIBE CONNECTION nope'])).err).toEqual([
+      'keyway sql: unknown connection "nope" in config/connections.yaml (SHOW CONNECTIONS lists them)',
+    ])
   })
 })

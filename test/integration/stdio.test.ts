@@ -93,7 +93,7 @@ describe.each(['modern', 'legacy-v2', 'legacy-v1'] as const)('stdio with the %s 
     }
   })
 
-  test('--user overrides the configured stdio user, with that user\'s grants', async () => {
+  test("--user overrides the configured stdio user, with that user's grants", async () => {
     const { client } = await spawnClient(kind, ['--user', 'bob@example.com'])
     try {
       expect((await client.listTools()).tools.map((t) => t.name)).toEqual(['team_only'])

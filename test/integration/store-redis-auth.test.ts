@@ -22,13 +22,19 @@ describe('store.password [secret:never-in-messages]', () => {
 
   test('is sent as AUTH: a Redis without that password refuses, and calls fail closed without echoing it', async () => {
     const probe = await createBackend(REDIS_URL, { connectTimeoutMs: 1_000 })
-    const redisUp = await probe.ping().then(() => true, () => false)
+    const redisUp = await probe.ping().then(
+      () => true,
+      () => false,
+    )
     await probe.close()
     if (!redisUp && process.env['CI'] !== 'true') return void console.warn('store-redis-auth: no Redis; skipped (fails when CI=true)')
     expect(redisUp).toBe(true)
     const backend = await createBackend(REDIS_URL, { connectTimeoutMs: 1_000, password: new Secret(PASSWORD) })
     try {
-      const error = await backend.get('keyway:test:auth').then(() => undefined, (e: unknown) => e)
+      const error = await backend.get('keyway:test:auth').then(
+        () => undefined,
+        (e: unknown) => e,
+      )
       expect(isAppError(error, 'STORE_UNAVAILABLE')).toBe(true)
       expect(JSON.stringify({ m: (error as Error).message, d: (error as { detail?: unknown }).detail })).not.toContain(PASSWORD)
     } finally {

@@ -42,13 +42,16 @@ describe('redis cluster specifics', () => {
     try {
       const users = Array.from({ length: 30 }, (_, i) => `user${i}@example.com`)
       const started = performance.now()
-      for (const user of users) await store.putToken({ connection: 'spread', user }, { method: 'oauth_u2m_per_user', accessToken: `at-${user}`, tokenType: 'Bearer', obtainedAt: 1 })
+      for (const user of users)
+        await store.putToken({ connection: 'spread', user }, { method: 'oauth_u2m_per_user', accessToken: `at-${user}`, tokenType: 'Bearer', obtainedAt: 1 })
       const took = performance.now() - started
       expect(took, `30 writes took ${Math.round(took)} ms`).toBeLessThan(3_000) // no WAIT timeouts
       expect(warnings).toEqual([])
 
       // Where the keys live: every master holds some of them.
-      const perMaster = await Promise.all(cluster.masters.map(async (m) => Number(await redisCli(m.port, 'EVAL', `return #redis.call('KEYS', ARGV[1])`, '0', `${ns}:*`))))
+      const perMaster = await Promise.all(
+        cluster.masters.map(async (m) => Number(await redisCli(m.port, 'EVAL', `return #redis.call('KEYS', ARGV[1])`, '0', `${ns}:*`))),
+      )
       expect(perMaster.filter((n) => n > 0)).toHaveLength(3)
       expect(perMaster.reduce((a, b) => a + b, 0)).toBe(30)
 

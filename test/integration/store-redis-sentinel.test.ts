@@ -32,7 +32,13 @@ afterAll(() => topo.close())
 
 const KEY = randomBytes(32).toString('base64')
 const keyring = createKeyring({ current: new Secret(KEY), previous: [], dangerouslyUseEphemeralKey: false, warn: () => {} })
-const record = (n: number): TokenRecord => ({ method: 'oauth_u2m_per_user', accessToken: `canary-at-${n}`, refreshToken: `canary-rt-${n}`, tokenType: 'Bearer', obtainedAt: n })
+const record = (n: number): TokenRecord => ({
+  method: 'oauth_u2m_per_user',
+  accessToken: `canary-at-${n}`,
+  refreshToken: `canary-rt-${n}`,
+  tokenType: 'Bearer',
+  obtainedAt: n,
+})
 
 test('no Sentinel answers: every call fails fast as STORE_UNAVAILABLE, and the client library prints nothing to stdout', async () => {
   const printed = vi.spyOn(console, 'log')

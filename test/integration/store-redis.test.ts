@@ -64,9 +64,12 @@ function everyCall(backend: StoreBackend): Array<[string, () => Promise<unknown>
     ['put-if-absent', () => backend.compareAndSwap('k', undefined, 'b', 1000)],
     ['takeOnce', () => backend.takeOnce('k')],
     ['acquireLock', () => backend.acquireLock('k', 1000)],
-    ['keys', async () => {
-      for await (const k of backend.keys('x')) void k
-    }],
+    [
+      'keys',
+      async () => {
+        for await (const k of backend.keys('x')) void k
+      },
+    ],
     ['ping', () => backend.ping()],
     ['getToken', () => store.getToken({ connection: 'c', user: 'u' })],
     ['putToken', () => store.putToken({ connection: 'c', user: 'u' }, record)],

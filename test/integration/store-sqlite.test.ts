@@ -62,14 +62,17 @@ describe('sqlite file', () => {
     const keyring = createKeyring({ current: new Secret(randomBytes(32).toString('base64')), previous: [], dangerouslyUseEphemeralKey: false, warn: () => {} })
     const store = createTokenStore(backend, keyring)
     const user = `${canary}user@example.com`
-    await store.putToken({ connection: 'gh', user }, {
-      method: 'oauth_u2m_per_user',
-      accessToken: `${canary}access`,
-      refreshToken: `${canary}refresh`,
-      tokenType: 'Bearer',
-      obtainedAt: 1,
-      subject: `${canary}subject`,
-    })
+    await store.putToken(
+      { connection: 'gh', user },
+      {
+        method: 'oauth_u2m_per_user',
+        accessToken: `${canary}access`,
+        refreshToken: `${canary}refresh`,
+        tokenType: 'Bearer',
+        obtainedAt: 1,
+        subject: `${canary}subject`,
+      },
+    )
     await store.putFlow('A'.repeat(43), { verifier: `${canary}verifier` }, 60_000)
     const bytes = Buffer.concat(await Promise.all((await readdir(dir)).map((n) => readFile(path.join(dir, n)))))
     expect(bytes.length).toBeGreaterThan(0)

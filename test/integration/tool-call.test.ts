@@ -73,8 +73,7 @@ afterAll(async () => {
 
 describe.each(ERAS)('over HTTP with the %s client', (era) => {
   const clients: Partial<Record<keyof typeof TEST_KEYS, TestClient>> = {}
-  const as = async (user: keyof typeof TEST_KEYS): Promise<TestClient> =>
-    (clients[user] ??= await connectClient(era, mcpUrl, { bearer: TEST_KEYS[user] }))
+  const as = async (user: keyof typeof TEST_KEYS): Promise<TestClient> => (clients[user] ??= await connectClient(era, mcpUrl, { bearer: TEST_KEYS[user] }))
   afterAll(async () => {
     for (const c of Object.values(clients)) await c.close()
   })
@@ -118,7 +117,9 @@ describe.each(ERAS)('over HTTP with the %s client', (era) => {
   })
 
   test('caller-supplied Authorization, Cookie and Host never reach the upstream [egress:header-filter]', async () => {
-    const r = await (await as('alice')).callTool('issues', {
+    const r = await (
+      await as('alice')
+    ).callTool('issues', {
       path: '/x',
       headers: { Authorization: 'Bearer attacker', cookie: 'a=b', Host: 'evil.example', 'X-Custom': 'kept', 'Proxy-Authorization': 'x' },
     })

@@ -101,9 +101,14 @@ test('lease holder SIGKILLed mid-refresh: the other replica serves its valid tok
   }
   // The time Keyway itself took for each of those calls (its audit line), apart from the client's and this loaded test process's.
   let inKeyway: number[] = []
-  await until(() => inKeyway.length >= served.length, 'the audit lines of the served calls', 5_000, async () => {
-    inKeyway = (await survivor.toolCalls()).slice(auditedBefore).map((e) => Number(e.durationMs))
-  })
+  await until(
+    () => inKeyway.length >= served.length,
+    'the audit lines of the served calls',
+    5_000,
+    async () => {
+      inKeyway = (await survivor.toolCalls()).slice(auditedBefore).map((e) => Number(e.durationMs))
+    },
+  )
   te.kill.release()
   await until(() => Date.now() > expiresAt + 20, 'the seeded token to expire')
   const after = await timed(() => get(b, 'killdrill'))
@@ -150,7 +155,9 @@ describe.concurrent('three drills at once on the surviving replicas', () => {
     }
     const client = results.map((r) => r.ms)
     // The time Keyway took for each call (its audit lines), apart from queueing in the client and this test process.
-    const audited = (await Promise.all([replicas[1], replicas[2]].map(async (r) => (await (r as Replica).toolCalls()).filter((e) => e.connection === 'flaky')))).flat()
+    const audited = (
+      await Promise.all([replicas[1], replicas[2]].map(async (r) => (await (r as Replica).toolCalls()).filter((e) => e.connection === 'flaky')))
+    ).flat()
     const inKeyway = audited.map((e) => Number(e.durationMs))
     console.log(
       `[drill 5xx] ${fired} calls fired at 100/s for 10 s, all answered ${Date.now() - started} ms after the start → ${te.flaky.requests.length} token requests; ` +
@@ -186,7 +193,9 @@ describe.concurrent('three drills at once on the surviving replicas', () => {
     await until(() => te.hang.requests.length === 1, 'the holder to send its token request')
     const waiter = await timed(() => get(c, 'hang'))
     const held = await holder
-    console.log(`[drill hang] waiter answered after ${waiter.value ? waiter.ms.toFixed(0) : '?'} ms: ${textOf(waiter.value)} | holder after ${held.ms.toFixed(0)} ms: ${textOf(held.value)}`)
+    console.log(
+      `[drill hang] waiter answered after ${waiter.value ? waiter.ms.toFixed(0) : '?'} ms: ${textOf(waiter.value)} | holder after ${held.ms.toFixed(0)} ms: ${textOf(held.value)}`,
+    )
     expect(textOf(waiter.value)).toMatch(/^CREDENTIAL_UNAVAILABLE: connection "hang": the token endpoint has not answered for \d+ s/)
     expect(textOf(held.value)).toMatch(/^CREDENTIAL_UNAVAILABLE: connection "hang": the provider did not answer/)
     expect(te.hang.requests).toHaveLength(1)

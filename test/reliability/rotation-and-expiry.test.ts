@@ -108,7 +108,9 @@ describe('expiry', () => {
     jwtIssuer.release()
     expect((await call).structuredContent?.status).toBe(200)
     const next = await store.getToken({ connection: 'jwt', user: null })
-    console.log(`[drill expiry] JWT exp ${exp * 1000} = stored expiry; opaque token: sent ≤ ${heldAt}, answered ${answeredAt}, stored expiry ${next?.expiresAt}`)
+    console.log(
+      `[drill expiry] JWT exp ${exp * 1000} = stored expiry; opaque token: sent ≤ ${heldAt}, answered ${answeredAt}, stored expiry ${next?.expiresAt}`,
+    )
     expect(next?.expiresAt).toBeGreaterThanOrEqual(asked + 5_000)
     expect(next?.expiresAt).toBeLessThanOrEqual(heldAt + 5_000)
     expect(next?.expiresAt).toBeLessThan(answeredAt + 5_000 - 300)
@@ -121,14 +123,28 @@ describe('rotation', () => {
     const ref = { connection: 'measure', user: null }
     const windows: number[] = []
     for (let i = 0; i < 200; i++) {
-      await store.putToken(ref, { method: 'oauth_u2m_shared', accessToken: `m-${i}`, refreshToken: `mr-${i}`, tokenType: 'bearer', obtainedAt: 0, expiresAt: Date.now() - 1 })
+      await store.putToken(ref, {
+        method: 'oauth_u2m_shared',
+        accessToken: `m-${i}`,
+        refreshToken: `mr-${i}`,
+        tokenType: 'bearer',
+        obtainedAt: 0,
+        expiresAt: Date.now() - 1,
+      })
       let answered = 0
       await refresher.getFreshToken({
         ref,
         method: 'oauth_u2m_shared',
         obtain: async () => {
           answered = performance.now()
-          return { method: 'oauth_u2m_shared', accessToken: `n-${i}`, refreshToken: `nr-${i}`, tokenType: 'bearer', obtainedAt: 0, expiresAt: Date.now() + 600_000 }
+          return {
+            method: 'oauth_u2m_shared',
+            accessToken: `n-${i}`,
+            refreshToken: `nr-${i}`,
+            tokenType: 'bearer',
+            obtainedAt: 0,
+            expiresAt: Date.now() + 600_000,
+          }
         },
       })
       // Saved before it is returned on a healthy store, so this bounds the window from above.
@@ -145,7 +161,14 @@ describe('rotation', () => {
   test('Redis frozen for 7 s while a rotated refresh token is saved: no re-consent, calls keep working, the rotated token lands, the used one is never sent again [refresh:never-dropped]', async () => {
     const ref = { connection: 'crm', user: null }
     const now = Date.now()
-    await store.putToken(ref, { method: 'oauth_u2m_shared', accessToken: 'at-seed', refreshToken: 'rt-1', tokenType: 'bearer', obtainedAt: now - 60_000, expiresAt: now - 1_000 } satisfies TokenRecord)
+    await store.putToken(ref, {
+      method: 'oauth_u2m_shared',
+      accessToken: 'at-seed',
+      refreshToken: 'rt-1',
+      tokenType: 'bearer',
+      obtainedAt: now - 60_000,
+      expiresAt: now - 1_000,
+    } satisfies TokenRecord)
     rotating.setRotation('rt-1')
     rotating.setMode('hold')
     const first = get('crm')
@@ -186,7 +209,9 @@ describe('rotation', () => {
     expect(presented).toEqual(['rt-1', 'rt-1-r1'])
     expect(rotating.reuseDetected()).toBe(false)
     expect((await store.getToken(ref))?.refreshToken).toBe('rt-1-r2')
-    expect(replica.keyway.logs().some((l) => l.msg === 'token store did not take the refreshed token; it serves this replica from memory while the save is retried')).toBe(true)
+    expect(
+      replica.keyway.logs().some((l) => l.msg === 'token store did not take the refreshed token; it serves this replica from memory while the save is retried'),
+    ).toBe(true)
     expect((await replica.toolCalls()).filter((e) => e.connection === 'crm').map((e) => e.error ?? e.status)).toEqual([200, 200, 200, 200])
   }, 40_000)
 })

@@ -51,7 +51,17 @@ describe('caller text in the audit log cannot act on a terminal [audit:terminal-
       const { config, logFile } = await setup()
       const log = createAuditLog(logFile)
       const evil = `/repos/${text}/issues`
-      log.record({ type: 'tool.call', user: 'mallory@example.com', via: 'api_key', connection: 'gh', method: 'GET', path: evil, decision: 'allow', status: 200, durationMs: 1 })
+      log.record({
+        type: 'tool.call',
+        user: 'mallory@example.com',
+        via: 'api_key',
+        connection: 'gh',
+        method: 'GET',
+        path: evil,
+        decision: 'allow',
+        status: 200,
+        durationMs: 1,
+      })
       await log.close()
       const raw = await readFile(logFile, 'utf8')
       expect(raw.trimEnd().split('\n')).toHaveLength(1)

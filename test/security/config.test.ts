@@ -32,19 +32,38 @@ describe('config load refuses unsafe targets and inline secrets', () => {
     ['a data: host', withConnection('"data:text/plain,hi"'), ':5 connections.api.host: must be an http(s) URL'],
     ['an ftp: host', withConnection('ftp://api.example.com'), ':5 connections.api.host: must be an http(s) URL'],
     ['a ws: host', withConnection('ws://api.example.com'), ':5 connections.api.host: must be an http(s) URL'],
-    ['a file: token endpoint', withConnection('https://api.example.com', m2m('file:///etc/token')), ':7 connections.api.auth.tokenEndpoint: must be an http(s) URL'],
-    ['plain http without the development flag', withConnection('http://api.example.com'), ':5 connections.api.host: host uses http://; only https:// is allowed unless egress.dangerouslyAllowPrivateNetworks is true'],
+    [
+      'a file: token endpoint',
+      withConnection('https://api.example.com', m2m('file:///etc/token')),
+      ':7 connections.api.auth.tokenEndpoint: must be an http(s) URL',
+    ],
+    [
+      'plain http without the development flag',
+      withConnection('http://api.example.com'),
+      ':5 connections.api.host: host uses http://; only https:// is allowed unless egress.dangerouslyAllowPrivateNetworks is true',
+    ],
     ['a loopback host spelled with a trailing dot', withConnection('https://localhost.'), ':5 connections.api.host: host points at a loopback address'],
     ['userinfo in the host', withConnection('https://user:pw@api.example.com'), ':5 connections.api.host: host must be an origin only'],
-    ['an inline static token', withConnection('https://api.example.com', `auth: { type: bearer_token, token: "${INLINE_SECRET}" }`), ':7 connections.api.auth.token: must be a secret reference { env: NAME } or { file: PATH }; secrets are never written inline'],
-    ['an inline client secret', withConnection('https://api.example.com', m2m('https://auth.example.com/token', `"${INLINE_SECRET}"`)), ':7 connections.api.auth.clientSecret: must be a secret reference { env: NAME } or { file: PATH }; secrets are never written inline'],
+    [
+      'an inline static token',
+      withConnection('https://api.example.com', `auth: { type: bearer_token, token: "${INLINE_SECRET}" }`),
+      ':7 connections.api.auth.token: must be a secret reference { env: NAME } or { file: PATH }; secrets are never written inline',
+    ],
+    [
+      'an inline client secret',
+      withConnection('https://api.example.com', m2m('https://auth.example.com/token', `"${INLINE_SECRET}"`)),
+      ':7 connections.api.auth.clientSecret: must be a secret reference { env: NAME } or { file: PATH }; secrets are never written inline',
+    ],
   ]
   for (const [what, text, problem] of refused) {
     test(`${what}: the load fails naming file, line and field, and echoes no secret`, async () => {
       const r = await loadConfigText(text, FILE, { env: ENV })
       expect(r.ok).toBe(false)
       if (r.ok) return
-      expect(r.problems.some((p) => p.startsWith(`${FILE}${problem}`)), r.problems.join('\n')).toBe(true)
+      expect(
+        r.problems.some((p) => p.startsWith(`${FILE}${problem}`)),
+        r.problems.join('\n'),
+      ).toBe(true)
       expect(r.problems.join('\n')).not.toContain(INLINE_SECRET)
     })
   }
@@ -57,7 +76,11 @@ describe('config load refuses unsafe targets and inline secrets', () => {
   })
 
   test('control: the same connection with an https host and secret references loads', async () => {
-    const r = await loadConfigText(withConnection('https://api.example.com', m2m('https://auth.example.com/token'), 'egress: { allowedHosts: [api.example.com, auth.example.com] }'), FILE, { env: ENV })
+    const r = await loadConfigText(
+      withConnection('https://api.example.com', m2m('https://auth.example.com/token'), 'egress: { allowedHosts: [api.example.com, auth.example.com] }'),
+      FILE,
+      { env: ENV },
+    )
     expect(r.ok, r.ok ? '' : r.problems.join('\n')).toBe(true)
   })
 })

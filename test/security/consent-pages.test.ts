@@ -102,7 +102,10 @@ async function browse(url: string, init: RequestInit & { cookies?: readonly stri
 
 /** `name=value` of the cookie a response set, or undefined. */
 function cookieSet(r: Response, prefix: string): string | undefined {
-  return r.headers.getSetCookie().map((c) => c.split(';')[0] ?? '').find((c) => c.startsWith(prefix) && !c.endsWith('='))
+  return r.headers
+    .getSetCookie()
+    .map((c) => c.split(';')[0] ?? '')
+    .find((c) => c.startsWith(prefix) && !c.endsWith('='))
 }
 
 interface StartedFlow {
@@ -233,7 +236,9 @@ describe('no open redirect through link or callback parameters', () => {
       expect(flow.authorization.origin).toBe(provider.issuer)
       expect(flow.authorization.pathname).toBe('/authorize')
       expect(flow.authorization.searchParams.get('redirect_uri')).toBe(`${base}${CALLBACK_PATH}`)
-      const callback = await browse(`${callbackUrl({ code: 'code-0123456789', state: flow.state, iss: provider.issuer })}&${query.slice(1)}`, { cookies: [flow.bindCookie] })
+      const callback = await browse(`${callbackUrl({ code: 'code-0123456789', state: flow.state, iss: provider.issuer })}&${query.slice(1)}`, {
+        cookies: [flow.bindCookie],
+      })
       expect(callback.status).toBe(200)
       for (const r of seen) {
         const location = r.headers.get('location')

@@ -68,8 +68,12 @@ const perUser = (name: string, accountMatch: string | undefined): string => `
       clientSecret: { env: DRIVE_SECRET }
       scopes: [openid, email, api:read]
       authorizationParams: { prompt: consent, resource: "${API}" }
-      tokenParams: { resource: "${API}" }${accountMatch === undefined ? '' : `
-      accountMatch: ${accountMatch}`}`
+      tokenParams: { resource: "${API}" }${
+        accountMatch === undefined
+          ? ''
+          : `
+      accountMatch: ${accountMatch}`
+      }`
 
 const connectionsYaml = (): string => `
 connections:${perUser('drive', undefined)}${perUser('drive_email', '{ claim: email }')}${perUser('drive_sub', `{ claim: sub, map: { "${CAROL}": "${CAROL}", "${BOB}": "${BOB}" } }`)}
@@ -181,7 +185,10 @@ function linkIn(text: string): string {
  */
 async function callWhileSomeoneConsents(key: Key, tool: string, providerLogin: string): Promise<{ result: ToolCallResult; page: BrowserRun | undefined }> {
   let background: Promise<BrowserRun> | undefined
-  const client = new ModernClient({ name: 'consent-security', version: '1.0.0' }, { capabilities: { elicitation: { url: {} } }, versionNegotiation: { mode: 'auto' } })
+  const client = new ModernClient(
+    { name: 'consent-security', version: '1.0.0' },
+    { capabilities: { elicitation: { url: {} } }, versionNegotiation: { mode: 'auto' } },
+  )
   client.setRequestHandler('elicitation/create', async (request) => {
     background = signIn((request.params as { url: string }).url, providerLogin)
     background.catch(() => undefined)
@@ -210,28 +217,44 @@ describe.skipIf(skipBrowserTests())('link swap with auth.accountMatch: the wrong
     // [what, connection, whose call makes the link, who signs in at the provider, account named, expected]
     ["carol's link completed by bob's account (email)", 'drive_email', 'carol', BOB, BOB, `a verified email address ${CAROL}`],
     ["bob's link completed by carol's account (email, the mirror)", 'drive_email', 'bob', CAROL, CAROL, `a verified email address ${BOB}`],
-    ["carol's link completed by an account claiming carol's email unverified", 'drive_email', 'carol', unverifiedCarol, `${CAROL} (email not verified)`, `a verified email address ${CAROL}`],
+    [
+      "carol's link completed by an account claiming carol's email unverified",
+      'drive_email',
+      'carol',
+      unverifiedCarol,
+      `${CAROL} (email not verified)`,
+      `a verified email address ${CAROL}`,
+    ],
     ["carol's link completed by bob's account (sub map)", 'drive_sub', 'carol', BOB, BOB, `provider subject ${CAROL}`],
     ["bob's link completed by carol's account (sub map, the mirror)", 'drive_sub', 'bob', CAROL, CAROL, `provider subject ${BOB}`],
-  ] as const)('%s: refused, both accounts named, consent.account_mismatch, the waiting call ends, nothing sent [consent:account-match]', async (_what, connection, caller, providerLogin, named, expected) => {
-    const keywayUser = USER_OF[caller]
-    const sent = upstream.requests.length
-    const seen = audit.events.length
-    const { result, page } = await callWhileSomeoneConsents(caller, connection, providerLogin)
+  ] as const)(
+    '%s: refused, both accounts named, consent.account_mismatch, the waiting call ends, nothing sent [consent:account-match]',
+    async (_what, connection, caller, providerLogin, named, expected) => {
+      const keywayUser = USER_OF[caller]
+      const sent = upstream.requests.length
+      const seen = audit.events.length
+      const { result, page } = await callWhileSomeoneConsents(caller, connection, providerLogin)
 
-    expect(result.isError).toBe(true)
-    expect(textOf(result)).toMatch(new RegExp(`^CONSENT_REQUIRED: the sign-in for "${connection}" did not complete \\(account-mismatch\\); open http://127\\.0\\.0\\.1:\\d+/connect/\\S+ in a browser`))
-    expect(page?.status).toBe(403)
-    expect(page?.text).toContain('This provider account does not belong to this Keyway user')
-    expect(page?.text).toContain(`You signed in at the provider as ${named}`)
-    expect(page?.text).toContain(`for Keyway user ${keywayUser} requires ${expected}`)
-    expect(page?.text).toContain('Nothing was stored')
-    expect(await storedUsers(connection)).toEqual([])
-    expect(upstream.requests.length).toBe(sent)
-    const during = audit.events.slice(seen)
-    expect(during).toContainEqual(expect.objectContaining({ type: 'consent.account_mismatch', user: keywayUser, connection, providerAccount: named, expected }))
-    expect(during.filter((e) => e.type === 'consent.granted' || e.type === 'credential.obtained')).toEqual([])
-  })
+      expect(result.isError).toBe(true)
+      expect(textOf(result)).toMatch(
+        new RegExp(
+          `^CONSENT_REQUIRED: the sign-in for "${connection}" did not complete \\(account-mismatch\\); open http://127\\.0\\.0\\.1:\\d+/connect/\\S+ in a browser`,
+        ),
+      )
+      expect(page?.status).toBe(403)
+      expect(page?.text).toContain('This provider account does not belong to this Keyway user')
+      expect(page?.text).toContain(`You signed in at the provider as ${named}`)
+      expect(page?.text).toContain(`for Keyway user ${keywayUser} requires ${expected}`)
+      expect(page?.text).toContain('Nothing was stored')
+      expect(await storedUsers(connection)).toEqual([])
+      expect(upstream.requests.length).toBe(sent)
+      const during = audit.events.slice(seen)
+      expect(during).toContainEqual(
+        expect.objectContaining({ type: 'consent.account_mismatch', user: keywayUser, connection, providerAccount: named, expected }),
+      )
+      expect(during.filter((e) => e.type === 'consent.granted' || e.type === 'credential.obtained')).toEqual([])
+    },
+  )
 
   test('the right account is accepted: carol signs in as herself, the page names her account, her calls carry her token [consent:account-match]', async () => {
     const page = await signIn(linkIn(textOf(await plainCall('carol', 'drive_email'))), CAROL)
@@ -245,7 +268,13 @@ describe.skipIf(skipBrowserTests())('link swap with auth.accountMatch: the wrong
 
   test("a shared connection's sign-in must be the owner's account: bob's refused with nothing stored, carol's accepted [consent:account-match]", async () => {
     const newLink = async (): Promise<string> =>
-      (await createConsentFlow(store(), { connection: 'crm', method: 'oauth_u2m_shared', tokenUser: null, completer: { user: CAROL } }, { publicUrl: keyUrl, now: Date.now() })).url
+      (
+        await createConsentFlow(
+          store(),
+          { connection: 'crm', method: 'oauth_u2m_shared', tokenUser: null, completer: { user: CAROL } },
+          { publicUrl: keyUrl, now: Date.now() },
+        )
+      ).url
     const refused = await signIn(await newLink(), BOB)
     expect(refused.status).toBe(403)
     expect(refused.text).toContain(`You signed in at the provider as ${BOB}`)
@@ -263,7 +292,9 @@ describe.skipIf(skipBrowserTests())('without auth.accountMatch the provider acco
     const page = await signIn(linkIn(textOf(await plainCall('carol', 'drive'))), BOB)
     expect(page.status).toBe(200)
     expect(page.text).toMatch(new RegExp(`Signed in by\\s+${CAROL} as provider account ${BOB}`))
-    expect(audit.events.slice(seen)).toContainEqual(expect.objectContaining({ type: 'consent.granted', user: CAROL, connection: 'drive', providerAccount: BOB }))
+    expect(audit.events.slice(seen)).toContainEqual(
+      expect.objectContaining({ type: 'consent.granted', user: CAROL, connection: 'drive', providerAccount: BOB }),
+    )
     expect((await store().getToken({ connection: 'drive', user: CAROL }))?.subject).toBe(BOB)
   })
 })
@@ -277,7 +308,11 @@ interface Form {
 
 /** A fresh per-user link for `user` on connection drive (as a tool call would make it). */
 async function newPerUserLink(user: string): Promise<{ flowId: string; url: string }> {
-  const f = await createConsentFlow(store(), { connection: 'drive', method: 'oauth_u2m_per_user', tokenUser: user, completer: { user } }, { publicUrl: keyUrl, now: Date.now() })
+  const f = await createConsentFlow(
+    store(),
+    { connection: 'drive', method: 'oauth_u2m_per_user', tokenUser: user, completer: { user } },
+    { publicUrl: keyUrl, now: Date.now() },
+  )
   return { flowId: f.flowId, url: f.url }
 }
 

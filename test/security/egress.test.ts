@@ -75,10 +75,20 @@ async function startHoldingUpstream(): Promise<HoldingUpstream> {
 }
 
 const devPolicy: EgressPolicy = { allowedHosts: undefined, dangerouslyAllowPrivateNetworks: true }
-const get = (url: string, over: Partial<OutboundRequest> = {}): OutboundRequest => ({ url: new URL(url), method: 'GET', headers: {}, timeoutMs: 30_000, maxResponseBytes: 65536, ...over })
+const get = (url: string, over: Partial<OutboundRequest> = {}): OutboundRequest => ({
+  url: new URL(url),
+  method: 'GET',
+  headers: {},
+  timeoutMs: 30_000,
+  maxResponseBytes: 65536,
+  ...over,
+})
 
 async function egressError(p: Promise<unknown>): Promise<AppError> {
-  const e: unknown = await p.then(() => undefined, (err: unknown) => err)
+  const e: unknown = await p.then(
+    () => undefined,
+    (err: unknown) => err,
+  )
   if (!(e instanceof AppError)) throw new Error(`expected an AppError, got ${String(e)}`)
   return e
 }
@@ -97,7 +107,7 @@ describe('one socket pool per connection [egress:pool-per-connection]', () => {
     await upstream.close()
   })
 
-  test('with connection A\'s sockets all held by slow calls, connection B to the same upstream address still answers, and A\'s next call waits in A\'s pool', async () => {
+  test("with connection A's sockets all held by slow calls, connection B to the same upstream address still answers, and A's next call waits in A's pool", async () => {
     const slow = [egress.send(get(`${upstream.origin}/hold/1`, { pool: 'a' })), egress.send(get(`${upstream.origin}/hold/2`, { pool: 'a' }))]
     await upstream.arrived(2)
     const queued = egress.send(get(`${upstream.origin}/a/next`, { pool: 'a' }))
@@ -243,13 +253,22 @@ describe('an allowed host is allowed on its own ports only [egress:ports]', () =
   const port = (u: Upstream): string => new URL(u.origin).port
   // [what, allowedHosts, targets that must be refused]
   const rows: readonly [string, () => readonly string[], () => readonly string[]][] = [
-    ['a port-less entry: the connection\'s port is allowed, another port of the host is not', () => ['127.0.0.1'], () => [`${canary.origin}/token`]],
-    ['an entry with the connection\'s port: no other, not even the default', () => [`127.0.0.1:${port(upstream)}`], () => [`${canary.origin}/token`, 'http://127.0.0.1/']],
-    ['a second entry with another port adds only that port', () => ['127.0.0.1', `127.0.0.1:${Number(port(canary)) === 1 ? 2 : 1}`], () => [`${canary.origin}/token`]],
+    ["a port-less entry: the connection's port is allowed, another port of the host is not", () => ['127.0.0.1'], () => [`${canary.origin}/token`]],
+    [
+      "an entry with the connection's port: no other, not even the default",
+      () => [`127.0.0.1:${port(upstream)}`],
+      () => [`${canary.origin}/token`, 'http://127.0.0.1/'],
+    ],
+    [
+      'a second entry with another port adds only that port',
+      () => ['127.0.0.1', `127.0.0.1:${Number(port(canary)) === 1 ? 2 : 1}`],
+      () => [`${canary.origin}/token`],
+    ],
   ]
   test.each(rows)('%s: EGRESS_BLOCKED before any socket, and the canary on the same host receives nothing', async (_what, list, refused) => {
     // The policy comes from a real config, as `keyway serve` builds it.
-    const { snapshot } = await loadTestConfig(`
+    const { snapshot } = await loadTestConfig(
+      `
 version: 1
 egress: { dangerouslyAllowPrivateNetworks: true, allowedHosts: ${JSON.stringify(list())} }
 connections:
@@ -257,7 +276,9 @@ connections:
     host: ${upstream.origin}
     owner: { user: a }
     auth: { type: bearer_token, token: { env: T } }
-`, { T: 'tok-0123456789' })
+`,
+      { T: 'tok-0123456789' },
+    )
     const egress = createEgress({ policy: snapshot.egress })
     try {
       expect((await egress.send(get(`${upstream.origin}/ok`, { pool: 'api' }))).status).toBe(200)
@@ -274,7 +295,7 @@ connections:
   })
 })
 
-describe('provider metadata cannot move an endpoint off the issuer\'s origin [egress:issuer-origin]', () => {
+describe("provider metadata cannot move an endpoint off the issuer's origin [egress:issuer-origin]", () => {
   const SECRET = 'cs-CANARY-client-secret-5d1e'
   let as: TokenEndpoint
   let canary: TokenEndpoint
@@ -329,23 +350,28 @@ connections:
   const rows: readonly [string, () => string, () => string][] = [
     ['another port of the allowed issuer host', () => `${canary.issuer}/token`, () => canary.issuer],
     ['another name of the same machine (allowed too)', () => `http://localhost:${canaryPort()}/token`, () => `http://localhost:${canaryPort()}`],
-    ['the issuer\'s host and port with another scheme', () => `https://127.0.0.1:${asPort()}/token`, () => `https://127.0.0.1:${asPort()}`],
+    ["the issuer's host and port with another scheme", () => `https://127.0.0.1:${asPort()}/token`, () => `https://127.0.0.1:${asPort()}`],
   ]
-  test.each(rows)('token_endpoint on %s: EGRESS_BLOCKED naming endpoint and issuer; no token request anywhere, nothing upstream', async (_what, endpoint, origin) => {
-    as.setMetadata({ token_endpoint: endpoint(), token_endpoint_auth_methods_supported: ['client_secret_post'] })
-    const r = await alice.callTool('m2m', { path: '/items' })
-    expect(textOf(r)).toBe(
-      `EGRESS_BLOCKED: connection "m2m": the provider metadata puts token_endpoint on ${origin()}, not on the issuer's origin ${as.issuer}; nothing was sent there. If the provider really serves it there, set auth.tokenEndpoint explicitly`,
-    )
-    expect(textOf(r)).not.toContain(SECRET)
-    expect(canary.requests).toHaveLength(0)
-    expect(as.requests).toHaveLength(0)
-    expect(upstream.requests).toHaveLength(0)
-  })
+  test.each(rows)(
+    'token_endpoint on %s: EGRESS_BLOCKED naming endpoint and issuer; no token request anywhere, nothing upstream',
+    async (_what, endpoint, origin) => {
+      as.setMetadata({ token_endpoint: endpoint(), token_endpoint_auth_methods_supported: ['client_secret_post'] })
+      const r = await alice.callTool('m2m', { path: '/items' })
+      expect(textOf(r)).toBe(
+        `EGRESS_BLOCKED: connection "m2m": the provider metadata puts token_endpoint on ${origin()}, not on the issuer's origin ${as.issuer}; nothing was sent there. If the provider really serves it there, set auth.tokenEndpoint explicitly`,
+      )
+      expect(textOf(r)).not.toContain(SECRET)
+      expect(canary.requests).toHaveLength(0)
+      expect(as.requests).toHaveLength(0)
+      expect(upstream.requests).toHaveLength(0)
+    },
+  )
 
   test('an off-origin revocation endpoint in the metadata is refused the same way, before the token request', async () => {
     as.setMetadata({ revocation_endpoint: `${canary.issuer}/revoke` })
-    expect(textOf(await alice.callTool('m2m', { path: '/items' }))).toMatch(/^EGRESS_BLOCKED: connection "m2m": the provider metadata puts revocation_endpoint on /)
+    expect(textOf(await alice.callTool('m2m', { path: '/items' }))).toMatch(
+      /^EGRESS_BLOCKED: connection "m2m": the provider metadata puts revocation_endpoint on /,
+    )
     expect([as.requests.length, canary.requests.length, upstream.requests.length]).toEqual([0, 0, 0])
   })
 
@@ -402,21 +428,24 @@ connections:
       fc.stringMatching(/^[a-z0-9]{1,6}$/),
     )
     await fc.assert(
-      fc.asyncProperty(fc.array(piece, { minLength: 1, maxLength: 8 }).map((p) => p.join('')), async (path) => {
-        const before = upstream.requests.length
-        const r = await alice.callTool('notes', { path })
-        const built = buildUpstreamUrl({ origin: upstream.origin, basePath: '/api/v1/' }, path)
-        if (built.ok) {
-          expect(r.isError, textOf(r)).toBeFalsy()
-          expect(upstream.requests.length).toBe(before + 1)
-          expect(upstream.last()?.path).toBe(built.url.pathname)
-          expect(upstream.last()?.path.startsWith('/api/v1/')).toBe(true)
-        } else {
-          expect(textOf(r)).toMatch(/^EGRESS_BLOCKED: path refused: /)
-          expect(upstream.requests.length).toBe(before)
-        }
-        expect(canary.requests).toHaveLength(0)
-      }),
+      fc.asyncProperty(
+        fc.array(piece, { minLength: 1, maxLength: 8 }).map((p) => p.join('')),
+        async (path) => {
+          const before = upstream.requests.length
+          const r = await alice.callTool('notes', { path })
+          const built = buildUpstreamUrl({ origin: upstream.origin, basePath: '/api/v1/' }, path)
+          if (built.ok) {
+            expect(r.isError, textOf(r)).toBeFalsy()
+            expect(upstream.requests.length).toBe(before + 1)
+            expect(upstream.last()?.path).toBe(built.url.pathname)
+            expect(upstream.last()?.path.startsWith('/api/v1/')).toBe(true)
+          } else {
+            expect(textOf(r)).toMatch(/^EGRESS_BLOCKED: path refused: /)
+            expect(upstream.requests.length).toBe(before)
+          }
+          expect(canary.requests).toHaveLength(0)
+        },
+      ),
       { numRuns: 150 },
     )
   })

@@ -21,7 +21,11 @@ import { connectClient, ERAS, textOf, type ToolCallResult } from '../helpers/mcp
 import { startTokenEndpoint, type TokenEndpoint } from '../helpers/start-token-endpoint.js'
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js'
 
-const ENV = { NOTES_TOKEN: 'notes-static-token-0123456789', SVC_SECRET: 'svc-client-secret-0123456789', KEYWAY_ENCRYPTION_KEY: randomBytes(32).toString('base64') }
+const ENV = {
+  NOTES_TOKEN: 'notes-static-token-0123456789',
+  SVC_SECRET: 'svc-client-secret-0123456789',
+  KEYWAY_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
+}
 const ALICE = 'alice@example.com'
 const BOB = 'bob@example.com'
 
@@ -145,13 +149,27 @@ describe('decide last [grant:decide-last]', () => {
   test('REVOKE while the call waits for a consent to land: PERMISSION_DENIED, the upstream sees nothing, the audit line says deny', async () => {
     await keyway.runtime.store.putToken(
       { connection: 'drive', user: ALICE },
-      { method: 'oauth_u2m_per_user', accessToken: 'alice-drive-token-0123456789', tokenType: 'bearer', obtainedAt: Date.now(), expiresAt: Date.now() + 600_000 },
+      {
+        method: 'oauth_u2m_per_user',
+        accessToken: 'alice-drive-token-0123456789',
+        tokenType: 'bearer',
+        obtainedAt: Date.now(),
+        expiresAt: Date.now() + 600_000,
+      },
     )
     const scope = { caller: createCaller(granted, ALICE, 'api_key'), snapshot: granted }
     // The hook is where a retry waits for the consent; the REVOKE lands while it waits.
-    const step = await runToolCall(keyway.runtime.callDeps(granted), scope, 'drive', { path: '/files' }, { beforeCall: async () => keyway.runtime.swap(revoked) })
+    const step = await runToolCall(
+      keyway.runtime.callDeps(granted),
+      scope,
+      'drive',
+      { path: '/files' },
+      { beforeCall: async () => keyway.runtime.swap(revoked) },
+    )
     expect(step.kind).toBe('result')
-    expect(step.kind === 'result' && textOf(step.result as ToolCallResult)).toMatch(/^PERMISSION_DENIED: user alice@example\.com does not hold USE CONNECTION on connection "drive"/)
+    expect(step.kind === 'result' && textOf(step.result as ToolCallResult)).toMatch(
+      /^PERMISSION_DENIED: user alice@example\.com does not hold USE CONNECTION on connection "drive"/,
+    )
     expect(upstream.requests).toHaveLength(0)
     expect(toolCalls()).toEqual([expect.objectContaining({ user: ALICE, connection: 'drive', decision: 'deny', error: 'PERMISSION_DENIED' })])
   })
@@ -169,8 +187,13 @@ describe('decide last [grant:decide-last]', () => {
   })
 
   test('a reload that keeps the grant does not stop the waiting call', async () => {
-    const again = (await loadTestConfig(config(`
-  - { privilege: USE CONNECTION, on: svc, to: { group: "account users" } }`), ENV)).snapshot
+    const again = (
+      await loadTestConfig(
+        config(`
+  - { privilege: USE CONNECTION, on: svc, to: { group: "account users" } }`),
+        ENV,
+      )
+    ).snapshot
     tokens.setMode('hold')
     const pending = call('legacy-v1', 'alice', 'svc', { path: '/things' })
     await tokens.held()
@@ -186,16 +209,33 @@ describe('decide last [grant:decide-last]', () => {
 
 describe('one call, one audit line [audit:one-line-per-call]', () => {
   const cases: readonly [string, () => void, Record<string, unknown>, Partial<ToolCallEvent>][] = [
-    ['an upstream JSON body nested 100,000 deep', () => upstream.setHandler((_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/json' })
-      res.end(`${'['.repeat(100_000)}${']'.repeat(100_000)}`)
-    }), { path: '/deep' }, { status: 200 }],
-    ['an upstream 500', () => upstream.setHandler((_req, res) => {
-      res.writeHead(500, { 'content-type': 'application/json' })
-      res.end('{"error":"boom"}')
-    }), { path: '/boom' }, { status: 500 }],
+    [
+      'an upstream JSON body nested 100,000 deep',
+      () =>
+        upstream.setHandler((_req, res) => {
+          res.writeHead(200, { 'content-type': 'application/json' })
+          res.end(`${'['.repeat(100_000)}${']'.repeat(100_000)}`)
+        }),
+      { path: '/deep' },
+      { status: 200 },
+    ],
+    [
+      'an upstream 500',
+      () =>
+        upstream.setHandler((_req, res) => {
+          res.writeHead(500, { 'content-type': 'application/json' })
+          res.end('{"error":"boom"}')
+        }),
+      { path: '/boom' },
+      { status: 500 },
+    ],
     ['a refused path', () => undefined, { path: '//evil.example/x' }, { error: 'EGRESS_BLOCKED' }],
-    ['an upstream that resets the connection', () => upstream.setHandler((_req, res) => void res.socket?.destroy()), { path: '/reset' }, { error: 'UPSTREAM_UNAVAILABLE' }],
+    [
+      'an upstream that resets the connection',
+      () => upstream.setHandler((_req, res) => void res.socket?.destroy()),
+      { path: '/reset' },
+      { error: 'UPSTREAM_UNAVAILABLE' },
+    ],
   ]
   for (const [what, arrange, args, expected] of cases) {
     test(`${what}: exactly one tool.call line`, async () => {

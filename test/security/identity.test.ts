@@ -178,20 +178,41 @@ async function listAndCall(url: string, token: string, tool?: string): Promise<{
 
 describe('refused tokens: 401 invalid_token, no tool runs, nothing reaches the upstream', () => {
   const rows: [string, () => Promise<string>, string][] = [
-    ['a real client-credentials token of a client no servicePrincipals entry maps [identity:service-principal]',
-      async () => (await as.clientCredentialsToken(UNMAPPED_CLIENT, { resource: mcpUrl })).access_token, 'service-token-without-principal'],
-    ['a token marked gty: client-credentials (Auth0) for an unmapped client, whatever its email says [identity:service-principal]',
-      () => signJwt(asKey, personClaims({ sub: 'abc@clients', azp: UNMAPPED_CLIENT, gty: 'client-credentials' })), 'service-token-without-principal'],
-    ['a token marked idtyp: app (Entra) for an unmapped client [identity:service-principal]',
-      () => signJwt(asKey, personClaims({ azp: UNMAPPED_CLIENT, idtyp: 'app' })), 'service-token-without-principal'],
-    ['a token whose sub is its own client_id, for an unmapped client [identity:service-principal]',
-      () => signJwt(asKey, personClaims({ sub: UNMAPPED_CLIENT, client_id: UNMAPPED_CLIENT })), 'service-token-without-principal'],
-    ['a token issued 10 minutes in the future [identity:iat]',
-      () => signJwt(asKey, personClaims({ iat: nowS() + 600, exp: nowS() + 900 })), 'token \\"iat\\" is in the future'],
-    ['a token living 2 h where maxTokenLifetimeSeconds is 3600 [identity:iat]',
-      () => signJwt(asKey, personClaims({ exp: nowS() + 7200 })), 'token lifetime is longer than maxTokenLifetimeSeconds'],
-    ['email_verified: false with userClaim email [identity:email-verified]',
-      () => signJwt(asKey, personClaims({ email_verified: false })), 'token says email_verified is false, and userClaim is email'],
+    [
+      'a real client-credentials token of a client no servicePrincipals entry maps [identity:service-principal]',
+      async () => (await as.clientCredentialsToken(UNMAPPED_CLIENT, { resource: mcpUrl })).access_token,
+      'service-token-without-principal',
+    ],
+    [
+      'a token marked gty: client-credentials (Auth0) for an unmapped client, whatever its email says [identity:service-principal]',
+      () => signJwt(asKey, personClaims({ sub: 'abc@clients', azp: UNMAPPED_CLIENT, gty: 'client-credentials' })),
+      'service-token-without-principal',
+    ],
+    [
+      'a token marked idtyp: app (Entra) for an unmapped client [identity:service-principal]',
+      () => signJwt(asKey, personClaims({ azp: UNMAPPED_CLIENT, idtyp: 'app' })),
+      'service-token-without-principal',
+    ],
+    [
+      'a token whose sub is its own client_id, for an unmapped client [identity:service-principal]',
+      () => signJwt(asKey, personClaims({ sub: UNMAPPED_CLIENT, client_id: UNMAPPED_CLIENT })),
+      'service-token-without-principal',
+    ],
+    [
+      'a token issued 10 minutes in the future [identity:iat]',
+      () => signJwt(asKey, personClaims({ iat: nowS() + 600, exp: nowS() + 900 })),
+      'token \\"iat\\" is in the future',
+    ],
+    [
+      'a token living 2 h where maxTokenLifetimeSeconds is 3600 [identity:iat]',
+      () => signJwt(asKey, personClaims({ exp: nowS() + 7200 })),
+      'token lifetime is longer than maxTokenLifetimeSeconds',
+    ],
+    [
+      'email_verified: false with userClaim email [identity:email-verified]',
+      () => signJwt(asKey, personClaims({ email_verified: false })),
+      'token says email_verified is false, and userClaim is email',
+    ],
   ]
 
   test.each(rows)('%s', async (_title, make, logged) => {
@@ -218,16 +239,36 @@ describe('refused tokens: 401 invalid_token, no tool runs, nothing reaches the u
 describe('who an accepted token makes the caller: tools/list and the audit line', () => {
   // Tools are listed in name order; `drive` is per-user, which a service principal never uses.
   const rows: [string, () => Promise<string>, string[], Partial<ToolCallEvent>][] = [
-    ['a client-credentials token of the mapped client is service principal etl-bot, with only its grants and groups [identity:service-principal]',
-      async () => (await as.clientCredentialsToken(MAPPED_CLIENT, { resource: mcpUrl })).access_token, ['for_bots', 'for_sp'], { servicePrincipal: BOT }],
-    ['a person named etl-bot gets the user grant and account users, never the service principal grant [identity:service-principal]',
-      () => as.userToken(BOT, { resource: mcpUrl }), ['for_everyone', 'for_user'], { user: BOT }],
-    ['a groups claim "not data-engineering" (a string) is that one group, not data-engineering [identity:groups-string]',
-      () => signJwt(asKey, personClaims({ groups: 'not data-engineering' })), ['for_everyone'], { user: ALICE }],
-    ['control: a groups array with data-engineering grants it',
-      () => signJwt(asKey, personClaims({ groups: ['data-engineering'] })), ['for_data', 'for_everyone'], { user: ALICE }],
-    ['email_verified: true or absent with userClaim email is accepted [identity:email-verified]',
-      () => signJwt(asKey, personClaims({ email_verified: true })), ['for_everyone'], { user: ALICE }],
+    [
+      'a client-credentials token of the mapped client is service principal etl-bot, with only its grants and groups [identity:service-principal]',
+      async () => (await as.clientCredentialsToken(MAPPED_CLIENT, { resource: mcpUrl })).access_token,
+      ['for_bots', 'for_sp'],
+      { servicePrincipal: BOT },
+    ],
+    [
+      'a person named etl-bot gets the user grant and account users, never the service principal grant [identity:service-principal]',
+      () => as.userToken(BOT, { resource: mcpUrl }),
+      ['for_everyone', 'for_user'],
+      { user: BOT },
+    ],
+    [
+      'a groups claim "not data-engineering" (a string) is that one group, not data-engineering [identity:groups-string]',
+      () => signJwt(asKey, personClaims({ groups: 'not data-engineering' })),
+      ['for_everyone'],
+      { user: ALICE },
+    ],
+    [
+      'control: a groups array with data-engineering grants it',
+      () => signJwt(asKey, personClaims({ groups: ['data-engineering'] })),
+      ['for_data', 'for_everyone'],
+      { user: ALICE },
+    ],
+    [
+      'email_verified: true or absent with userClaim email is accepted [identity:email-verified]',
+      () => signJwt(asKey, personClaims({ email_verified: true })),
+      ['for_everyone'],
+      { user: ALICE },
+    ],
   ]
 
   test.each(rows)('%s', async (_title, make, tools, who) => {

@@ -58,7 +58,12 @@ const mcpHeaders = (version = '2025-06-18'): Record<string, string> => ({
   'mcp-protocol-version': version,
 })
 
-const toolCall = (id: number, args: unknown): Record<string, unknown> => ({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'notes', arguments: args } })
+const toolCall = (id: number, args: unknown): Record<string, unknown> => ({
+  jsonrpc: '2.0',
+  id,
+  method: 'tools/call',
+  params: { name: 'notes', arguments: args },
+})
 
 /** `n` nested arrays around a number: `[[[…1…]]]`. */
 const nestedArrays = (n: number): string => `${'['.repeat(n)}1${']'.repeat(n)}`
@@ -93,7 +98,10 @@ describe('300 MiB chunked bodies against a spawned keyway serve [input:body-cap]
   const routes: readonly { what: string; head: () => string; cap: number; kind: 'json-rpc' | 'page' | 'json' }[] = [
     {
       what: 'POST /mcp (authenticated)',
-      head: () => `POST /mcp HTTP/1.1\r\nhost: ${new URL(origin).host}\r\n${Object.entries(mcpHeaders()).map(([k, v]) => `${k}: ${v}\r\n`).join('')}`,
+      head: () =>
+        `POST /mcp HTTP/1.1\r\nhost: ${new URL(origin).host}\r\n${Object.entries(mcpHeaders())
+          .map(([k, v]) => `${k}: ${v}\r\n`)
+          .join('')}`,
       cap: DEFAULT_MAX_REQUEST_BYTES,
       kind: 'json-rpc',
     },
@@ -140,7 +148,8 @@ describe('300 MiB chunked bodies against a spawned keyway serve [input:body-cap]
       expect(statusOf(out.response)).toBe(413)
       expect(headerOf(out.response, 'connection')).toBe('close')
       const body = bodyOf(out.response)
-      if (r.kind === 'json-rpc') expect(JSON.parse(body)).toEqual({ jsonrpc: '2.0', id: null, error: { code: -32000, message: `request body exceeds ${r.cap} bytes` } })
+      if (r.kind === 'json-rpc')
+        expect(JSON.parse(body)).toEqual({ jsonrpc: '2.0', id: null, error: { code: -32000, message: `request body exceeds ${r.cap} bytes` } })
       else if (r.kind === 'page') expect(body).toContain(`request body exceeds ${r.cap} bytes`)
       else expect(JSON.parse(body)).toEqual({ error: 'payload_too_large', message: 'this route takes no request body' })
       // The client stopped long before 300 MiB: the server stopped reading at the cap.
@@ -173,7 +182,9 @@ describe('lying and conflicting framing at /mcp [input:body-cap]', () => {
   })
 
   const head = (extra: string): string =>
-    `POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\n${Object.entries(mcpHeaders()).map(([k, v]) => `${k}: ${v}\r\n`).join('')}${extra}`
+    `POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\n${Object.entries(mcpHeaders())
+      .map(([k, v]) => `${k}: ${v}\r\n`)
+      .join('')}${extra}`
 
   test('a Content-Length above server.maxRequestBytes: 413 and close from the headers alone, before any body byte is sent', async () => {
     const raw = await exchange(origin, `${head('content-length: 10485760\r\n')}\r\n`)
@@ -207,7 +218,10 @@ describe('lying and conflicting framing at /mcp [input:body-cap]', () => {
 
   test('Content-Length and Transfer-Encoding together: refused by the parser, nothing served', async () => {
     const call = JSON.stringify(toolCall(1, { path: '/smuggled' }))
-    const raw = await exchange(origin, `${head(`content-length: ${call.length}\r\ntransfer-encoding: chunked\r\n`)}\r\n${call.length.toString(16)}\r\n${call}\r\n0\r\n\r\n`)
+    const raw = await exchange(
+      origin,
+      `${head(`content-length: ${call.length}\r\ntransfer-encoding: chunked\r\n`)}\r\n${call.length.toString(16)}\r\n${call}\r\n0\r\n\r\n`,
+    )
     expect(statusOf(raw)).toBe(400)
     expect(upstream.requests).toHaveLength(0)
   })
@@ -241,15 +255,29 @@ describe('JSON depth, batches and tool arguments at /mcp', () => {
 
   const bombs: readonly [string, () => string][] = [
     ['a 100 000-deep array as the whole body', () => nestedArrays(100_000)],
-    ['a 100 000-deep array in the tool arguments', () => JSON.stringify(toolCall(1, { path: '/x', body: 0 })).replace('"body":0', `"body":${nestedArrays(100_000)}`)],
-    [`arguments one level past the envelope limit (${MAX_MCP_JSON_DEPTH})`, () => JSON.stringify(toolCall(1, { path: '/x', body: nestedValue(MAX_MCP_JSON_DEPTH) }))],
-    ['a deep object in params._meta', () => JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list', params: { _meta: JSON.parse(`${'{"a":'.repeat(500)}1${'}'.repeat(500)}`) as unknown } })],
+    [
+      'a 100 000-deep array in the tool arguments',
+      () => JSON.stringify(toolCall(1, { path: '/x', body: 0 })).replace('"body":0', `"body":${nestedArrays(100_000)}`),
+    ],
+    [
+      `arguments one level past the envelope limit (${MAX_MCP_JSON_DEPTH})`,
+      () => JSON.stringify(toolCall(1, { path: '/x', body: nestedValue(MAX_MCP_JSON_DEPTH) })),
+    ],
+    [
+      'a deep object in params._meta',
+      () =>
+        JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list', params: { _meta: JSON.parse(`${'{"a":'.repeat(500)}1${'}'.repeat(500)}`) as unknown } }),
+    ],
   ]
   for (const [what, body] of bombs) {
     test(`${what}: 400 -32600 naming the limit, before the SDK [input:json-depth]`, async () => {
       const r = await post(body())
       expect(r.status).toBe(400)
-      expect(await r.json()).toEqual({ jsonrpc: '2.0', id: null, error: { code: -32600, message: `Invalid Request: JSON nested deeper than ${MAX_MCP_JSON_DEPTH} levels` } })
+      expect(await r.json()).toEqual({
+        jsonrpc: '2.0',
+        id: null,
+        error: { code: -32600, message: `Invalid Request: JSON nested deeper than ${MAX_MCP_JSON_DEPTH} levels` },
+      })
       expect(upstream.requests).toHaveLength(0)
     })
   }
@@ -298,7 +326,16 @@ describe('the argument bounds, row by row [input:json-depth]', () => {
     ['brackets inside a string do not count', { body: '['.repeat(10_000) }, 1_000_000, undefined],
     ['arguments over the size cap (stdio has no request cap)', { body: 'a'.repeat(2048) }, 1024, 'arguments exceed 1024 bytes (server.maxRequestBytes)'],
     ['multi-byte characters counted as bytes', { body: 'é'.repeat(600) }, 1024, 'arguments exceed 1024 bytes (server.maxRequestBytes)'],
-    ['a cycle', (() => { const a: Record<string, unknown> = {}; a.self = a; return a })(), 1024, `arguments nest deeper than ${MAX_ARGUMENT_DEPTH} levels`],
+    [
+      'a cycle',
+      (() => {
+        const a: Record<string, unknown> = {}
+        a.self = a
+        return a
+      })(),
+      1024,
+      `arguments nest deeper than ${MAX_ARGUMENT_DEPTH} levels`,
+    ],
   ]
   for (const [what, args, max, problem] of rows) {
     test(`${what}: ${problem ?? 'within bounds'}`, () => {
@@ -367,7 +404,11 @@ describe('slow clients and too many connections [input:timeouts]', () => {
   test('a chunked /mcp body that never finishes: the server closes the socket, nothing reached the upstream', async () => {
     const s = track(await openRaw(origin))
     const call = JSON.stringify(toolCall(1, { path: '/slow' }))
-    s.socket.write(`POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\n${Object.entries(mcpHeaders()).map(([k, v]) => `${k}: ${v}\r\n`).join('')}transfer-encoding: chunked\r\n\r\n10\r\n${call.slice(0, 16)}\r\n`)
+    s.socket.write(
+      `POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\n${Object.entries(mcpHeaders())
+        .map(([k, v]) => `${k}: ${v}\r\n`)
+        .join('')}transfer-encoding: chunked\r\n\r\n10\r\n${call.slice(0, 16)}\r\n`,
+    )
     await s.closed
     expect(upstream.requests).toHaveLength(0)
   })

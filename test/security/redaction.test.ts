@@ -81,7 +81,14 @@ connections:
   keyway = await startHttp(snapshot, { port: 0, audit, log })
   await keyway.runtime.store.putToken(
     { connection: 'shared', user: null },
-    { method: 'oauth_u2m_shared', accessToken: SHARED_ACCESS, refreshToken: SHARED_REFRESH, tokenType: 'Bearer', obtainedAt: Date.now(), expiresAt: Date.now() + 3_600_000 },
+    {
+      method: 'oauth_u2m_shared',
+      accessToken: SHARED_ACCESS,
+      refreshToken: SHARED_REFRESH,
+      tokenType: 'Bearer',
+      obtainedAt: Date.now(),
+      expiresAt: Date.now() + 3_600_000,
+    },
   )
   alice = await connectClient('modern', `${keyway.http?.url}/mcp`, { bearer: TEST_KEYS.alice })
 })
@@ -101,7 +108,10 @@ beforeEach(() => {
 
 /** Every secret planted in this file, by name; none may come back in any form. */
 function canaries(): Record<string, string> {
-  const m2mTokens = upstream.requests.map((r) => String(r.headers.authorization ?? '')).filter((a) => a.includes(M2M_PREFIX)).map((a) => a.slice('Bearer '.length))
+  const m2mTokens = upstream.requests
+    .map((r) => String(r.headers.authorization ?? ''))
+    .filter((a) => a.includes(M2M_PREFIX))
+    .map((a) => a.slice('Bearer '.length))
   return {
     static: STATIC_TOKEN,
     clientSecret: CLIENT_SECRET,
@@ -123,66 +133,102 @@ const headerDump = (req: RecordedRequest): string => JSON.stringify({ headers: r
 
 /** How an upstream echoes what it got. Each writes the credential (or a form of it) somewhere the model would see. */
 const ECHOES: readonly (readonly [string, (req: RecordedRequest, res: ServerResponse) => void])[] = [
-  ['httpbin /headers: request headers as JSON', (req, res) => {
-    res.writeHead(200, { 'content-type': 'application/json' })
-    res.end(headerDump(req))
-  }],
-  ['/anything as text', (req, res) => {
-    res.writeHead(200, { 'content-type': 'text/plain' })
-    res.end(`GET ${req.path}\nAuthorization: ${authOf(req)}\n`)
-  }],
-  ['401 error page quoting the token', (req, res) => {
-    res.writeHead(401, { 'content-type': 'text/html' })
-    res.end(`<p>token ${tokenOf(req)} is not valid here</p>`)
-  }],
-  ['passed-on response headers', (req, res) => {
-    const t = tokenOf(req)
-    res.writeHead(200, {
-      'content-type': 'application/json',
-      'x-request-id': `req-${t}`,
-      location: `https://example.test/cb?access_token=${encodeURIComponent(t)}`,
-      link: `<https://example.test/next?token=${encodeURIComponent(t)}>; rel="next"`,
-      'x-ratelimit-resource': t,
-      'www-authenticate': `Bearer realm="${t}", error="invalid_token", error_description="token ${t} expired"`,
-    })
-    res.end('{}')
-  }],
-  ['base64 dump of the headers inside JSON', (req, res) => {
-    res.writeHead(200, { 'content-type': 'application/json' })
-    res.end(JSON.stringify({ dump: Buffer.from(headerDump(req)).toString('base64') }))
-  }],
-  ['base64url of the Authorization value', (req, res) => {
-    res.writeHead(200, { 'content-type': 'text/plain' })
-    res.end(`id=${Buffer.from(authOf(req)).toString('base64url')}`)
-  }],
-  ['JSON with every character \\u-escaped', (req, res) => {
-    const escaped = [...authOf(req)].map((c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`).join('')
-    res.writeHead(200, { 'content-type': 'application/json' })
-    res.end(`{"seen":"${escaped}"}`)
-  }],
-  ['JSON with \\/ escapes (PHP)', (req, res) => {
-    res.writeHead(200, { 'content-type': 'application/json' })
-    res.end(JSON.stringify({ seen: authOf(req) }).replaceAll('/', '\\/'))
-  }],
-  ['form-encoded echo', (req, res) => {
-    res.writeHead(200, { 'content-type': 'application/x-www-form-urlencoded' })
-    res.end(new URLSearchParams({ authorization: authOf(req) }).toString())
-  }],
-  ['the token split across two chunks', (req, res) => {
-    const t = tokenOf(req)
-    const half = Math.floor(t.length / 2)
-    res.writeHead(200, { 'content-type': 'text/plain' })
-    res.write(`a${t.slice(0, half)}`, () => setImmediate(() => res.end(`${t.slice(half)}z`)))
-  }],
-  ['gzip although identity was asked for', (req, res) => {
-    res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip' })
-    res.end(gzipSync(headerDump(req)))
-  }],
-  ['the size cap cutting the token in two', (req, res) => {
-    const t = tokenOf(req)
-    res.writeHead(200, { 'content-type': 'text/plain' })
-    res.end(`${'x'.repeat(CAP - Math.floor(t.length / 2))}${t}`)
-  }],
+  [
+    'httpbin /headers: request headers as JSON',
+    (req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.end(headerDump(req))
+    },
+  ],
+  [
+    '/anything as text',
+    (req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain' })
+      res.end(`GET ${req.path}\nAuthorization: ${authOf(req)}\n`)
+    },
+  ],
+  [
+    '401 error page quoting the token',
+    (req, res) => {
+      res.writeHead(401, { 'content-type': 'text/html' })
+      res.end(`<p>token ${tokenOf(req)} is not valid here</p>`)
+    },
+  ],
+  [
+    'passed-on response headers',
+    (req, res) => {
+      const t = tokenOf(req)
+      res.writeHead(200, {
+        'content-type': 'application/json',
+        'x-request-id': `req-${t}`,
+        location: `https://example.test/cb?access_token=${encodeURIComponent(t)}`,
+        link: `<https://example.test/next?token=${encodeURIComponent(t)}>; rel="next"`,
+        'x-ratelimit-resource': t,
+        'www-authenticate': `Bearer realm="${t}", error="invalid_token", error_description="token ${t} expired"`,
+      })
+      res.end('{}')
+    },
+  ],
+  [
+    'base64 dump of the headers inside JSON',
+    (req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.end(JSON.stringify({ dump: Buffer.from(headerDump(req)).toString('base64') }))
+    },
+  ],
+  [
+    'base64url of the Authorization value',
+    (req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain' })
+      res.end(`id=${Buffer.from(authOf(req)).toString('base64url')}`)
+    },
+  ],
+  [
+    'JSON with every character \\u-escaped',
+    (req, res) => {
+      const escaped = [...authOf(req)].map((c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`).join('')
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.end(`{"seen":"${escaped}"}`)
+    },
+  ],
+  [
+    'JSON with \\/ escapes (PHP)',
+    (req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.end(JSON.stringify({ seen: authOf(req) }).replaceAll('/', '\\/'))
+    },
+  ],
+  [
+    'form-encoded echo',
+    (req, res) => {
+      res.writeHead(200, { 'content-type': 'application/x-www-form-urlencoded' })
+      res.end(new URLSearchParams({ authorization: authOf(req) }).toString())
+    },
+  ],
+  [
+    'the token split across two chunks',
+    (req, res) => {
+      const t = tokenOf(req)
+      const half = Math.floor(t.length / 2)
+      res.writeHead(200, { 'content-type': 'text/plain' })
+      res.write(`a${t.slice(0, half)}`, () => setImmediate(() => res.end(`${t.slice(half)}z`)))
+    },
+  ],
+  [
+    'gzip although identity was asked for',
+    (req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip' })
+      res.end(gzipSync(headerDump(req)))
+    },
+  ],
+  [
+    'the size cap cutting the token in two',
+    (req, res) => {
+      const t = tokenOf(req)
+      res.writeHead(200, { 'content-type': 'text/plain' })
+      res.end(`${'x'.repeat(CAP - Math.floor(t.length / 2))}${t}`)
+    },
+  ],
 ]
 
 describe.each(['static', 'm2m', 'shared'])('connection %s: the credential never comes back [redact:echoed-credential]', (connection) => {

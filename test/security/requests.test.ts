@@ -77,16 +77,24 @@ function nothingSent(): void {
   expect(canary.requests).toHaveLength(0)
 }
 
-describe('the caller\'s own credentials and identity', () => {
+describe("the caller's own credentials and identity", () => {
   test('no Authorization: 401 with a challenge, no tool runs', async () => {
-    const r = await fetch(mcpUrl, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list', params: {} }) })
+    const r = await fetch(mcpUrl, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list', params: {} }),
+    })
     expect(r.status).toBe(401)
     expect(r.headers.get('www-authenticate')).toMatch(/^Bearer /)
     nothingSent()
   })
 
   test('a valid API key in the query string instead of the header is not a credential', async () => {
-    const r = await fetch(`${mcpUrl}?access_token=${TEST_KEYS.alice}`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list', params: {} }) })
+    const r = await fetch(`${mcpUrl}?access_token=${TEST_KEYS.alice}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list', params: {} }),
+    })
     expect(r.status).toBe(401)
     nothingSent()
   })
@@ -141,7 +149,10 @@ describe('caller headers never carry credentials, framing, routing, method overr
     ['a Content-Length that lies', { 'Content-Length': '9999' }],
     ['method overrides', { 'X-HTTP-Method-Override': 'DELETE', 'X-HTTP-Method': 'DELETE', 'X-Method-Override': 'DELETE', 'X-Original-Method': 'DELETE' }],
     ['URL rewrites', { 'X-Original-URL': '/admin', 'X-Rewrite-URL': '/admin', 'X-Original-URI': '/admin', 'X-Override-URL': '/admin' }],
-    ['client-address and host claims', { 'X-Real-IP': '127.0.0.1', 'X-Client-IP': '127.0.0.1', 'True-Client-IP': '127.0.0.1', 'X-Host': 'internal.example', Via: '1.1 trusted' }],
+    [
+      'client-address and host claims',
+      { 'X-Real-IP': '127.0.0.1', 'X-Client-IP': '127.0.0.1', 'True-Client-IP': '127.0.0.1', 'X-Host': 'internal.example', Via: '1.1 trusted' },
+    ],
   ]
   for (const [what, headers] of cases) {
     test(`${what}: dropped; the upstream sees exactly the injected credential and its own host`, async () => {
@@ -155,7 +166,9 @@ describe('caller headers never carry credentials, framing, routing, method overr
       expect(seen?.headers.forwarded).toBeUndefined()
       expect(seen?.headers.host).toBe(new URL(upstream.origin).host)
       // Whatever the row sent, none of it arrived under its own name.
-      for (const name of Object.keys(headers)) if (!['authorization', 'host', 'content-length', 'transfer-encoding', 'connection'].includes(name.toLowerCase())) expect(seen?.headers[name.toLowerCase()], name).toBeUndefined()
+      for (const name of Object.keys(headers))
+        if (!['authorization', 'host', 'content-length', 'transfer-encoding', 'connection'].includes(name.toLowerCase()))
+          expect(seen?.headers[name.toLowerCase()], name).toBeUndefined()
       expect(seen?.method).toBe('POST')
       expect(seen?.path).toBe('/api/v1/items')
       expect(seen?.body).toBe('{"a":1}')
@@ -234,7 +247,13 @@ describe('what an upstream answers', () => {
 
   test('set-cookie and internal headers never reach the model', async () => {
     upstream.setHandler((_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/json', 'set-cookie': 'sid=abc', 'x-internal-debug': 'db=10.0.0.5', 'proxy-authenticate': 'Basic realm=x', server: 'internal/1.2' })
+      res.writeHead(200, {
+        'content-type': 'application/json',
+        'set-cookie': 'sid=abc',
+        'x-internal-debug': 'db=10.0.0.5',
+        'proxy-authenticate': 'Basic realm=x',
+        server: 'internal/1.2',
+      })
       res.end('{}')
     })
     const r = await call({ path: '/h' })

@@ -138,7 +138,10 @@ describe('token responses', () => {
       { accessToken: 'at-old-0123456789', tokenType: 'bearer', refreshToken: 'rt-kept-0123456789', scope: 'api:read', expiresAt: 1_000 },
       { method: 'oauth_u2m_shared', now: 0 },
     )
-    const next = recordFromTokenSet({ accessToken: 'at-new-0123456789', tokenType: 'bearer', expiresAt: 2_000 }, { method: 'oauth_u2m_shared', now: 500, previous })
+    const next = recordFromTokenSet(
+      { accessToken: 'at-new-0123456789', tokenType: 'bearer', expiresAt: 2_000 },
+      { method: 'oauth_u2m_shared', now: 500, previous },
+    )
     expect(next).toMatchObject({ accessToken: 'at-new-0123456789', refreshToken: 'rt-kept-0123456789', scope: 'api:read', obtainedAt: 0, lastRefreshAt: 500 })
     expect(next.warnings).toBeUndefined()
   })

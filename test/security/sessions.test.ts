@@ -45,7 +45,11 @@ afterAll(async () => {
 })
 
 const post = (body: unknown, headers: Record<string, string>): Promise<Response> =>
-  fetch(mcpUrl, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers }, body: JSON.stringify(body) })
+  fetch(mcpUrl, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers },
+    body: JSON.stringify(body),
+  })
 
 describe('no MCP session to predict or replay', () => {
   test('a 2025-era initialize over HTTP succeeds without an Mcp-Session-Id: there is no session id to guess', async () => {

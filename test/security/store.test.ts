@@ -105,7 +105,9 @@ describe('Redis unreachable during tool calls [store:fail-closed]', () => {
       expect(textOf(r)).not.toMatch(/\/connect\/|CONSENT_REQUIRED/)
       expect(tokens.requests).toHaveLength(0)
       expect(upstream.requests).toHaveLength(0)
-      expect(audit.events.filter((e) => e.type === 'tool.call')).toEqual([expect.objectContaining({ connection: tool, decision: 'allow', error: 'STORE_UNAVAILABLE' })])
+      expect(audit.events.filter((e) => e.type === 'tool.call')).toEqual([
+        expect.objectContaining({ connection: tool, decision: 'allow', error: 'STORE_UNAVAILABLE' }),
+      ])
     })
   }
 

@@ -36,7 +36,7 @@ describe('assessReadiness', () => {
     ['oidc down, api keys too', { oidc: { ok: false, error: 'x' } }, 200, 'ready', 'oidc', false],
     ['file rejected', { reload: { kind: 'rejected', problems: ['/etc/keyway.yaml:3 bogus: unknown key'], sinceMs: 0 } }, 200, 'ready', 'reload', false],
   ] as const)('%s', (_name, change, http, status, check, blocking) => {
-    const { httpStatus, report } = assessReadiness({ ...HEALTHY, ...change } as ReadinessFacts)
+    const { httpStatus, report } = assessReadiness({ ...HEALTHY, ...change })
     expect(httpStatus).toBe(http)
     expect(report.status).toBe(status)
     expect(report.checks[check]).toMatchObject({ ok: false, blocking })

@@ -12,7 +12,9 @@ describe('secretForms', () => {
 
   test('raw, percent-, form- and JSON-encoded forms, longest first', () => {
     const { text } = secretForms(SECRET)
-    expect(text).toEqual(expect.arrayContaining([SECRET, encodeURIComponent(SECRET), new URLSearchParams({ v: SECRET }).toString().slice(2), SECRET.replaceAll('/', '\\/')]))
+    expect(text).toEqual(
+      expect.arrayContaining([SECRET, encodeURIComponent(SECRET), new URLSearchParams({ v: SECRET }).toString().slice(2), SECRET.replaceAll('/', '\\/')]),
+    )
     expect([...text].sort((a, b) => b.length - a.length)).toEqual(text)
   })
 })

@@ -2,12 +2,36 @@ import { readdir, readFile } from 'node:fs/promises'
 import path from 'node:path'
 import { describe, expect, test } from 'vitest'
 
-const AREAS = ['grant', 'audit', 'input', 'redact', 'http', 'egress', 'identity', 'credential', 'secret', 'store', 'refresh', 'oauth', 'consent', 'flow', 'config', 'cli', 'mcp', 'type', 'serve']
+const AREAS = [
+  'grant',
+  'audit',
+  'input',
+  'redact',
+  'http',
+  'egress',
+  'identity',
+  'credential',
+  'secret',
+  'store',
+  'refresh',
+  'oauth',
+  'consent',
+  'flow',
+  'config',
+  'cli',
+  'mcp',
+  'type',
+  'serve',
+]
 const ID = new RegExp(`\\[((?:${AREAS.join('|')}):[a-z0-9-]+)\\]`, 'g')
 
 async function testFiles(dir: string): Promise<string[]> {
   const entries = await readdir(dir, { withFileTypes: true })
-  const nested = await Promise.all(entries.map((e) => (e.isDirectory() ? testFiles(path.join(dir, e.name)) : Promise.resolve(/\.(test|contract)\.ts$/.test(e.name) ? [path.join(dir, e.name)] : []))))
+  const nested = await Promise.all(
+    entries.map((e) =>
+      e.isDirectory() ? testFiles(path.join(dir, e.name)) : Promise.resolve(/\.(test|contract)\.ts$/.test(e.name) ? [path.join(dir, e.name)] : []),
+    ),
+  )
   return nested.flat()
 }
 

@@ -32,7 +32,12 @@ interface Row {
 
 /** Splits a table line into cells (no cell of this doc contains a pipe). */
 function cellsOf(line: string): string[] {
-  return line.trim().replace(/^\|/, '').replace(/\|$/, '').split('|').map((c) => c.trim())
+  return line
+    .trim()
+    .replace(/^\|/, '')
+    .replace(/\|$/, '')
+    .split('|')
+    .map((c) => c.trim())
 }
 
 /** `` `file` › "a" › "b" `` pieces of a cell; a name may contain quotes and semicolons, never `" › "`. */

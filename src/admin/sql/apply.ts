@@ -298,7 +298,8 @@ function ownerEdits(doc: Document, s: MutatingStatement): TextEdit[] {
   const conn = isMap(conns) ? findPair(conns, s.connection)?.value : undefined
   const owner = isMap(conn) ? findPair(conn, 'owner')?.value : undefined
   const entry = isMap(owner) && owner.items.length === 1 ? owner.items[0] : undefined
-  if (!entry || !isScalar(entry.key) || !isScalar(entry.value)) throw new Error(`connections.${s.connection}.owner must be { user: ID }, { group: NAME } or { servicePrincipal: NAME } to be edited`)
+  if (!entry || !isScalar(entry.key) || !isScalar(entry.value))
+    throw new Error(`connections.${s.connection}.owner must be { user: ID }, { group: NAME } or { servicePrincipal: NAME } to be edited`)
   // Replace `user: x` by `group: y` in place: braces, indentation and a trailing comment stay.
   return [{ start: range(entry.key)[0], end: range(entry.value)[1], insert: principalEntry(s.principal) }]
 }

@@ -28,9 +28,7 @@ export type ReadStatement =
 
 export type Statement = MutatingStatement | ReadStatement
 
-export type ParseResult =
-  | { readonly ok: true; readonly statement: Statement }
-  | { readonly ok: false; readonly error: SqlSyntaxError }
+export type ParseResult = { readonly ok: true; readonly statement: Statement } | { readonly ok: false; readonly error: SqlSyntaxError }
 
 /** Whether a statement edits the file (GRANT, REVOKE, ALTER). */
 export function isMutating(s: Statement): s is MutatingStatement {
@@ -165,8 +163,7 @@ class Parser {
   #connectionName(after: string): string {
     const t = this.#peek()
     if (t.kind !== 'word' && t.kind !== 'quoted') throw this.#fail(t, `expected a connection name after ${after}`)
-    if (!CONNECTION_NAME_PATTERN.test(t.text))
-      throw this.#fail(t, 'a connection name matches ^[A-Za-z0-9_-]{1,64}$')
+    if (!CONNECTION_NAME_PATTERN.test(t.text)) throw this.#fail(t, 'a connection name matches ^[A-Za-z0-9_-]{1,64}$')
     this.#next()
     return t.text
   }
@@ -196,7 +193,13 @@ class Parser {
     const name = this.#peek()
     if (name.kind !== 'quoted') {
       const example =
-        kind === 'group' ? '`data-engineering`' : kind === 'user' ? '`alice@example.com`' : kind === 'servicePrincipal' ? '`etl-bot`' : '`alice@example.com` or `data-engineering`'
+        kind === 'group'
+          ? '`data-engineering`'
+          : kind === 'user'
+            ? '`alice@example.com`'
+            : kind === 'servicePrincipal'
+              ? '`etl-bot`'
+              : '`alice@example.com` or `data-engineering`'
       const hint = name.kind === 'word' && kind === undefined ? ` (write ${quoteName(name.text)})` : ''
       throw this.#fail(name, `expected a principal in backticks after ${kindWord}, e.g. ${example}${hint}`)
     }

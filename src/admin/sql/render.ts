@@ -38,8 +38,7 @@ export interface RenderOptions {
 }
 
 export type RenderResult =
-  | { readonly ok: true; readonly table: Table }
-  | { readonly ok: false; readonly reason: 'unknown-connection'; readonly connection: string }
+  { readonly ok: true; readonly table: Table } | { readonly ok: false; readonly reason: 'unknown-connection'; readonly connection: string }
 
 /** Answers a read-only statement. */
 export async function renderStatement(view: ConfigView, statement: ReadStatement, opts: RenderOptions = {}): Promise<RenderResult> {
@@ -82,14 +81,7 @@ export function showConnections(view: ConfigView): Table {
   const conns = [...view.snapshot.connections.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
   return {
     columns: ['name', 'url', 'auth', 'owner', 'mcp_tool', 'grants'],
-    rows: conns.map((c) => [
-      c.name,
-      urlOf(c),
-      c.auth.type,
-      principalLabel(c.owner),
-      yesNo(c.isMcpConnection),
-      String(grantsOn(view.snapshot, c.name).length),
-    ]),
+    rows: conns.map((c) => [c.name, urlOf(c), c.auth.type, principalLabel(c.owner), yesNo(c.isMcpConnection), String(grantsOn(view.snapshot, c.name).length)]),
   }
 }
 
@@ -128,10 +120,7 @@ export async function describeConnection(view: ConfigView, name: string, opts: R
     if (a.authorizationEndpoint !== undefined) rows.push(['authorization_endpoint', a.authorizationEndpoint])
     if (a.tokenEndpoint !== undefined) rows.push(['token_endpoint', a.tokenEndpoint])
     if (a.revocationEndpoint !== undefined) rows.push(['revocation_endpoint', a.revocationEndpoint])
-    rows.push(
-      ['scopes', a.scopes.length > 0 ? a.scopes.join(' ') : '-'],
-      ['credential_exchange', a.credentialExchange ?? 'from the provider metadata'],
-    )
+    rows.push(['scopes', a.scopes.length > 0 ? a.scopes.join(' ') : '-'], ['credential_exchange', a.credentialExchange ?? 'from the provider metadata'])
     if (Object.keys(a.authorizationParams).length > 0) rows.push(['authorization_params', params(a.authorizationParams)])
     if (Object.keys(a.tokenParams).length > 0) rows.push(['token_params', params(a.tokenParams)])
   }
@@ -151,7 +140,10 @@ export function formatTable(table: Table): string[] {
   const cells = [table.columns, ...table.rows].map((r) => r.map(printable))
   const widths = table.columns.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)))
   const line = (r: readonly string[]): string =>
-    r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i] ?? 0))).join('  ').trimEnd()
+    r
+      .map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i] ?? 0)))
+      .join('  ')
+      .trimEnd()
   const [header, ...rows] = cells
   return [line(header ?? []), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)]
 }

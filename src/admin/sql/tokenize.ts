@@ -27,9 +27,7 @@ export interface SqlSyntaxError extends Span {
   readonly message: string
 }
 
-export type TokenizeResult =
-  | { readonly ok: true; readonly tokens: readonly Token[] }
-  | { readonly ok: false; readonly error: SqlSyntaxError }
+export type TokenizeResult = { readonly ok: true; readonly tokens: readonly Token[] } | { readonly ok: false; readonly error: SqlSyntaxError }
 
 const WORD_CHAR = /[A-Za-z0-9_-]/
 const SPACE = /\s/

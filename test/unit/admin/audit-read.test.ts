@@ -49,7 +49,11 @@ describe('parseSince', () => {
 
 describe('parseAuditLine', () => {
   test('a record needs a string time and type', () => {
-    expect(parseAuditLine('{"time":"2026-11-28T00:00:00Z","type":"tool.call","user":"a"}')).toEqual({ time: '2026-11-28T00:00:00Z', type: 'tool.call', user: 'a' })
+    expect(parseAuditLine('{"time":"2026-11-28T00:00:00Z","type":"tool.call","user":"a"}')).toEqual({
+      time: '2026-11-28T00:00:00Z',
+      type: 'tool.call',
+      user: 'a',
+    })
     for (const bad of ['', '   ', 'not json', '[1,2]', 'null', '"x"', '{"type":"tool.call"}', '{"time":1,"type":"x"}', '{"time":"2026-11-28T00:00:00Z","ty'])
       expect(parseAuditLine(bad)).toBeUndefined()
   })
@@ -126,7 +130,17 @@ describe('table', () => {
   test('one row per event type, with the details that matter for it', async () => {
     const rows = (await collect(FIXTURE)).map(auditRow)
     expect(rows[0]).toEqual(['2026-11-28T09:00:00.000Z', 'config.reloaded', '-', '-', '-', '-', '3 connections, 4 grants', '-', '-'])
-    expect(rows[2]).toEqual(['2026-11-28T09:06:00.000Z', 'tool.call', 'bob@example.com', 'github', 'POST /repos/o/r/issues', 'allow', 'grant to group data-engineering', '201', '120'])
+    expect(rows[2]).toEqual([
+      '2026-11-28T09:06:00.000Z',
+      'tool.call',
+      'bob@example.com',
+      'github',
+      'POST /repos/o/r/issues',
+      'allow',
+      'grant to group data-engineering',
+      '201',
+      '120',
+    ])
     expect(rows[3]).toEqual(['2026-11-28T09:07:00.000Z', 'tool.call', 'carol@example.com', 'github', 'GET /user', 'deny', 'PERMISSION_DENIED', '-', '1'])
     expect(rows[5]?.[6]).toBe('no refresh token; scopes drive.readonly')
     expect(rows[7]?.[6]).toBe('2 problems')

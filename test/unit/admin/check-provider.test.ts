@@ -52,7 +52,10 @@ describe('checkProvider', () => {
   describe('1. authorization code grant', () => {
     test('grant_types_supported without authorization_code fails with a fix', () => {
       const r = check({ ...GOOD, grant_types_supported: ['client_credentials', 'refresh_token'] })
-      expect(status(r, 'authorization_code')).toMatchObject({ status: 'fail', detail: 'grant_types_supported is [client_credentials, refresh_token], without authorization_code' })
+      expect(status(r, 'authorization_code')).toMatchObject({
+        status: 'fail',
+        detail: 'grant_types_supported is [client_credentials, refresh_token], without authorization_code',
+      })
       expect(status(r, 'authorization_code')?.fix).toMatch(/enable the authorization_code grant/)
       expect(r.ok).toBe(false)
     })
@@ -68,7 +71,9 @@ describe('checkProvider', () => {
     })
     test('no authorization endpoint anywhere fails; an explicit one is enough', () => {
       expect(status(check(without('authorization_endpoint')), 'authorization_code')?.status).toBe('fail')
-      expect(status(check(without('authorization_endpoint'), { authorizationEndpoint: `${ISSUER}/oauth/authorize` }), 'authorization_code')?.status).toBe('pass')
+      expect(status(check(without('authorization_endpoint'), { authorizationEndpoint: `${ISSUER}/oauth/authorize` }), 'authorization_code')?.status).toBe(
+        'pass',
+      )
     })
   })
 
@@ -86,7 +91,10 @@ describe('checkProvider', () => {
   describe('3. custom redirect URI', () => {
     test('without a config the fix says how to get the URI', () => {
       const r = checkProvider({ metadata: GOOD, issuer: ISSUER })
-      expect(status(r, 'redirect_uri')).toMatchObject({ status: 'unknown', fix: 'register <server.publicUrl>/login/oauth/http.html exactly; `keyway redirect-uri --config F` prints it' })
+      expect(status(r, 'redirect_uri')).toMatchObject({
+        status: 'unknown',
+        fix: 'register <server.publicUrl>/login/oauth/http.html exactly; `keyway redirect-uri --config F` prints it',
+      })
     })
   })
 
@@ -117,9 +125,9 @@ describe('checkProvider', () => {
       if (expected !== 'pass') expect(status(r, 'client_auth')?.fix).toBeTruthy()
     })
     test('body_only against a basic-only provider points to header_only', () => {
-      expect(status(check({ ...GOOD, token_endpoint_auth_methods_supported: ['client_secret_basic'] }, { credentialExchange: 'body_only' }), 'client_auth')?.fix).toBe(
-        'set auth.credentialExchange: header_only',
-      )
+      expect(
+        status(check({ ...GOOD, token_endpoint_auth_methods_supported: ['client_secret_basic'] }, { credentialExchange: 'body_only' }), 'client_auth')?.fix,
+      ).toBe('set auth.credentialExchange: header_only')
     })
     test('header_and_body passes where both are listed, with the RFC 6749 §2.3.1 warning', () => {
       const p = status(check(GOOD, { credentialExchange: 'header_and_body' }), 'client_auth')
@@ -127,7 +135,9 @@ describe('checkProvider', () => {
       expect(p?.fix).toBe('prefer auth.credentialExchange: header_only')
     })
     test('absent methods and no credentialExchange: Keyway would send both, so set header_only', () => {
-      expect(status(check(without('token_endpoint_auth_methods_supported')), 'client_auth')?.fix).toBe('set auth.credentialExchange: header_only (client_secret_basic)')
+      expect(status(check(without('token_endpoint_auth_methods_supported')), 'client_auth')?.fix).toBe(
+        'set auth.credentialExchange: header_only (client_secret_basic)',
+      )
     })
   })
 
@@ -158,7 +168,9 @@ describe('checkProvider', () => {
     })
 
     test('another port of the issuer host is another origin too; the authorization endpoint is checked the same way', () => {
-      expect(status(check({ ...GOOD, token_endpoint: 'https://as.example.com:8443/token' }), 'token_endpoint')?.fix).toBe('set auth.tokenEndpoint: https://as.example.com:8443/token explicitly on the connection')
+      expect(status(check({ ...GOOD, token_endpoint: 'https://as.example.com:8443/token' }), 'token_endpoint')?.fix).toBe(
+        'set auth.tokenEndpoint: https://as.example.com:8443/token explicitly on the connection',
+      )
       expect(status(check({ ...GOOD, authorization_endpoint: 'https://login.example.com/authorize' }), 'authorization_code')).toMatchObject({
         status: 'fail',
         fix: 'set auth.authorizationEndpoint: https://login.example.com/authorize explicitly on the connection',
@@ -166,7 +178,10 @@ describe('checkProvider', () => {
     })
 
     test('explicit endpoints pass, and without an issuer to compare with nothing is judged', () => {
-      expect(status(check(google, { tokenEndpoint: 'https://oauth2.example.com/token', revocationEndpoint: 'https://oauth2.example.com/revoke' }), 'token_endpoint')?.status).toBe('pass')
+      expect(
+        status(check(google, { tokenEndpoint: 'https://oauth2.example.com/token', revocationEndpoint: 'https://oauth2.example.com/revoke' }), 'token_endpoint')
+          ?.status,
+      ).toBe('pass')
       expect(status(check(google, { issuer: undefined }), 'token_endpoint')?.status).toBe('pass')
     })
   })
@@ -177,7 +192,9 @@ describe('checkProvider', () => {
         status: 'fail',
         detail: 'not https: token endpoint http://as.example.com/token',
       })
-      expect(status(check({ ...GOOD, authorization_endpoint: 'http://127.0.0.1:4000/auth', token_endpoint: 'http://localhost:4000/token' }), 'https')).toMatchObject({
+      expect(
+        status(check({ ...GOOD, authorization_endpoint: 'http://127.0.0.1:4000/auth', token_endpoint: 'http://localhost:4000/token' }), 'https'),
+      ).toMatchObject({
         status: 'pass',
         detail: 'authorization endpoint and token endpoint on loopback http://, allowed for development only',
       })

@@ -39,12 +39,27 @@ describe('describeCredentialState', () => {
   test.each<[string, string, StoreView, string]>([
     ['bearer', 'gh', records(), 'static secret'],
     ['bearer, store out of reach', 'gh', { kind: 'unavailable', reason: 'no key' }, 'static secret'],
-    ['bearer with a token left from an OAuth past', 'gh', records([null, record('oauth_u2m_shared')]), 'static secret; 1 orphaned credential of an earlier auth type (keyway credentials lists them, keyway credentials --prune deletes them)'],
+    [
+      'bearer with a token left from an OAuth past',
+      'gh',
+      records([null, record('oauth_u2m_shared')]),
+      'static secret; 1 orphaned credential of an earlier auth type (keyway credentials lists them, keyway credentials --prune deletes them)',
+    ],
     ['m2m cached', 'svc', records([null, record('oauth_m2m')]), 'token cached (expires in 42m; fetched again automatically)'],
     ['m2m none yet', 'svc', records(), 'no token yet (fetched at the first call)'],
     ['shared signed in', 'crm', records([null, record('oauth_u2m_shared')]), 'signed in (expires in 42m, refreshable)'],
-    ['shared without refresh token', 'crm', records([null, noRefresh(record('oauth_u2m_shared'))]), 'signed in (expires in 42m, NOT refreshable: no refresh token)'],
-    ['shared expired, refreshable', 'crm', records([null, record('oauth_u2m_shared', { expiresAt: NOW - 3 * MIN })]), 'signed in (expired 3m ago, refreshable)'],
+    [
+      'shared without refresh token',
+      'crm',
+      records([null, noRefresh(record('oauth_u2m_shared'))]),
+      'signed in (expires in 42m, NOT refreshable: no refresh token)',
+    ],
+    [
+      'shared expired, refreshable',
+      'crm',
+      records([null, record('oauth_u2m_shared', { expiresAt: NOW - 3 * MIN })]),
+      'signed in (expired 3m ago, refreshable)',
+    ],
     [
       'shared expired for good',
       'crm',
@@ -53,10 +68,20 @@ describe('describeCredentialState', () => {
     ],
     ['shared no expiry', 'crm', records([null, noExpiry(record('oauth_u2m_shared'))]), 'signed in (no expiry stated, refreshable)'],
     ['shared not signed in', 'crm', records(), 'not signed in — run keyway authorize crm'],
-    ['per-user, three users, one without refresh token', 'drive', records(['a', record('oauth_u2m_per_user')], ['b', record('oauth_u2m_per_user')], ['c', noRefresh(record('oauth_u2m_per_user'))]), '3 users connected (1 without a refresh token)'],
+    [
+      'per-user, three users, one without refresh token',
+      'drive',
+      records(['a', record('oauth_u2m_per_user')], ['b', record('oauth_u2m_per_user')], ['c', noRefresh(record('oauth_u2m_per_user'))]),
+      '3 users connected (1 without a refresh token)',
+    ],
     ['per-user, one', 'drive', records(['a', record('oauth_u2m_per_user')]), '1 user connected'],
     ['per-user, none', 'drive', records(), 'no user connected yet (each user consents at first use)'],
-    ['store out of reach', 'drive', { kind: 'unavailable', reason: 'store.encryptionKey: environment variable K is not set' }, 'store unavailable (store.encryptionKey: environment variable K is not set)'],
+    [
+      'store out of reach',
+      'drive',
+      { kind: 'unavailable', reason: 'store.encryptionKey: environment variable K is not set' },
+      'store unavailable (store.encryptionKey: environment variable K is not set)',
+    ],
   ])('%s', async (_name, conn, view, phrase) => {
     const text = describeCredentialState(await connection(conn), view, NOW)
     expect(text).toBe(phrase)
@@ -94,8 +119,7 @@ describe('createStoreCredentialState', () => {
   test('nothing asked: the store is never opened; unavailable and empty stores answer with a phrase', async () => {
     const snapshot = await snapshotOf()
     let opens = 0
-    const make = (answer: StoreInspection) =>
-      createStoreCredentialState({ connections: snapshot.connections, now: NOW, open: async () => (opens++, answer) })
+    const make = (answer: StoreInspection) => createStoreCredentialState({ connections: snapshot.connections, now: NOW, open: async () => (opens++, answer) })
     await make({ kind: 'empty' }).close()
     expect(opens).toBe(0)
     const unavailable = make({ kind: 'unavailable', reason: 'redis down' })
@@ -114,13 +138,17 @@ describe('openStoreToInspect', () => {
       reason: 'store.url is memory://, which keeps tokens only inside the server process',
     })
     const dir = await mkdtemp(path.join(tmpdir(), 'keyway-inspect-'))
-    expect(await openStoreToInspect({ url: `sqlite://${dir}/k.sqlite`, encryptionKey: undefined, encryptionKeys: [], dangerouslyUseEphemeralKey: true })).toMatchObject({ kind: 'unavailable' })
+    expect(
+      await openStoreToInspect({ url: `sqlite://${dir}/k.sqlite`, encryptionKey: undefined, encryptionKeys: [], dangerouslyUseEphemeralKey: true }),
+    ).toMatchObject({ kind: 'unavailable' })
   })
 
   test('a SQLite file that does not exist is an empty store, and looking does not create it', async () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'keyway-inspect-'))
     const file = path.join(dir, 'data', 'keyway.sqlite')
-    expect(await openStoreToInspect({ url: `sqlite://${file}`, encryptionKey: undefined, encryptionKeys: [], dangerouslyUseEphemeralKey: false })).toEqual({ kind: 'empty' })
+    expect(await openStoreToInspect({ url: `sqlite://${file}`, encryptionKey: undefined, encryptionKeys: [], dangerouslyUseEphemeralKey: false })).toEqual({
+      kind: 'empty',
+    })
     await expect(access(path.join(dir, 'data'))).rejects.toMatchObject({ code: 'ENOENT' })
   })
 
@@ -137,7 +165,8 @@ describe('openStoreToInspect', () => {
 })
 
 describe('storeSettingsFromText', () => {
-  const text = 'version: 1\nstore: { url: "sqlite://./data/k.sqlite", encryptionKey: { env: K } }\nconnections:\n  a:\n    host: https://a.example.com\n    owner: { user: x@example.com }\n    auth: { type: bearer_token, token: { env: NOT_SET_HERE } }\n'
+  const text =
+    'version: 1\nstore: { url: "sqlite://./data/k.sqlite", encryptionKey: { env: K } }\nconnections:\n  a:\n    host: https://a.example.com\n    owner: { user: x@example.com }\n    auth: { type: bearer_token, token: { env: NOT_SET_HERE } }\n'
 
   test('resolves only the store secrets, relative to the file; other secrets may be missing', async () => {
     const file = '/etc/keyway dir/connections.yaml'
@@ -149,6 +178,9 @@ describe('storeSettingsFromText', () => {
   })
 
   test('a missing store secret is a reason without file or line (and never a value)', async () => {
-    expect(await storeSettingsFromText(text, '/etc/keyway dir/connections.yaml', {})).toEqual({ ok: false, reason: 'store.encryptionKey: environment variable K is not set' })
+    expect(await storeSettingsFromText(text, '/etc/keyway dir/connections.yaml', {})).toEqual({
+      ok: false,
+      reason: 'store.encryptionKey: environment variable K is not set',
+    })
   })
 })

@@ -60,7 +60,9 @@ describe('credentialRow', () => {
       'access token expired; it is renewed at the next call',
     ])
     const { refreshToken: _, ...dead } = record('oauth_u2m_shared', expired)
-    expect(credentialRow({ connection: 'crm', user: null }, dead, snapshot, NOW).warnings).toEqual(['access token expired and cannot be renewed: sign in again'])
+    expect(credentialRow({ connection: 'crm', user: null }, dead, snapshot, NOW).warnings).toEqual([
+      'access token expired and cannot be renewed: sign in again',
+    ])
   })
 
   test('orphaned when the connection is gone or now uses another auth type; no "renewed at the next call" for an orphan', async () => {
@@ -80,7 +82,16 @@ describe('bearer rows', () => {
     const gh = snapshot.connections.get('gh')
     if (!gh) throw new Error('no gh')
     const row = bearerRow(gh, '{ env: GH_TOKEN }', NOW - MIN)
-    expect(row).toMatchObject({ connection: 'gh', user: null, method: 'bearer_token', source: 'config secret { env: GH_TOKEN }', expiresAt: undefined, refreshable: false, lastUsedAt: NOW - MIN, orphaned: undefined })
+    expect(row).toMatchObject({
+      connection: 'gh',
+      user: null,
+      method: 'bearer_token',
+      source: 'config secret { env: GH_TOKEN }',
+      expiresAt: undefined,
+      refreshable: false,
+      lastUsedAt: NOW - MIN,
+      orphaned: undefined,
+    })
     expect(bearerRow(gh, undefined).source).toBe('config secret')
     expect(JSON.stringify(row)).not.toContain(CANARIES[0])
   })
@@ -92,7 +103,11 @@ describe('bearer rows', () => {
       version: 1,
       connections: {
         a: { host: 'https://a.example.com', owner: { user: 'x@example.com' }, auth: { type: 'bearer_token', token: { file: './a.txt' } } },
-        b: { host: 'https://b.example.com', owner: { user: 'x@example.com' }, auth: { type: 'oauth_m2m', tokenEndpoint: 'https://b.example.com/t', clientId: 'c', clientSecret: { env: 'S' } } },
+        b: {
+          host: 'https://b.example.com',
+          owner: { user: 'x@example.com' },
+          auth: { type: 'oauth_m2m', tokenEndpoint: 'https://b.example.com/t', clientId: 'c', clientSecret: { env: 'S' } },
+        },
       },
     })
     expect([...bearerSecretRefs(file)]).toEqual([['a', '{ file: ./a.txt }']])
@@ -160,7 +175,8 @@ describe('listCredentials', () => {
   test('a record that does not open fails the listing as STORE_UNAVAILABLE, never as "no credentials"', async () => {
     const snapshot = await snapshotOf()
     const backend = createMemoryBackend()
-    const keyring = (): Keyring => createKeyring({ current: new Secret(randomBytes(32).toString('base64')), previous: [], dangerouslyUseEphemeralKey: false, warn: () => {} })
+    const keyring = (): Keyring =>
+      createKeyring({ current: new Secret(randomBytes(32).toString('base64')), previous: [], dangerouslyUseEphemeralKey: false, warn: () => {} })
     await createTokenStore(backend, keyring()).putToken({ connection: 'crm', user: null }, record('oauth_u2m_shared'))
     const otherKey = createTokenStore(backend, keyring())
     await expect(listCredentials({ store: otherKey, snapshot, now: NOW })).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' })

@@ -39,7 +39,15 @@ describe('loadConfigText', () => {
     expect(r.ok).toBe(true)
     if (!r.ok) return
     const s = r.snapshot
-    expect(s.server).toEqual({ publicUrl: 'http://127.0.0.1:8787', host: '127.0.0.1', port: 8787, allowedHosts: undefined, maxRequestBytes: 1_048_576, maxConnections: 1024, drainTimeoutMs: 25_000 })
+    expect(s.server).toEqual({
+      publicUrl: 'http://127.0.0.1:8787',
+      host: '127.0.0.1',
+      port: 8787,
+      allowedHosts: undefined,
+      maxRequestBytes: 1_048_576,
+      maxConnections: 1024,
+      drainTimeoutMs: 25_000,
+    })
     expect(s.store.url).toBe('sqlite:///cfg/data/keyway.sqlite')
     expect(s.audit.file).toBe('/cfg/data/audit.jsonl')
     expect(s.tools.map((t) => t.name)).toEqual(['gh'])
@@ -183,7 +191,9 @@ connections:
   })
 
   test('the snapshot type is readonly [type:config-readonly]', () => {
-    expectTypeOf<ConfigSnapshot['grants']>().toEqualTypeOf<readonly { readonly on: string; readonly to: { user: string } | { group: string } | { servicePrincipal: string } }[]>()
+    expectTypeOf<ConfigSnapshot['grants']>().toEqualTypeOf<
+      readonly { readonly on: string; readonly to: { user: string } | { group: string } | { servicePrincipal: string } }[]
+    >()
     expectTypeOf<ConfigSnapshot['connections']>().toEqualTypeOf<ReadonlyMap<string, Connection>>()
     expectTypeOf<ConfigSnapshot['egress']['configuredPorts']>().toEqualTypeOf<ReadonlyMap<string, ReadonlySet<number>>>()
   })

@@ -12,14 +12,7 @@ import path from 'node:path'
 import { createMemoryAuditLog } from '../../../src/audit/audit-log.js'
 import type { ConfigEvent } from '../../../src/audit/events.js'
 import { loadConfigFile, loadConfigText, type ConfigSnapshot } from '../../../src/config/load.js'
-import {
-  createConfigReloader,
-  hashConfigFile,
-  restartOnlyChanges,
-  watchConfig,
-  type ConfigWatcher,
-  type WatchOptions,
-} from '../../../src/config/watch.js'
+import { createConfigReloader, hashConfigFile, restartOnlyChanges, watchConfig, type ConfigWatcher, type WatchOptions } from '../../../src/config/watch.js'
 import { createMemoryLogger } from '../../../src/log.js'
 
 const ENV = { T: 'token' }
@@ -302,7 +295,14 @@ describe('createConfigReloader', () => {
     // Only the interval timer is faked: file reads stay real.
     vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] })
     try {
-      const r = createConfigReloader(file, { load, log, onLoad: () => undefined, now: () => 1_000, rejectedLogIntervalMs: 60_000, ...(initialHash ? { initialHash } : {}) })
+      const r = createConfigReloader(file, {
+        load,
+        log,
+        onLoad: () => undefined,
+        now: () => 1_000,
+        rejectedLogIntervalMs: 60_000,
+        ...(initialHash ? { initialHash } : {}),
+      })
       expect(r.state()).toEqual({ kind: 'ok' })
       await writeFile(file, `${good}bogus: 1\n`)
       expect((await r.reload('edit')).kind).toBe('rejected')
@@ -342,7 +342,11 @@ describe('createConfigReloader', () => {
 describe('restartOnlyChanges', () => {
   test('names the fields a running process cannot apply', async () => {
     const a = await loadConfigText(config([]), '/cfg/connections.yaml', { env: ENV })
-    const b = await loadConfigText(`${config([])}server: { port: 9999, publicUrl: https://keyway.example.com }\naudit: { file: ./other.jsonl }\n`, '/cfg/connections.yaml', { env: ENV })
+    const b = await loadConfigText(
+      `${config([])}server: { port: 9999, publicUrl: https://keyway.example.com }\naudit: { file: ./other.jsonl }\n`,
+      '/cfg/connections.yaml',
+      { env: ENV },
+    )
     if (!a.ok || !b.ok) throw new Error('fixture does not load')
     expect(restartOnlyChanges(a.snapshot, b.snapshot)).toEqual(['server.port', 'server.publicUrl', 'audit.file'])
     expect(restartOnlyChanges(a.snapshot, a.snapshot)).toEqual([])

@@ -40,14 +40,25 @@ describe('pages', () => {
     expect(p.body).not.toContain('<script>')
     expect(p.body).toContain('&lt;script&gt;')
     expect(p.body).toContain('user a&quot;b@example.com')
-    expect(p.body).toContain('This connects the provider account you sign in with to Keyway user a&quot;b@example.com. If you are not a&quot;b@example.com, stop.')
+    expect(p.body).toContain(
+      'This connects the provider account you sign in with to Keyway user a&quot;b@example.com. If you are not a&quot;b@example.com, stop.',
+    )
     expect(p.body).toContain('<form method="post" action="/connect/abc">')
     expect(p.body).toContain('name="token" value="tok-123"')
     expect(p.headers['content-security-policy']).toContain("form-action 'self' https://idp.example;")
   })
 
   test('granted page without a refresh token carries a loud warning [consent:no-refresh-token-warning]', () => {
-    const common = { connection: 'crm', usedBy: 'x', completedBy: 'alice', providerAccount: undefined, scope: 'read', expiresAt: 3_600_000, warnings: [], now: 0 }
+    const common = {
+      connection: 'crm',
+      usedBy: 'x',
+      completedBy: 'alice',
+      providerAccount: undefined,
+      scope: 'read',
+      expiresAt: 3_600_000,
+      warnings: [],
+      now: 0,
+    }
     const warned = grantedPage({ ...common, refreshToken: false })
     expect(warned.body).toContain('role="alert"')
     expect(warned.body).toContain('Access will stop at first expiry')
@@ -56,18 +67,34 @@ describe('pages', () => {
   })
 
   test('granted page names the provider account next to the Keyway user, escaped [consent:escape]', () => {
-    const p = grantedPage({ connection: 'crm', usedBy: 'x', completedBy: 'carol', providerAccount: '<b>bob</b>@example.com', scope: undefined, expiresAt: undefined, refreshToken: true, warnings: [], now: 0 })
+    const p = grantedPage({
+      connection: 'crm',
+      usedBy: 'x',
+      completedBy: 'carol',
+      providerAccount: '<b>bob</b>@example.com',
+      scope: undefined,
+      expiresAt: undefined,
+      refreshToken: true,
+      warnings: [],
+      now: 0,
+    })
     expect(p.body).toContain('carol as provider account <strong>&lt;b&gt;bob&lt;/b&gt;@example.com</strong>')
   })
 
   test('account mismatch page names the account used and the one expected, escaped [consent:escape]', () => {
-    const p = accountMismatchPage({ connection: 'crm', keywayUser: 'carol', providerAccount: '<i>bob</i>', expected: 'a verified email address carol', retry: 'again' })
+    const p = accountMismatchPage({
+      connection: 'crm',
+      keywayUser: 'carol',
+      providerAccount: '<i>bob</i>',
+      expected: 'a verified email address carol',
+      retry: 'again',
+    })
     expect(p.status).toBe(403)
     expect(p.body).toContain('as <strong>&lt;i&gt;bob&lt;/i&gt;</strong>')
     expect(p.body).toContain('requires a verified email address carol')
   })
 
-  test('the invalid-callback page is generic: fixed text and Keyway\'s own redirect URI only [consent:callback-generic]', () => {
+  test("the invalid-callback page is generic: fixed text and Keyway's own redirect URI only [consent:callback-generic]", () => {
     const p = invalidCallbackPage({ redirectUri: 'https://kw.example/login/oauth/http.html' })
     expect(p.status).toBe(400)
     expect(p.body).toContain('This sign-in link is not valid or has expired')
@@ -75,14 +102,28 @@ describe('pages', () => {
   })
 
   test('redirect_uri_mismatch shows the exact URI to register', () => {
-    const p = providerErrorPage({ connection: 'crm', error: 'redirect_uri_mismatch', description: undefined, redirectUri: 'https://kw.example/login/oauth/http.html', clientId: 'cid', retry: 'run keyway authorize crm again' })
+    const p = providerErrorPage({
+      connection: 'crm',
+      error: 'redirect_uri_mismatch',
+      description: undefined,
+      redirectUri: 'https://kw.example/login/oauth/http.html',
+      clientId: 'cid',
+      retry: 'run keyway authorize crm again',
+    })
     expect(p.status).toBe(400)
     expect(p.body).toContain('<code>https://kw.example/login/oauth/http.html</code>')
   })
 
   test('per-user flows: each provider error page says what to do, with the per-user retry hint', () => {
     const page = (error: string, clientId: string | null = 'cid-123') =>
-      providerErrorPage({ connection: 'drive', error, description: undefined, redirectUri: 'https://kw.example/login/oauth/http.html', clientId: clientId ?? undefined, retry: 'call the tool again from your agent to get a new link' }).body
+      providerErrorPage({
+        connection: 'drive',
+        error,
+        description: undefined,
+        redirectUri: 'https://kw.example/login/oauth/http.html',
+        clientId: clientId ?? undefined,
+        retry: 'call the tool again from your agent to get a new link',
+      }).body
     expect(page('access_denied')).toContain('consent was declined at the provider. Nothing was stored.')
     expect(page('access_denied')).toContain('call the tool again from your agent to get a new link')
     expect(page('admin_policy_enforced')).toContain("allowlist the client id <code>cid-123</code> in the provider's admin console")

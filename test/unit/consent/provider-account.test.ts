@@ -36,7 +36,10 @@ describe('checkAccount [consent:account-match]', () => {
   test('email with verified: false accepts an unstated verification, still not another address', () => {
     const rule = { claim: 'email', verified: false } as const
     expect(checkAccount(rule, ['carol@example.com'], account({ email: 'carol@example.com' })).ok).toBe(true)
-    expect(checkAccount(rule, ['carol@example.com'], account({ email: 'bob@example.com' }))).toEqual({ ok: false, expected: 'the email address carol@example.com' })
+    expect(checkAccount(rule, ['carol@example.com'], account({ email: 'bob@example.com' }))).toEqual({
+      ok: false,
+      expected: 'the email address carol@example.com',
+    })
   })
 
   test('sub: the mapped subject only; an unmapped user or a prototype key matches nothing', () => {
@@ -90,7 +93,11 @@ describe('where the account comes from', () => {
   test('no ID token: userinfo; a failing userinfo is skipped when nothing depends on it, thrown when a check does', async () => {
     const failing = userinfo(new AppError('CREDENTIAL_UNAVAILABLE', 'refused'))
     const skipped: unknown[] = []
-    const learnt = await learnProviderAccount(failing.client, set({ accountFields: { user_id: 'U1' } }), { needEmail: false, required: false, onSkipped: (e) => skipped.push(e) })
+    const learnt = await learnProviderAccount(failing.client, set({ accountFields: { user_id: 'U1' } }), {
+      needEmail: false,
+      required: false,
+      onSkipped: (e) => skipped.push(e),
+    })
     expect(learnt).toEqual(account({ sub: 'U1', source: 'token_response' }))
     expect(skipped).toHaveLength(1)
     await expect(learnProviderAccount(failing.client, set(), { needEmail: true, required: true })).rejects.toMatchObject({ code: 'CREDENTIAL_UNAVAILABLE' })
@@ -98,9 +105,9 @@ describe('where the account comes from', () => {
 
   test('no ID token and no userinfo endpoint: the token response fields; never a verified email', async () => {
     const client = { userinfoEndpoint: undefined, userInfo: async () => ({}) }
-    expect(await learnProviderAccount(client, set({ accountFields: { account_id: 'dbid:1', email: 'c@x.test' } }), { needEmail: true, required: true })).toEqual(
-      account({ sub: 'dbid:1', email: 'c@x.test', source: 'token_response' }),
-    )
+    expect(
+      await learnProviderAccount(client, set({ accountFields: { account_id: 'dbid:1', email: 'c@x.test' } }), { needEmail: true, required: true }),
+    ).toEqual(account({ sub: 'dbid:1', email: 'c@x.test', source: 'token_response' }))
     expect(await learnProviderAccount(client, set(), { needEmail: false, required: false })).toEqual(account({ source: 'none' }))
   })
 

@@ -86,7 +86,10 @@ describe('reload: removed connections that hold credentials', () => {
     await put('old_crm', null, record('oauth_u2m_shared'))
     await put('svc', null, record('oauth_m2m'))
     const counts = await countStoredCredentials(store, ['old_crm', 'old_drive', 'never_had_any'])
-    expect([...counts]).toEqual([['old_crm', 1], ['old_drive', 2]])
+    expect([...counts]).toEqual([
+      ['old_crm', 1],
+      ['old_drive', 2],
+    ])
     expect(removedConnectionsWarning(counts)).toBe(
       'connections "old_crm" (1 stored credential), "old_drive" (2 stored credentials) were removed from the config (or renamed) but still hold credentials; ' +
         'they are never used again: keyway credentials lists them, keyway credentials --prune deletes them',
@@ -117,9 +120,26 @@ describe('pruneOrphans', () => {
     ])
     expect(await refsIn(store)).toEqual(['crm/-', 'drive/alice@example.com', 'svc/-'])
     expect(audit.events).toEqual([
-      { type: 'credential.revoked', connection: 'old_drive', user: 'bob@example.com', authMethod: 'oauth_u2m_per_user', reason: 'pruned as orphaned (connection-removed); not revoked at the provider' },
-      { type: 'credential.revoked', connection: 'gh', authMethod: 'oauth_u2m_shared', reason: 'pruned as orphaned (method-changed); not revoked at the provider' },
-      { type: 'credential.revoked', connection: 'old_drive', user: 'alice@example.com', authMethod: 'oauth_u2m_per_user', reason: 'pruned as orphaned (connection-removed); not revoked at the provider' },
+      {
+        type: 'credential.revoked',
+        connection: 'old_drive',
+        user: 'bob@example.com',
+        authMethod: 'oauth_u2m_per_user',
+        reason: 'pruned as orphaned (connection-removed); not revoked at the provider',
+      },
+      {
+        type: 'credential.revoked',
+        connection: 'gh',
+        authMethod: 'oauth_u2m_shared',
+        reason: 'pruned as orphaned (method-changed); not revoked at the provider',
+      },
+      {
+        type: 'credential.revoked',
+        connection: 'old_drive',
+        user: 'alice@example.com',
+        authMethod: 'oauth_u2m_per_user',
+        reason: 'pruned as orphaned (connection-removed); not revoked at the provider',
+      },
     ])
     expect(JSON.stringify(audit.events)).not.toMatch(/CANARY/)
     expect(await pruneOrphans({ store, audit }, snapshot)).toEqual([])

@@ -86,7 +86,10 @@ describe('mapOAuthError [oauth:errors-name-the-setting]', () => {
   })
 
   test('header_and_body refused as invalid_request says to pick one method (RFC 6749 §2.3)', () => {
-    const e = mapOAuthError(bodyError('invalid_request', 400, 'client authentication must only be provided using one mechanism'), ctx('client_credentials', 'header_and_body'))
+    const e = mapOAuthError(
+      bodyError('invalid_request', 400, 'client authentication must only be provided using one mechanism'),
+      ctx('client_credentials', 'header_and_body'),
+    )
     expect(e.code).toBe('CREDENTIAL_UNAVAILABLE')
     expect(e.message).toContain('the provider refused client authentication header_and_body')
     expect(e.message).toContain('set auth.credentialExchange to header_only or body_only (RFC 6749 §2.3 allows one method)')
@@ -115,7 +118,10 @@ describe('mapOAuthError [oauth:errors-name-the-setting]', () => {
 
   test('timeouts and network failures are transient CREDENTIAL_UNAVAILABLE', () => {
     const timeout = mapOAuthError(clientError('operation timed out', 'OAUTH_TIMEOUT'), ctx('client_credentials'))
-    expect(timeout).toMatchObject({ code: 'CREDENTIAL_UNAVAILABLE', message: 'connection "crm": the provider did not answer the client_credentials token request within 10000 ms' })
+    expect(timeout).toMatchObject({
+      code: 'CREDENTIAL_UNAVAILABLE',
+      message: 'connection "crm": the provider did not answer the client_credentials token request within 10000 ms',
+    })
     expect(isTransient(timeout)).toBe(true)
     const net = mapOAuthError(new TypeError('fetch failed'), ctx('refresh_token'))
     expect(net.code).toBe('CREDENTIAL_UNAVAILABLE')

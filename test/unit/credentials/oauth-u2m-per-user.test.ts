@@ -52,7 +52,8 @@ beforeEach(async () => {
     { warn: () => {}, now },
   )
   snapshot ??= (
-    await loadTestConfig(`
+    await loadTestConfig(
+      `
 version: 1
 server: { publicUrl: ${PUBLIC_URL} }
 store: { url: "memory://", dangerouslyUseEphemeralKey: true }
@@ -62,7 +63,9 @@ connections:
     isMcpConnection: true
     owner: { user: admin@example.com }
     auth: { type: oauth_u2m_per_user, tokenEndpoint: https://idp.example.test/token, authorizationEndpoint: https://idp.example.test/auth, clientId: c, clientSecret: { env: S }, scopes: [offline_access] }
-`, { S: 's' })
+`,
+      { S: 's' },
+    )
   ).snapshot
   const c = snapshot.connections.get('drive')
   if (!c) throw new Error('no connection')
@@ -134,7 +137,12 @@ describe('whose token', () => {
     })
     const { refreshToken: _drop, ...noRefresh } = token('b')
     await store.putToken({ connection: 'drive', user: 'bob@example.com' }, noRefresh)
-    expect(await resolvePerUserU2m(connection, caller('bob@example.com'), deps())).toEqual({ kind: 'ready', authorization: 'Bearer at-b', refreshable: false, secrets: ['at-b', 's'] })
+    expect(await resolvePerUserU2m(connection, caller('bob@example.com'), deps())).toEqual({
+      kind: 'ready',
+      authorization: 'Bearer at-b',
+      refreshable: false,
+      secrets: ['at-b', 's'],
+    })
   })
 
   // Store keys hash the user id exactly as given: no case folding, trimming or normalisation.
@@ -147,7 +155,7 @@ describe('whose token', () => {
     ['shared', 'u' + 'a'.repeat(64)],
     ['caf\u00e9@example.com', 'cafe\u0301@example.com'],
     ['drive:alice', 'alice'],
-  ])('one user never receives another\'s token: %j vs %j [credential:per-user-isolation]', async (owner, other) => {
+  ])("one user never receives another's token: %j vs %j [credential:per-user-isolation]", async (owner, other) => {
     await store.putToken({ connection: 'drive', user: owner }, token('owner'))
     const theirs = await resolvePerUserU2m(connection, caller(other), deps())
     expect(theirs.kind).toBe('consent-required')
@@ -211,7 +219,13 @@ describe('refresh per user', () => {
     const c = linkOf(await resolvePerUserU2m(connection, caller('alice@example.com'), deps()))
     expect(await store.getToken({ connection: 'drive', user: 'alice@example.com' })).toBeUndefined()
     expect((await readConsentLink(store, c.flowId))?.tokenUser).toBe('alice@example.com')
-    expect(audit.events).toContainEqual({ type: 'credential.refresh_failed', connection: 'drive', user: 'alice@example.com', authMethod: 'oauth_u2m_per_user', reason: 'invalid_grant' })
+    expect(audit.events).toContainEqual({
+      type: 'credential.refresh_failed',
+      connection: 'drive',
+      user: 'alice@example.com',
+      authMethod: 'oauth_u2m_per_user',
+      reason: 'invalid_grant',
+    })
     expect(audit.events).toContainEqual({ type: 'consent.started', user: 'alice@example.com', connection: 'drive', reason: 'invalid_grant' })
   })
 

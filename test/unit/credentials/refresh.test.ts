@@ -8,14 +8,7 @@
 import { randomBytes } from 'node:crypto'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
 import { createMemoryAuditLog } from '../../../src/audit/audit-log.js'
-import {
-  createRefresher,
-  isFresh,
-  isUsable,
-  MAX_REFRESH_SKEW_MS,
-  refreshSkewMs,
-  type FreshTokenRequest,
-} from '../../../src/credentials/refresh.js'
+import { createRefresher, isFresh, isUsable, MAX_REFRESH_SKEW_MS, refreshSkewMs, type FreshTokenRequest } from '../../../src/credentials/refresh.js'
 import { BACKOFF_BASE_MS, BACKOFF_MAX_MS, backoffDelayMs, createRefreshState, FORCED_REFRESH_COOLDOWN_MS } from '../../../src/credentials/refresh-state.js'
 import { tokenExpiresAt } from '../../../src/credentials/token-record.js'
 import { AppError } from '../../../src/errors.js'
@@ -227,9 +220,9 @@ describe('getFreshToken', () => {
   test('a record written by another auth method counts as none', async () => {
     const r = createRefresher({ store, now })
     await store.putToken(ref, token(1, { method: 'oauth_u2m_shared' }))
-    await expect(
-      r.getFreshToken(request(async () => token(2), { missing: () => new AppError('NOT_AUTHORIZED', 'not signed in') })),
-    ).rejects.toMatchObject({ code: 'NOT_AUTHORIZED' })
+    await expect(r.getFreshToken(request(async () => token(2), { missing: () => new AppError('NOT_AUTHORIZED', 'not signed in') }))).rejects.toMatchObject({
+      code: 'NOT_AUTHORIZED',
+    })
     expect((await r.getFreshToken(request(async () => token(2)))).accessToken).toBe('at-2')
   })
 

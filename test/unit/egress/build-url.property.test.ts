@@ -17,11 +17,44 @@ const targets = [
 // Pieces that make the interesting paths: separators, dots, encodings (also double), userinfo,
 // schemes, query and fragment marks, controls, non-ASCII, plus ordinary segment text.
 const piece = fc.oneof(
-  fc.constantFrom('/', '//', '\\', '.', '..', '%2e', '%2E', '%2f', '%5c', '%25', '%252e', '%00', '%0a', '%', '@', ':', ';', '?', '#', 'https:', '//evil.example', '\t', '\n', ' ', 'é', '\u202e'),
+  fc.constantFrom(
+    '/',
+    '//',
+    '\\',
+    '.',
+    '..',
+    '%2e',
+    '%2E',
+    '%2f',
+    '%5c',
+    '%25',
+    '%252e',
+    '%00',
+    '%0a',
+    '%',
+    '@',
+    ':',
+    ';',
+    '?',
+    '#',
+    'https:',
+    '//evil.example',
+    '\t',
+    '\n',
+    ' ',
+    'é',
+    '\u202e',
+  ),
   fc.stringMatching(/^[A-Za-z0-9_~.-]{1,8}$/),
 )
 const pathArb = fc.array(piece, { maxLength: 12 }).map((parts) => parts.join(''))
-const queryArb = fc.option(fc.dictionary(fc.string({ maxLength: 6 }), fc.oneof(fc.string({ maxLength: 12 }), fc.integer(), fc.boolean(), fc.array(fc.string({ maxLength: 6 }), { maxLength: 3 }))), { nil: undefined })
+const queryArb = fc.option(
+  fc.dictionary(
+    fc.string({ maxLength: 6 }),
+    fc.oneof(fc.string({ maxLength: 12 }), fc.integer(), fc.boolean(), fc.array(fc.string({ maxLength: 6 }), { maxLength: 3 })),
+  ),
+  { nil: undefined },
+)
 
 describe('buildUpstreamUrl properties [egress:path-confined]', () => {
   test('an accepted path gives a URL on the origin, under the base path, without userinfo, fragment or dot segments', () => {
@@ -83,8 +116,7 @@ describe('filterCallerHeaders properties [egress:header-filter]', () => {
           expect(isDroppedRequestHeader(name)).toBe(false)
           expect(['authorization', 'proxy-authorization', 'cookie', 'host', 'connection', 'transfer-encoding', 'content-length']).not.toContain(name)
         }
-        for (const [name, value] of Object.entries(headers))
-          if (!isDroppedRequestHeader(name.toLowerCase())) expect(r.headers[name.toLowerCase()]).toBe(value)
+        for (const [name, value] of Object.entries(headers)) if (!isDroppedRequestHeader(name.toLowerCase())) expect(r.headers[name.toLowerCase()]).toBe(value)
       }),
       { numRuns: 1000 },
     )

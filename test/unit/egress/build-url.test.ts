@@ -105,7 +105,7 @@ describe('buildUpstreamUrl builds URLs under the base path', () => {
   test('query values are appended with URLSearchParams; arrays repeat the key', () => {
     const r = buildUpstreamUrl(drive, '/files', { q: "name contains 'a&b'", pageSize: 10, supportsAllDrives: true, fields: ['id', 'name'], empty: '' })
     expect(r.ok && r.url.href).toBe(
-      "https://www.googleapis.com/drive/v3/files?q=name+contains+%27a%26b%27&pageSize=10&supportsAllDrives=true&fields=id&fields=name&empty=",
+      'https://www.googleapis.com/drive/v3/files?q=name+contains+%27a%26b%27&pageSize=10&supportsAllDrives=true&fields=id&fields=name&empty=',
     )
     if (r.ok) expect(r.url.searchParams.getAll('fields')).toEqual(['id', 'name'])
   })
@@ -126,9 +126,15 @@ describe('buildUpstreamUrl builds URLs under the base path', () => {
 
   test('the built URL is checked against the origin and base path (defence in depth)', () => {
     // A target whose origin is not in URL.origin form can never match: fail closed.
-    expect(buildUpstreamUrl({ origin: 'https://api.github.com:443', basePath: '/' }, '/x')).toEqual({ ok: false, reason: 'path would leave the connection origin' })
+    expect(buildUpstreamUrl({ origin: 'https://api.github.com:443', basePath: '/' }, '/x')).toEqual({
+      ok: false,
+      reason: 'path would leave the connection origin',
+    })
     // A base path the URL parser rewrites can never match either.
-    expect(buildUpstreamUrl({ origin: 'https://a.example', basePath: '/a b/' }, '/x')).toEqual({ ok: false, reason: 'path would leave the connection base path' })
+    expect(buildUpstreamUrl({ origin: 'https://a.example', basePath: '/a b/' }, '/x')).toEqual({
+      ok: false,
+      reason: 'path would leave the connection base path',
+    })
   })
 })
 

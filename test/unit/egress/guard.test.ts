@@ -122,7 +122,11 @@ describe('checkTarget [egress:block-private-ip]', () => {
       expect(r, url).toMatchObject({ ok: false })
       if (!r.ok) expect(['host-not-allowed', 'bad-url']).toContain(r.reason)
     }
-    expect(await checkTarget(new URL('https://evil.com/'), policy, ok)).toEqual({ ok: false, reason: 'host-not-allowed', detail: 'host "evil.com" is not in egress.allowedHosts' })
+    expect(await checkTarget(new URL('https://evil.com/'), policy, ok)).toEqual({
+      ok: false,
+      reason: 'host-not-allowed',
+      detail: 'host "evil.com" is not in egress.allowedHosts',
+    })
   })
 
   test('allowedHosts ports: an allowed host on a port neither its entry nor the config names is refused before DNS [egress:ports]', async () => {
@@ -149,11 +153,19 @@ describe('checkTarget [egress:block-private-ip]', () => {
   })
 
   test('userinfo in the URL is refused', async () => {
-    expect(await deny('https://user:sk-CANARY-123@api.example.com/')).toEqual({ ok: false, reason: 'bad-url', detail: 'url for "api.example.com" must not carry userinfo' })
+    expect(await deny('https://user:sk-CANARY-123@api.example.com/')).toEqual({
+      ok: false,
+      reason: 'bad-url',
+      detail: 'url for "api.example.com" must not carry userinfo',
+    })
   })
 
   test('DNS failure, no address and a non-IP answer are dns-failed', async () => {
-    expect(await deny('https://nowhere.example.com/')).toEqual({ ok: false, reason: 'dns-failed', detail: 'host "nowhere.example.com" could not be resolved (ENOTFOUND)' })
+    expect(await deny('https://nowhere.example.com/')).toEqual({
+      ok: false,
+      reason: 'dns-failed',
+      detail: 'host "nowhere.example.com" could not be resolved (ENOTFOUND)',
+    })
     expect(await deny('https://empty.example.com/')).toEqual({ ok: false, reason: 'dns-failed', detail: 'host "empty.example.com" has no addresses' })
     expect(await deny('https://garbage.example.com/', loose)).toEqual({
       ok: false,

@@ -21,7 +21,9 @@ describe('createConcurrencyLimiter [egress:busy]', () => {
     limits.acquire(conn, 'user alice')
     const e = busy(() => limits.acquire(conn, 'user alice'))
     expect(e.code).toBe('UPSTREAM_BUSY')
-    expect(e.message).toBe('user alice already has 2 requests in flight on connection "crm", the per-caller limit (maxConcurrentRequestsPerCaller); retry after a moment')
+    expect(e.message).toBe(
+      'user alice already has 2 requests in flight on connection "crm", the per-caller limit (maxConcurrentRequestsPerCaller); retry after a moment',
+    )
     expect(e.detail).toEqual({ connection: 'crm', scope: 'caller', limit: 2, transient: true })
     expect(limits.inFlight('crm')).toBe(2)
     limits.acquire(conn, 'user bob')

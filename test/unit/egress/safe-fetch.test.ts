@@ -53,7 +53,14 @@ async function startServer(): Promise<TestServer> {
     req.on('end', () => {
       let info = perSocket.get(req.socket)
       if (!info) perSocket.set(req.socket, (info = { id: ++sockets, count: 0 }))
-      const s: Seen = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, body: Buffer.concat(chunks).toString('utf8'), onSocket: info.count++, socketId: info.id }
+      const s: Seen = {
+        method: req.method ?? '',
+        url: req.url ?? '',
+        headers: req.headers,
+        body: Buffer.concat(chunks).toString('utf8'),
+        onSocket: info.count++,
+        socketId: info.id,
+      }
       seen.push(s)
       state.handler(req, res, s)
     })
@@ -163,9 +170,15 @@ describe('send: roundtrips against a loopback upstream', () => {
   })
 
   test('POST sends a string body; PUT sends bytes; HEAD has no body', async () => {
-    const post = await egress.send(req(`${server.origin}/items`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"title":"hello"}' }))
+    const post = await egress.send(
+      req(`${server.origin}/items`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"title":"hello"}' }),
+    )
     expect(post.status).toBe(200)
-    expect(server.seen.at(-1)).toMatchObject({ method: 'POST', body: '{"title":"hello"}', headers: { 'content-type': 'application/json', 'content-length': '17' } })
+    expect(server.seen.at(-1)).toMatchObject({
+      method: 'POST',
+      body: '{"title":"hello"}',
+      headers: { 'content-type': 'application/json', 'content-length': '17' },
+    })
     const put = await egress.send(req(`${server.origin}/items/1`, { method: 'PUT', body: new TextEncoder().encode('bytes') }))
     expect(put.status).toBe(200)
     expect(server.seen.at(-1)).toMatchObject({ method: 'PUT', body: 'bytes' })
@@ -329,7 +342,9 @@ describe('send: failures', () => {
     const closed = await startServer()
     const port = closed.port
     await closed.close()
-    const e = await failure(egress.send(req(`http://127.0.0.1:${port}/x?token=${CANARY}`, { method: 'POST', headers: { authorization: `Bearer ${CANARY}` }, body: CANARY })))
+    const e = await failure(
+      egress.send(req(`http://127.0.0.1:${port}/x?token=${CANARY}`, { method: 'POST', headers: { authorization: `Bearer ${CANARY}` }, body: CANARY })),
+    )
     expect(e.code).toBe('UPSTREAM_UNAVAILABLE')
     expect(e.message).toBe(`POST 127.0.0.1:${port} failed: connection refused`)
     expect(e.detail).toEqual({ host: `127.0.0.1:${port}`, method: 'POST', reason: 'ECONNREFUSED' })
@@ -360,16 +375,43 @@ describe('send: failures', () => {
 
 describe('send: egress policy is enforced before any socket opens [egress:block-private-ip]', () => {
   test.each([
-    ['a name resolving to 10.0.0.1', 'https://api.example.test/x', { 'api.example.test': ['10.0.0.1'] }, 'GET api.example.test refused: host "api.example.test" resolves to a private address; only public addresses are allowed unless egress.dangerouslyAllowPrivateNetworks is true'],
-    ['a name resolving to the metadata address', 'https://meta.example.test/latest', { 'meta.example.test': ['169.254.169.254'] }, 'GET meta.example.test refused: host "meta.example.test" resolves to a link-local address; only public addresses are allowed unless egress.dangerouslyAllowPrivateNetworks is true'],
-    ['a name resolving to IPv4-mapped loopback', 'https://mapped.example.test/', { 'mapped.example.test': ['::ffff:127.0.0.1'] }, 'GET mapped.example.test refused: host "mapped.example.test" resolves to a loopback address; only public addresses are allowed unless egress.dangerouslyAllowPrivateNetworks is true'],
-    ['a loopback literal', 'https://127.0.0.1:1/', {}, 'GET 127.0.0.1:1 refused: host "127.0.0.1" is a loopback address; only public addresses are allowed unless egress.dangerouslyAllowPrivateNetworks is true'],
-    ['plain http', 'http://api.example.test/', { 'api.example.test': ['93.184.216.34'] }, 'GET api.example.test refused: http:// to "api.example.test" is refused; only https:// is allowed unless egress.dangerouslyAllowPrivateNetworks is true'],
+    [
+      'a name resolving to 10.0.0.1',
+      'https://api.example.test/x',
+      { 'api.example.test': ['10.0.0.1'] },
+      'GET api.example.test refused: host "api.example.test" resolves to a private address; only public addresses are allowed unless egress.dangerouslyAllowPrivateNetworks is true',
+    ],
+    [
+      'a name resolving to the metadata address',
+      'https://meta.example.test/latest',
+      { 'meta.example.test': ['169.254.169.254'] },
+      'GET meta.example.test refused: host "meta.example.test" resolves to a link-local address; only public addresses are allowed unless egress.dangerouslyAllowPrivateNetworks is true',
+    ],
+    [
+      'a name resolving to IPv4-mapped loopback',
+      'https://mapped.example.test/',
+      { 'mapped.example.test': ['::ffff:127.0.0.1'] },
+      'GET mapped.example.test refused: host "mapped.example.test" resolves to a loopback address; only public addresses are allowed unless egress.dangerouslyAllowPrivateNetworks is true',
+    ],
+    [
+      'a loopback literal',
+      'https://127.0.0.1:1/',
+      {},
+      'GET 127.0.0.1:1 refused: host "127.0.0.1" is a loopback address; only public addresses are allowed unless egress.dangerouslyAllowPrivateNetworks is true',
+    ],
+    [
+      'plain http',
+      'http://api.example.test/',
+      { 'api.example.test': ['93.184.216.34'] },
+      'GET api.example.test refused: http:// to "api.example.test" is refused; only https:// is allowed unless egress.dangerouslyAllowPrivateNetworks is true',
+    ],
   ])('%s → EGRESS_BLOCKED', async (_name, url, table, message) => {
     const resolve = loopbackDns(table)
     const e1 = createEgress({ policy: strictPolicy, resolve })
     try {
-      const { result, connects } = await countConnects(() => e1.send(req(`${url}${url.includes('?') ? '&' : '?'}key=${CANARY}`, { headers: { 'x-api-key': CANARY } })))
+      const { result, connects } = await countConnects(() =>
+        e1.send(req(`${url}${url.includes('?') ? '&' : '?'}key=${CANARY}`, { headers: { 'x-api-key': CANARY } })),
+      )
       expect(connects).toEqual([])
       expect(result.status).toBe('rejected')
       const e = await failure(result.status === 'rejected' ? Promise.reject(result.reason) : Promise.resolve())
@@ -627,7 +669,9 @@ describe('fetchFor: a fetch-compatible function through the same guard', () => {
   })
 
   test('unsupported methods are a TypeError, like fetch', async () => {
-    await expect(egress.fetchFor(1_000)(`${server.origin}/x`, { method: 'TRACE' })).rejects.toThrow(new TypeError('method "TRACE" is not supported by the egress client'))
+    await expect(egress.fetchFor(1_000)(`${server.origin}/x`, { method: 'TRACE' })).rejects.toThrow(
+      new TypeError('method "TRACE" is not supported by the egress client'),
+    )
   })
 })
 

@@ -21,7 +21,12 @@ describe('isOnIssuerOrigin [egress:issuer-origin]', () => {
 })
 
 describe('confineToIssuerOrigin [egress:issuer-origin]', () => {
-  const base = { issuer: ISSUER, token_endpoint: 'https://as.example.com/token', authorization_endpoint: 'https://as.example.com/auth', scopes_supported: ['a'] }
+  const base = {
+    issuer: ISSUER,
+    token_endpoint: 'https://as.example.com/token',
+    authorization_endpoint: 'https://as.example.com/auth',
+    scopes_supported: ['a'],
+  }
   const opts = {
     used: new Set(['token_endpoint', 'authorization_endpoint'] as const),
     code: 'EGRESS_BLOCKED' as const,
@@ -55,10 +60,20 @@ describe('confineToIssuerOrigin [egress:issuer-origin]', () => {
 
   test('an explicit or unused endpoint elsewhere is dropped, not thrown; other fields stay', () => {
     const out = confineToIssuerOrigin(
-      { ...base, token_endpoint: 'https://oauth2.example.com/token', jwks_uri: 'https://keys.example.com/jwks', userinfo_endpoint: 'https://as.example.com/me' },
+      {
+        ...base,
+        token_endpoint: 'https://oauth2.example.com/token',
+        jwks_uri: 'https://keys.example.com/jwks',
+        userinfo_endpoint: 'https://as.example.com/me',
+      },
       ISSUER,
       { ...opts, explicit: new Set(['token_endpoint'] as const) },
     )
-    expect(out).toEqual({ issuer: ISSUER, authorization_endpoint: 'https://as.example.com/auth', scopes_supported: ['a'], userinfo_endpoint: 'https://as.example.com/me' })
+    expect(out).toEqual({
+      issuer: ISSUER,
+      authorization_endpoint: 'https://as.example.com/auth',
+      scopes_supported: ['a'],
+      userinfo_endpoint: 'https://as.example.com/me',
+    })
   })
 })

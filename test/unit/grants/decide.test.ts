@@ -3,10 +3,35 @@ import type { Connection, Grant } from '../../../src/config/load.js'
 import { decide } from '../../../src/grants/decide.js'
 import type { Caller } from '../../../src/identity/caller.js'
 
-const caller = (user: string, groups: string[] = []): Caller => ({ kind: 'user', user, groups: new Set(['account users', ...groups]), via: 'api_key', scopes: [], credentialGroups: groups })
-const service = (name: string, groups: string[] = []): Caller => ({ kind: 'service_principal', user: name, groups: new Set(groups), via: 'oidc', scopes: [], credentialGroups: [] })
+const caller = (user: string, groups: string[] = []): Caller => ({
+  kind: 'user',
+  user,
+  groups: new Set(['account users', ...groups]),
+  via: 'api_key',
+  scopes: [],
+  credentialGroups: groups,
+})
+const service = (name: string, groups: string[] = []): Caller => ({
+  kind: 'service_principal',
+  user: name,
+  groups: new Set(groups),
+  via: 'oidc',
+  scopes: [],
+  credentialGroups: [],
+})
 const conn = (name: string, owner: Connection['owner'], type = 'bearer_token'): Connection =>
-  ({ name, owner, origin: 'https://x', basePath: '/', isMcpConnection: true, description: undefined, readOnly: false, timeoutMs: 1, maxResponseBytes: 1, auth: { type } }) as unknown as Connection
+  ({
+    name,
+    owner,
+    origin: 'https://x',
+    basePath: '/',
+    isMcpConnection: true,
+    description: undefined,
+    readOnly: false,
+    timeoutMs: 1,
+    maxResponseBytes: 1,
+    auth: { type },
+  }) as unknown as Connection
 
 describe('decide [grant:deny-by-default]', () => {
   const gh = conn('gh', { user: 'owner@x' })

@@ -55,10 +55,14 @@ describe('readTokenClaims', () => {
   })
 
   test('claim names are exact keys, so namespaced claims with dots work', () => {
-    const v = readTokenClaims({ 'https://example.com/email': 'a@example.com', 'https://example.com/groups': ['eng'] }, {
-      userClaim: 'https://example.com/email',
-      groupsClaim: 'https://example.com/groups',
-    }, 1)
+    const v = readTokenClaims(
+      { 'https://example.com/email': 'a@example.com', 'https://example.com/groups': ['eng'] },
+      {
+        userClaim: 'https://example.com/email',
+        groupsClaim: 'https://example.com/groups',
+      },
+      1,
+    )
     expect(v).toMatchObject({ kind: 'user', user: 'a@example.com', groups: ['eng'] })
   })
 
@@ -82,16 +86,31 @@ describe('readTokenClaims', () => {
 describe('tokens a client holds for itself (client credentials) [identity:service-principal]', () => {
   // Each row: claims as a provider issues them → the client the token is a service token of, or the user.
   test.each([
-    ['oidc-provider / Okta / Entra v1: sub is the client_id', { sub: 'm2m-app', client_id: 'm2m-app', scope: 'mcp' }, s, { kind: 'service', clientId: 'm2m-app', scopes: ['mcp'] }],
+    [
+      'oidc-provider / Okta / Entra v1: sub is the client_id',
+      { sub: 'm2m-app', client_id: 'm2m-app', scope: 'mcp' },
+      s,
+      { kind: 'service', clientId: 'm2m-app', scopes: ['mcp'] },
+    ],
     ['sub is the azp (Keycloak, Entra v2)', { sub: 'svc', azp: 'svc' }, s, { kind: 'service', clientId: 'svc' }],
     ['sub is the cid (Okta)', { sub: '0oa1', cid: '0oa1' }, s, { kind: 'service', clientId: '0oa1' }],
     ['introspection of a client-credentials token: no sub, no user claim', { active: true, client_id: 'm2m-app' }, s, { kind: 'service', clientId: 'm2m-app' }],
-    ['Auth0 gty: client-credentials, whatever sub says', { sub: 'abc@clients', azp: 'abc', gty: 'client-credentials' }, s, { kind: 'service', clientId: 'abc' }],
+    [
+      'Auth0 gty: client-credentials, whatever sub says',
+      { sub: 'abc@clients', azp: 'abc', gty: 'client-credentials' },
+      s,
+      { kind: 'service', clientId: 'abc' },
+    ],
     ['Entra idtyp: app', { sub: 'x', oid: 'y', azp: 'app-guid', idtyp: 'app' }, s, { kind: 'service', clientId: 'app-guid' }],
     ['Entra v2 app token: sub equals oid', { sub: 'oid-1', oid: 'oid-1', azp: 'app-guid', roles: ['r'] }, s, { kind: 'service', clientId: 'app-guid' }],
     ['Keycloak service account user', { sub: 'uuid-1', azp: 'etl', preferred_username: 'service-account-etl' }, s, { kind: 'service', clientId: 'etl' }],
     ['userClaim email and no email, no sub', { client_id: 'm2m' }, { ...s, userClaim: 'email' }, { kind: 'service', clientId: 'm2m' }],
-    ['a person: sub differs from every client claim', { sub: 'alice', client_id: 'cli', azp: 'cli', oid: 'o-2' }, s, { kind: 'user', user: 'alice', clientId: 'cli' }],
+    [
+      'a person: sub differs from every client claim',
+      { sub: 'alice', client_id: 'cli', azp: 'cli', oid: 'o-2' },
+      s,
+      { kind: 'user', user: 'alice', clientId: 'cli' },
+    ],
   ] as const)('%s', (_name, claims, settings, expected) => {
     const v = readTokenClaims(claims, settings, 1)
     expect(v).toMatchObject(expected)

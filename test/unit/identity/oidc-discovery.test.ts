@@ -19,7 +19,10 @@ function stubFetch(routes: Record<string, () => Response>): { fetch: typeof fetc
 }
 
 async function refusal(p: Promise<unknown>): Promise<AppError> {
-  const e: unknown = await p.then(() => undefined, (err: unknown) => err)
+  const e: unknown = await p.then(
+    () => undefined,
+    (err: unknown) => err,
+  )
   if (!(e instanceof AppError)) throw new Error(`expected an AppError, got ${String(e)}`)
   expect(e.code).toBe('IDENTITY_INVALID')
   return e
@@ -40,8 +43,10 @@ describe('metadataUrls', () => {
 
 describe('fetchIssuerMetadata', () => {
   const issuer = 'https://idp.example'
-  const doc = (over: Record<string, unknown> = {}) => () =>
-    Response.json({ issuer, jwks_uri: `${issuer}/jwks`, introspection_endpoint: `${issuer}/introspect`, ...over })
+  const doc =
+    (over: Record<string, unknown> = {}) =>
+    () =>
+      Response.json({ issuer, jwks_uri: `${issuer}/jwks`, introspection_endpoint: `${issuer}/introspect`, ...over })
 
   test('uses OpenID Connect discovery first', async () => {
     const s = stubFetch({ [`${issuer}/.well-known/openid-configuration`]: doc() })
@@ -73,7 +78,9 @@ describe('fetchIssuerMetadata', () => {
     const s = stubFetch({ [`${issuer}/.well-known/openid-configuration`]: doc({ jwks_uri: 'http://idp.example/jwks' }) })
     expect((await refusal(fetchIssuerMetadata(issuer, s.fetch, false))).message).toBe('issuer metadata jwks_uri must be an https url')
     const http = 'http://idp.example'
-    const insecure = stubFetch({ [`${http}/.well-known/openid-configuration`]: doc({ issuer: http, jwks_uri: `${http}/jwks`, introspection_endpoint: `${http}/introspect` }) })
+    const insecure = stubFetch({
+      [`${http}/.well-known/openid-configuration`]: doc({ issuer: http, jwks_uri: `${http}/jwks`, introspection_endpoint: `${http}/introspect` }),
+    })
     await expect(fetchIssuerMetadata(http, insecure.fetch, true)).resolves.toMatchObject({ issuer: http })
   })
 
@@ -83,11 +90,13 @@ describe('fetchIssuerMetadata', () => {
     ['jwks_uri on another port', { jwks_uri: 'https://idp.example:8443/jwks' }, 'jwks_uri on https://idp.example:8443'],
     ['jwks_uri downgraded to http', { jwks_uri: 'http://idp.example/jwks' }, 'jwks_uri on http://idp.example'],
     ['introspection_endpoint on another host', { introspection_endpoint: 'https://evil.example/introspect' }, 'introspection_endpoint on https://evil.example'],
-  ])('%s is refused: endpoints come from the issuer\'s origin only [egress:issuer-origin]', async (_what, extra, named) => {
+  ])("%s is refused: endpoints come from the issuer's origin only [egress:issuer-origin]", async (_what, extra, named) => {
     const s = stubFetch({ [`${issuer}/.well-known/openid-configuration`]: doc(extra) })
     const e = await refusal(fetchIssuerMetadata(issuer, s.fetch, true))
     expect(e.code).toBe('IDENTITY_INVALID')
-    expect(e.message).toBe(`identity.oidc: the provider metadata puts ${named}, not on the issuer's origin https://idp.example; nothing was sent there, and Keyway uses metadata endpoints on the issuer's origin only`)
+    expect(e.message).toBe(
+      `identity.oidc: the provider metadata puts ${named}, not on the issuer's origin https://idp.example; nothing was sent there, and Keyway uses metadata endpoints on the issuer's origin only`,
+    )
     expect(s.seen).toHaveLength(1)
   })
 

@@ -3,12 +3,7 @@
  * @module
  */
 import { describe, expect, test } from 'vitest'
-import {
-  bearerChallenge,
-  insufficientScopeChallenge,
-  protectedResourceMetadata,
-  resourceMetadataUrl,
-} from '../../../src/identity/resource-metadata.js'
+import { bearerChallenge, insufficientScopeChallenge, protectedResourceMetadata, resourceMetadataUrl } from '../../../src/identity/resource-metadata.js'
 
 describe('protectedResourceMetadata', () => {
   test('names the resource, the one authorization server and the header bearer method [identity:prm]', () => {
@@ -65,9 +60,7 @@ describe('bearerChallenge', () => {
   })
 
   test('an empty scope is left out', () => {
-    expect(bearerChallenge({ resourceMetadataUrl: rm, error: 'invalid_token', scope: [] })).toBe(
-      `Bearer resource_metadata="${rm}", error="invalid_token"`,
-    )
+    expect(bearerChallenge({ resourceMetadataUrl: rm, error: 'invalid_token', scope: [] })).toBe(`Bearer resource_metadata="${rm}", error="invalid_token"`)
   })
 
   test('values cannot break out of their quotes', () => {

@@ -113,7 +113,8 @@ beforeEach(async () => {
   )
   log = createMemoryLogger()
   asker = createConsentAsker({ store, key: randomBytes(32), log, now, waitMs: 300, pollMs: 10 })
-  const { snapshot } = await loadTestConfig(`
+  const { snapshot } = await loadTestConfig(
+    `
 version: 1
 server: { publicUrl: https://keyway.example.test }
 store: { url: "memory://", dangerouslyUseEphemeralKey: true }
@@ -123,7 +124,9 @@ connections:
     isMcpConnection: true
     owner: { user: admin@example.com }
     auth: { type: oauth_u2m_per_user, tokenEndpoint: https://idp.example.test/token, authorizationEndpoint: https://idp.example.test/auth, clientId: c, clientSecret: { env: S } }
-`, { S: 's' })
+`,
+    { S: 's' },
+  )
   const c = snapshot.connections.get('drive')
   if (!c) throw new Error('no connection')
   connection = c
@@ -155,7 +158,10 @@ function ctx(o: CtxOptions = {}): ServerContext {
 const outcome = () => ({ kind: 'consent-required' as const, url: URL_, flowId: FLOW_ID, connection })
 const call = (over: Partial<ConsentCall> = {}): ConsentCall => ({ clientCapabilities: over.clientCapabilities })
 const landToken = (user = ALICE) =>
-  store.putToken({ connection: 'drive', user }, { method: 'oauth_u2m_per_user', accessToken: 'at', tokenType: 'bearer', obtainedAt: clock, expiresAt: clock + 60_000 })
+  store.putToken(
+    { connection: 'drive', user },
+    { method: 'oauth_u2m_per_user', accessToken: 'at', tokenType: 'bearer', obtainedAt: clock, expiresAt: clock + 60_000 },
+  )
 
 const textOf = (r: CallToolResult | InputRequiredResult): string => {
   const content = (r as CallToolResult).content
@@ -191,7 +197,11 @@ describe('askForConsent: the first ask', () => {
   })
 
   test("2025-era HTTP whose user's last initialize declared URL elicitation: -32042 with the link [consent:per-user-32042]", async () => {
-    await asker.rememberInitialize(ALICE, { protocolVersion: '2025-11-25', capabilities: { elicitation: { url: {} } }, clientInfo: { name: 'vscode', version: '1' } })
+    await asker.rememberInitialize(ALICE, {
+      protocolVersion: '2025-11-25',
+      capabilities: { elicitation: { url: {} } },
+      clientInfo: { name: 'vscode', version: '1' },
+    })
     const thrown = await asker.askForConsent(outcome(), scope, ctx(), 'legacy', call()).then(
       () => undefined,
       (e: unknown) => e,
@@ -215,7 +225,11 @@ describe('askForConsent: the first ask', () => {
   })
 
   test('the remembered initialize holds two facts and never a token; a store failure is not fatal', async () => {
-    await asker.rememberInitialize(ALICE, { capabilities: { elicitation: { url: {} } }, clientInfo: { name: 'x'.repeat(500), version: '1' }, _meta: { token: 'sk-secret' } })
+    await asker.rememberInitialize(ALICE, {
+      capabilities: { elicitation: { url: {} } },
+      clientInfo: { name: 'x'.repeat(500), version: '1' },
+      _meta: { token: 'sk-secret' },
+    })
     const record = await store.getFlow(clientCapabilitiesRecordId(ALICE))
     expect(record).toEqual({ purpose: 'client-capabilities', elicitationUrl: true, clientName: 'x'.repeat(200), at: clock })
     const broken = createConsentAsker({
@@ -238,7 +252,11 @@ describe('askForConsent: the first ask', () => {
 
 describe('the retry', () => {
   const retryCtx = (requestState: string | undefined, action: string): ServerContext =>
-    ctx({ envelopeCapabilities: { elicitation: { url: {} } }, inputResponses: { [CONSENT_INPUT_KEY]: { action } }, ...(requestState === undefined ? {} : { requestState }) })
+    ctx({
+      envelopeCapabilities: { elicitation: { url: {} } },
+      inputResponses: { [CONSENT_INPUT_KEY]: { action } },
+      ...(requestState === undefined ? {} : { requestState }),
+    })
   const timed = async (f: () => Promise<void>): Promise<number> => {
     const started = Date.now()
     await f()
@@ -247,7 +265,13 @@ describe('the retry', () => {
 
   test('awaitConsent, accept: waits until the token lands, then lets the call run [consent:per-user-wait]', async () => {
     const slow = createConsentAsker({ store, key: randomBytes(32), log, now, waitMs: 5_000, pollMs: 10 })
-    const first = (await slow.askForConsent(outcome(), scope, ctx({ envelopeCapabilities: { elicitation: { url: {} } } }), 'modern', call())) as InputRequiredResult
+    const first = (await slow.askForConsent(
+      outcome(),
+      scope,
+      ctx({ envelopeCapabilities: { elicitation: { url: {} } } }),
+      'modern',
+      call(),
+    )) as InputRequiredResult
     setTimeout(() => void landToken(), 100)
     const ms = await timed(() => slow.awaitConsent(scope, retryCtx(first.requestState, 'accept'), 'drive'))
     expect(ms).toBeGreaterThanOrEqual(90)
@@ -292,30 +316,42 @@ describe('the retry', () => {
     const state = (await firstAsk()).requestState
     await putOutcome(store, FLOW_ID, { status: 'failed', connection: 'drive', at: clock, reason: 'access_denied' })
     const r = await asker.askForConsent(outcome(), scope, retryCtx(state, 'accept'), 'modern', call())
-    expect(textOf(r)).toBe(`CONSENT_REQUIRED: the sign-in for "drive" did not complete (access_denied); open ${URL_} in a browser, sign in, then retry after authorizing`)
+    expect(textOf(r)).toBe(
+      `CONSENT_REQUIRED: the sign-in for "drive" did not complete (access_denied); open ${URL_} in a browser, sign in, then retry after authorizing`,
+    )
   })
 
   test.each(['decline', 'cancel'])('%s: CONSENT_REQUIRED with the link for later', async (action) => {
     const state = (await firstAsk()).requestState
     const r = await asker.askForConsent(outcome(), scope, retryCtx(state, action), 'modern', call())
-    expect(textOf(r)).toBe(`CONSENT_REQUIRED: connecting "drive" was declined; to connect later, open ${URL_} in a browser, sign in, then retry after authorizing`)
+    expect(textOf(r)).toBe(
+      `CONSENT_REQUIRED: connecting "drive" was declined; to connect later, open ${URL_} in a browser, sign in, then retry after authorizing`,
+    )
   })
 
   test.each<[string, () => Promise<string | undefined>]>([
     ['no requestState', async () => undefined],
     ['a forged requestState', async () => 'v1.eyJwIjp7fX0.AAAA'],
     ['a requestState minted for bob', async () => (await firstAsk(undefined, bobScope)).requestState],
-    ['a requestState of another Keyway (other key)', async () => {
-      const other = createConsentAsker({ store, key: randomBytes(32), log, now })
-      return ((await other.askForConsent(outcome(), scope, ctx({ envelopeCapabilities: { elicitation: { url: {} } } }), 'modern', call())) as InputRequiredResult).requestState
-    }],
-    ['a tampered payload', async () => {
-      const s = (await firstAsk()).requestState ?? ''
-      const [v, body, mac] = s.split('.')
-      const p = JSON.parse(Buffer.from(body ?? '', 'base64url').toString('utf8')) as { p: { flowId: string } }
-      p.p.flowId = 'H'.repeat(43)
-      return `${v}.${Buffer.from(JSON.stringify(p)).toString('base64url')}.${mac}`
-    }],
+    [
+      'a requestState of another Keyway (other key)',
+      async () => {
+        const other = createConsentAsker({ store, key: randomBytes(32), log, now })
+        return (
+          (await other.askForConsent(outcome(), scope, ctx({ envelopeCapabilities: { elicitation: { url: {} } } }), 'modern', call())) as InputRequiredResult
+        ).requestState
+      },
+    ],
+    [
+      'a tampered payload',
+      async () => {
+        const s = (await firstAsk()).requestState ?? ''
+        const [v, body, mac] = s.split('.')
+        const p = JSON.parse(Buffer.from(body ?? '', 'base64url').toString('utf8')) as { p: { flowId: string } }
+        p.p.flowId = 'H'.repeat(43)
+        return `${v}.${Buffer.from(JSON.stringify(p)).toString('base64url')}.${mac}`
+      },
+    ],
   ])('accept with %s: no wait, and the plain link [consent:per-user-request-state]', async (_what, make) => {
     const c = retryCtx(await make(), 'accept')
     const slow = createConsentAsker({ store, key: randomBytes(32), log, now, waitMs: 5_000 })

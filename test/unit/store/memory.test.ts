@@ -105,7 +105,11 @@ describe('memory backend', () => {
 
   test('withLock releases on failure and passes the error through', async () => {
     const store = createTokenStore(createMemoryBackend(), keyring)
-    await expect(store.withLock('l', 1000, async () => { throw new Error('boom') })).rejects.toThrow('boom')
+    await expect(
+      store.withLock('l', 1000, async () => {
+        throw new Error('boom')
+      }),
+    ).rejects.toThrow('boom')
     expect(await store.withLock('l', 1000, async () => 'next', { waitMs: 0 })).toBe('next')
   })
 

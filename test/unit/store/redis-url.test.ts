@@ -15,7 +15,11 @@ describe('parseRedisUrl', () => {
   test('Sentinel: sentinels with default port 26379, master name, db, credentials', () => {
     expect(parseRedisUrl('redis+sentinel://10.0.0.1,10.0.0.2:26380,[::1]:26381/mymaster')).toEqual({
       kind: 'sentinel',
-      sentinels: [{ host: '10.0.0.1', port: 26379 }, { host: '10.0.0.2', port: 26380 }, { host: '::1', port: 26381 }],
+      sentinels: [
+        { host: '10.0.0.1', port: 26379 },
+        { host: '10.0.0.2', port: 26380 },
+        { host: '::1', port: 26381 },
+      ],
       masterName: 'mymaster',
       db: 0,
     })
@@ -30,7 +34,14 @@ describe('parseRedisUrl', () => {
   })
 
   test('Cluster: nodes with default port 6379', () => {
-    expect(parseRedisUrl('redis+cluster://:pw@n1,n2:7001')).toEqual({ kind: 'cluster', nodes: [{ host: 'n1', port: 6379 }, { host: 'n2', port: 7001 }], password: 'pw' })
+    expect(parseRedisUrl('redis+cluster://:pw@n1,n2:7001')).toEqual({
+      kind: 'cluster',
+      nodes: [
+        { host: 'n1', port: 6379 },
+        { host: 'n2', port: 7001 },
+      ],
+      password: 'pw',
+    })
     expect(parseRedisUrl('redis://127.0.0.1:6379/2')).toEqual({ kind: 'single', url: 'redis://127.0.0.1:6379/2' })
   })
 
@@ -64,7 +75,9 @@ describe('parseRedisUrl', () => {
       expect(redisUrlProblem(url)).toBeDefined()
       expect(redisUrlProblem(url)).not.toContain(PASSWORD)
       await expect(createBackend(url)).rejects.toMatchObject({ code: 'CONFIG_INVALID' })
-      await createBackend(url).catch((e: unknown) => expect(JSON.stringify({ m: (e as Error).message, d: (e as { detail?: unknown }).detail })).not.toContain(PASSWORD))
+      await createBackend(url).catch((e: unknown) =>
+        expect(JSON.stringify({ m: (e as Error).message, d: (e as { detail?: unknown }).detail })).not.toContain(PASSWORD),
+      )
     }
   })
 })

@@ -12,7 +12,8 @@ const COMMENTED = fixture('commented.yaml')
 
 function stmt(text: string): MutatingStatement {
   const r = parseStatement(text)
-  if (!r.ok || (r.statement.kind !== 'grant' && r.statement.kind !== 'revoke' && r.statement.kind !== 'alter_owner')) throw new Error(`not a mutating statement: ${text}`)
+  if (!r.ok || (r.statement.kind !== 'grant' && r.statement.kind !== 'revoke' && r.statement.kind !== 'alter_owner'))
+    throw new Error(`not a mutating statement: ${text}`)
   return r.statement
 }
 
@@ -151,7 +152,10 @@ grants: []   # none yet
   })
 
   test('granting what is already granted is a no-op', () => {
-    expect(apply(COMMENTED, 'GRANT USE CONNECTION ON CONNECTION my_github_conn TO `data-engineering`')).toEqual({ kind: 'unchanged', reason: 'already-granted' })
+    expect(apply(COMMENTED, 'GRANT USE CONNECTION ON CONNECTION my_github_conn TO `data-engineering`')).toEqual({
+      kind: 'unchanged',
+      reason: 'already-granted',
+    })
     expect(apply(COMMENTED, 'grant use connection on connection internal_api to `carol@example.com`')).toEqual({ kind: 'unchanged', reason: 'already-granted' })
   })
 
@@ -194,9 +198,7 @@ describe('REVOKE', () => {
 
   test('an entry with a trailing comment goes with its comment', async () => {
     const out = await changed(COMMENTED, 'REVOKE USE CONNECTION ON CONNECTION my_github_conn FROM `data-engineering`')
-    expect(lineDiff(COMMENTED, out).removed).toEqual([
-      '  - { privilege: USE CONNECTION, on: my_github_conn, to: { group: data-engineering } }   # team-wide',
-    ])
+    expect(lineDiff(COMMENTED, out).removed).toEqual(['  - { privilege: USE CONNECTION, on: my_github_conn, to: { group: data-engineering } }   # team-wide'])
   })
 
   test('duplicate entries are all removed', async () => {
@@ -247,10 +249,14 @@ grants:   # who may use what
 
   test('the owner cannot be revoked', () => {
     expect(apply(COMMENTED, 'REVOKE USE CONNECTION ON CONNECTION my_github_conn FROM `admin@example.com`')).toEqual({
-      kind: 'refused', reason: 'revoke-owner', owner: { user: 'admin@example.com' },
+      kind: 'refused',
+      reason: 'revoke-owner',
+      owner: { user: 'admin@example.com' },
     })
     expect(apply(COMMENTED, 'REVOKE USE CONNECTION ON CONNECTION google_drive FROM `data-engineering`')).toEqual({
-      kind: 'refused', reason: 'revoke-owner', owner: { group: 'data-engineering' },
+      kind: 'refused',
+      reason: 'revoke-owner',
+      owner: { group: 'data-engineering' },
     })
   })
 
@@ -258,13 +264,19 @@ grants:   # who may use what
     expect(apply(COMMENTED, 'REVOKE USE CONNECTION ON CONNECTION google_drive FROM `bob@example.com`')).toEqual({ kind: 'refused', reason: 'no-such-grant' })
     const text = await changed(COMMENTED, 'GRANT USE CONNECTION ON CONNECTION google_drive TO GROUP `ops@corp`')
     expect(applyStatement(text, stmt('REVOKE USE CONNECTION ON CONNECTION google_drive FROM `ops@corp`'))).toEqual({
-      kind: 'refused', reason: 'no-such-grant', otherType: { group: 'ops@corp' },
+      kind: 'refused',
+      reason: 'no-such-grant',
+      otherType: { group: 'ops@corp' },
     })
     expect(applyStatement(text, stmt('REVOKE USE CONNECTION ON CONNECTION google_drive FROM GROUP `ops@corp`')).kind).toBe('changed')
   })
 
   test('GRANT then REVOKE gives back the original file byte for byte', async () => {
-    for (const [name, conn] of [['commented.yaml', 'internal_api'], ['flow-grants.yaml', 'a'], ['no-grants.yaml', 'billing']] as const) {
+    for (const [name, conn] of [
+      ['commented.yaml', 'internal_api'],
+      ['flow-grants.yaml', 'a'],
+      ['no-grants.yaml', 'billing'],
+    ] as const) {
       const text = fixture(name)
       const granted = await changed(text, `GRANT USE CONNECTION ON CONNECTION ${conn} TO \`new-team\``)
       const revoked = apply(granted, `REVOKE USE CONNECTION ON CONNECTION ${conn} FROM \`new-team\``)
@@ -311,7 +323,8 @@ describe('preconditions and safety net', () => {
   })
 
   test('a layout it cannot edit is an error, never a wrong file', () => {
-    const text = '{ version: 1, connections: { c: { host: "https://api.example.com", owner: { user: o }, auth: { type: bearer_token, token: { env: T } } } } }\n'
+    const text =
+      '{ version: 1, connections: { c: { host: "https://api.example.com", owner: { user: o }, auth: { type: bearer_token, token: { env: T } } } } }\n'
     expect(() => apply(text, 'GRANT USE CONNECTION ON CONNECTION c TO `x`')).toThrow('block mapping')
   })
 })

@@ -45,16 +45,22 @@ describe('tokenize', () => {
 describe('parseStatement: every statement', () => {
   test('GRANT to a user (name with @) and to a group (any other name)', () => {
     expect(ok('GRANT USE CONNECTION ON CONNECTION my_github_conn TO `alice@example.com`')).toEqual({
-      kind: 'grant', connection: 'my_github_conn', principal: { user: 'alice@example.com' },
+      kind: 'grant',
+      connection: 'my_github_conn',
+      principal: { user: 'alice@example.com' },
     })
     expect(ok('GRANT USE CONNECTION ON CONNECTION my_github_conn TO `data-engineering`')).toEqual({
-      kind: 'grant', connection: 'my_github_conn', principal: { group: 'data-engineering' },
+      kind: 'grant',
+      connection: 'my_github_conn',
+      principal: { group: 'data-engineering' },
     })
   })
 
   test('REVOKE ... FROM', () => {
     expect(ok('REVOKE USE CONNECTION ON CONNECTION c FROM `bob@example.com`')).toEqual({
-      kind: 'revoke', connection: 'c', principal: { user: 'bob@example.com' },
+      kind: 'revoke',
+      connection: 'c',
+      principal: { user: 'bob@example.com' },
     })
   })
 
@@ -81,7 +87,9 @@ describe('parseStatement: every statement', () => {
 describe('parseStatement: lexical rules', () => {
   test('keywords are case-insensitive; names keep their case', () => {
     expect(ok('grant Use connection oN Connection My_Conn to `Data-Eng`')).toEqual({
-      kind: 'grant', connection: 'My_Conn', principal: { group: 'Data-Eng' },
+      kind: 'grant',
+      connection: 'My_Conn',
+      principal: { group: 'Data-Eng' },
     })
     expect(ok('show connections')).toEqual({ kind: 'show_connections' })
     expect(ok('Describe Connection x')).toEqual({ kind: 'describe_connection', connection: 'x' })
@@ -132,10 +140,26 @@ describe('parseStatement: syntax errors point at the token with a caret', () => 
     ['GRANT USE CONNECTION ON CONNECTION c `x`', 'expected TO after the connection name', '                                     ^^^'],
     ['GRANT USE CONNECTION ON CONNECTION c FROM `x`', 'expected TO after the connection name', '                                     ^^^^'],
     ['REVOKE USE CONNECTION ON CONNECTION c TO `x`', 'expected FROM after the connection name', '                                      ^^'],
-    ['GRANT USE CONNECTION ON CONNECTION c TO', 'expected a principal in backticks after TO, e.g. `alice@example.com` or `data-engineering`', '                                       ^'],
-    ['GRANT USE CONNECTION ON CONNECTION c TO data-eng', 'expected a principal in backticks after TO, e.g. `alice@example.com` or `data-engineering` (write `data-eng`)', '                                        ^^^^^^^^'],
-    ['GRANT USE CONNECTION ON CONNECTION c TO GROUP ops', 'expected a principal in backticks after GROUP, e.g. `data-engineering`', '                                              ^^^'],
-    ['GRANT USE CONNECTION ON CONNECTION c TO USER', 'expected a principal in backticks after USER, e.g. `alice@example.com`', '                                            ^'],
+    [
+      'GRANT USE CONNECTION ON CONNECTION c TO',
+      'expected a principal in backticks after TO, e.g. `alice@example.com` or `data-engineering`',
+      '                                       ^',
+    ],
+    [
+      'GRANT USE CONNECTION ON CONNECTION c TO data-eng',
+      'expected a principal in backticks after TO, e.g. `alice@example.com` or `data-engineering` (write `data-eng`)',
+      '                                        ^^^^^^^^',
+    ],
+    [
+      'GRANT USE CONNECTION ON CONNECTION c TO GROUP ops',
+      'expected a principal in backticks after GROUP, e.g. `data-engineering`',
+      '                                              ^^^',
+    ],
+    [
+      'GRANT USE CONNECTION ON CONNECTION c TO USER',
+      'expected a principal in backticks after USER, e.g. `alice@example.com`',
+      '                                            ^',
+    ],
     ['GRANT USE CONNECTION ON CONNECTION c TO ``', 'a principal name cannot be empty', '                                        ^^'],
     ['GRANT USE CONNECTION ON CONNECTION c TO `x` now', 'expected end of statement, found now', '                                            ^^^'],
     ['SHOW CONNECTIONS; SHOW CONNECTIONS', 'expected end of statement after ;: run one statement at a time', '                  ^^^^'],
@@ -151,7 +175,11 @@ describe('parseStatement: syntax errors point at the token with a caret', () => 
     ['DROP CONNECTION c', 'expected a statement: GRANT, REVOKE, SHOW, DESCRIBE or ALTER, found DROP', '^^^^'],
     ['', 'expected a statement: GRANT, REVOKE, SHOW, DESCRIBE or ALTER', '^'],
     ['GRANT USE CONNECTION ON CONNECTION c TO `x', 'unterminated name: a backtick-quoted name needs a closing `', '                                        ^^'],
-    ["GRANT USE CONNECTION ON CONNECTION c TO 'x'", 'unexpected character "\'": names are quoted with backticks (`name`), not quotes', '                                        ^'],
+    [
+      "GRANT USE CONNECTION ON CONNECTION c TO 'x'",
+      'unexpected character "\'": names are quoted with backticks (`name`), not quotes',
+      '                                        ^',
+    ],
     ['SHOW CONNECTIONS!', 'unexpected character "!"', '                ^'],
   ]
   test.each(cases)('%s', (text, message, caret) => {

@@ -163,7 +163,8 @@ describe('renderStatement', () => {
     expect(await renderStatement(v, read('SHOW CONNECTIONS'))).toMatchObject({ ok: true })
     expect(await renderStatement(v, read('SHOW GRANTS ON CONNECTION internal_api'))).toMatchObject({ ok: true })
     expect(await renderStatement(v, read('DESCRIBE CONNECTION internal_api'), { credentialState: async () => 'none stored' })).toMatchObject({
-      ok: true, table: { rows: expect.arrayContaining([['credentials', 'none stored']]) },
+      ok: true,
+      table: { rows: expect.arrayContaining([['credentials', 'none stored']]) },
     })
     expect(await renderStatement(v, read('SHOW GRANTS ON CONNECTION nope'))).toEqual({ ok: false, reason: 'unknown-connection', connection: 'nope' })
     expect(await renderStatement(v, read('DESCRIBE CONNECTION nope'))).toEqual({ ok: false, reason: 'unknown-connection', connection: 'nope' })
@@ -172,12 +173,15 @@ describe('renderStatement', () => {
 
 describe('formatTable', () => {
   test('header, rule, padded columns, no trailing spaces', () => {
-    expect(formatTable({ columns: ['principal', 'type'], rows: [['admin@example.com', 'user'], ['eng', '']] })).toEqual([
-      'principal          type',
-      '-----------------  ----',
-      'admin@example.com  user',
-      'eng',
-    ])
+    expect(
+      formatTable({
+        columns: ['principal', 'type'],
+        rows: [
+          ['admin@example.com', 'user'],
+          ['eng', ''],
+        ],
+      }),
+    ).toEqual(['principal          type', '-----------------  ----', 'admin@example.com  user', 'eng'])
   })
 
   test('control characters are escaped so a value cannot drive the terminal', () => {

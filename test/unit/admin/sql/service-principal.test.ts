@@ -42,9 +42,18 @@ async function load(text: string) {
 
 describe('parse: SERVICE PRINCIPAL [identity:service-principal]', () => {
   test.each([
-    ['GRANT USE CONNECTION ON CONNECTION internal_api TO SERVICE PRINCIPAL `etl-bot`', { kind: 'grant', connection: 'internal_api', principal: { servicePrincipal: 'etl-bot' } }],
-    ['revoke use connection on connection internal_api from service principal `etl-bot`;', { kind: 'revoke', connection: 'internal_api', principal: { servicePrincipal: 'etl-bot' } }],
-    ['ALTER CONNECTION internal_api OWNER TO SERVICE PRINCIPAL `etl.bot_2`', { kind: 'alter_owner', connection: 'internal_api', principal: { servicePrincipal: 'etl.bot_2' } }],
+    [
+      'GRANT USE CONNECTION ON CONNECTION internal_api TO SERVICE PRINCIPAL `etl-bot`',
+      { kind: 'grant', connection: 'internal_api', principal: { servicePrincipal: 'etl-bot' } },
+    ],
+    [
+      'revoke use connection on connection internal_api from service principal `etl-bot`;',
+      { kind: 'revoke', connection: 'internal_api', principal: { servicePrincipal: 'etl-bot' } },
+    ],
+    [
+      'ALTER CONNECTION internal_api OWNER TO SERVICE PRINCIPAL `etl.bot_2`',
+      { kind: 'alter_owner', connection: 'internal_api', principal: { servicePrincipal: 'etl.bot_2' } },
+    ],
   ])('%s', (text, expected) => {
     expect(ok(text)).toEqual(expected)
   })
@@ -54,9 +63,21 @@ describe('parse: SERVICE PRINCIPAL [identity:service-principal]', () => {
   })
 
   test.each([
-    ['GRANT USE CONNECTION ON CONNECTION c TO SERVICE `etl-bot`', 'expected PRINCIPAL after SERVICE: SERVICE PRINCIPAL `name`', '                                                ^^^^^^^^^'],
-    ['GRANT USE CONNECTION ON CONNECTION c TO SERVICE PRINCIPAL etl-bot', 'expected a principal in backticks after SERVICE PRINCIPAL, e.g. `etl-bot`', '                                                          ^^^^^^^'],
-    ['GRANT USE CONNECTION ON CONNECTION c TO SERVICE PRINCIPAL `etl bot`', 'a service principal name matches ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$', '                                                          ^^^^^^^^^'],
+    [
+      'GRANT USE CONNECTION ON CONNECTION c TO SERVICE `etl-bot`',
+      'expected PRINCIPAL after SERVICE: SERVICE PRINCIPAL `name`',
+      '                                                ^^^^^^^^^',
+    ],
+    [
+      'GRANT USE CONNECTION ON CONNECTION c TO SERVICE PRINCIPAL etl-bot',
+      'expected a principal in backticks after SERVICE PRINCIPAL, e.g. `etl-bot`',
+      '                                                          ^^^^^^^',
+    ],
+    [
+      'GRANT USE CONNECTION ON CONNECTION c TO SERVICE PRINCIPAL `etl bot`',
+      'a service principal name matches ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$',
+      '                                                          ^^^^^^^^^',
+    ],
   ])('%s is refused at the offending token', (text, message, caret) => {
     const r = parseStatement(text)
     expect(r.ok).toBe(false)
@@ -83,7 +104,9 @@ describe('apply and render: round trip through the file [identity:service-princi
     if (!loaded.ok) throw new Error(loaded.problems.join('\n'))
     expect(loaded.snapshot.grants.at(-1)).toEqual({ on: 'internal_api', to: { servicePrincipal: 'etl-bot' } })
     // The fixture maps no client to etl-bot: loading warns, and still loads.
-    expect(loaded.warnings).toContain('service principal "etl-bot" is named in owners or grants, but no identity.oidc.servicePrincipals entry maps a client to it')
+    expect(loaded.warnings).toContain(
+      'service principal "etl-bot" is named in owners or grants, but no identity.oidc.servicePrincipals entry maps a client to it',
+    )
 
     const table = showGrants({ snapshot: loaded.snapshot, file: ConfigSchema.parse(parseDocument(granted).toJS()) }, 'internal_api')
     expect(table?.rows.at(-1)).toEqual(['etl-bot', 'service principal', 'USE CONNECTION', 'grant'])
@@ -98,7 +121,9 @@ describe('apply and render: round trip through the file [identity:service-princi
     const granted = changed(TEXT, 'GRANT USE CONNECTION ON CONNECTION internal_api TO SERVICE PRINCIPAL `etl-bot`')
     expect(applyStatement(granted, mutating('GRANT USE CONNECTION ON CONNECTION internal_api TO USER `etl-bot`')).kind).toBe('changed')
     expect(applyStatement(granted, mutating('REVOKE USE CONNECTION ON CONNECTION internal_api FROM USER `etl-bot`'))).toEqual({
-      kind: 'refused', reason: 'no-such-grant', otherType: { servicePrincipal: 'etl-bot' },
+      kind: 'refused',
+      reason: 'no-such-grant',
+      otherType: { servicePrincipal: 'etl-bot' },
     })
   })
 
@@ -115,6 +140,8 @@ describe('apply and render: round trip through the file [identity:service-princi
     if (r.ok) return
     expect(r.problems).toEqual([expect.stringMatching(/ grants\[\d+\]\.to: a service principal cannot use the oauth_u2m_per_user connection "google_drive": /)])
     const owned = await load(changed(TEXT, 'ALTER CONNECTION google_drive OWNER TO SERVICE PRINCIPAL `etl-bot`'))
-    expect(owned.ok ? [] : owned.problems).toEqual([expect.stringMatching(/connections\.google_drive\.owner: a service principal cannot own an oauth_u2m_per_user connection/)])
+    expect(owned.ok ? [] : owned.problems).toEqual([
+      expect.stringMatching(/connections\.google_drive\.owner: a service principal cannot own an oauth_u2m_per_user connection/),
+    ])
   })
 })
