@@ -24,6 +24,7 @@ import { createLogger, errorMessage, type Logger } from './log.js'
 import type { CallDeps } from './mcp/call-tool.js'
 import type { ProbeResult, ReadinessFacts, ReloadState } from './readiness.js'
 import { createShutdown, type Shutdown } from './shutdown.js'
+import { deadline } from './deadline.js'
 import { openTokenStore, type TokenStore } from './store/index.js'
 
 /**
@@ -156,7 +157,7 @@ export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOption
   let reloadState: (() => ReloadState) | undefined
   const probeStore = async (): Promise<ProbeResult> => {
     try {
-      await withinMs(store.ping(), PROBE_TIMEOUT_MS, `no answer within ${PROBE_TIMEOUT_MS} ms`)
+      await deadline(store.ping(), PROBE_TIMEOUT_MS, 'no answer')
       return { ok: true }
     } catch (e) {
       return { ok: false, error: withCause(e) }
@@ -166,7 +167,7 @@ export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOption
     const v = oidcVerifier(current)
     if (!v) return undefined
     try {
-      const status = await withinMs(v.keysStatus(), PROBE_TIMEOUT_MS, `no answer within ${PROBE_TIMEOUT_MS} ms`)
+      const status = await deadline(v.keysStatus(), PROBE_TIMEOUT_MS, 'no answer')
       return status.ok ? { ok: true } : { ok: false, error: status.reason }
     } catch (e) {
       return { ok: false, error: errorMessage(e) }
@@ -235,28 +236,18 @@ export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOption
     probeOidc,
     async close() {
       // Refreshes nobody waits for (refresh ahead, a save retried after the caller had its answer) count too.
-      const refreshesDone = withinMs(refresher.idle(), LEFT_BEHIND_WAIT_MS, 'refresh').then(
+      const refreshesDone = deadline(refresher.idle(), LEFT_BEHIND_WAIT_MS, 'refreshes not done').then(
         () => true,
         () => false,
       )
       const [stopped, refreshed] = await Promise.all([shutdown.settled(LEFT_BEHIND_WAIT_MS), refreshesDone])
       if (!stopped || !refreshed)
         log.warn('token work still running at close (a refresh lease may be left to expire; an unsaved rotated token is lost with this process)')
-      await withinMs(egress.close(), EGRESS_CLOSE_WAIT_MS, 'egress close').catch(() => log.debug('egress pools still closing at exit'))
+      await deadline(egress.close(), EGRESS_CLOSE_WAIT_MS, 'egress not closed').catch(() => log.debug('egress pools still closing at exit'))
       await audit.close()
       if (!opts.store) await store.close()
     },
   }
-}
-
-/** `p`, or a rejection with `message` after `ms` (the timer never keeps the process alive). */
-function withinMs<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(message)), ms)
-    timer.unref()
-  })
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer))
 }
 
 /** An error's message and its cause's (`token store (redis) failed during ping (connect ECONNREFUSED …)`), for logs. */

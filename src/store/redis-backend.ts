@@ -15,6 +15,7 @@
  * password; it is never logged or put in an error message.
  * @module
  */
+import { deadline } from '../deadline.js'
 import type { Secret } from '../secret.js'
 import KeyvRedis from '@keyv/redis'
 import { Keyv, type DeserializedData } from 'keyv'
@@ -117,20 +118,7 @@ export async function createRedisBackend(url: string, opts: RedisBackendOptions 
     // The connection replaces a client that never got ready; keyv must talk to the current one.
     if (adapter.client !== conn.client) adapter.client = conn.client
   }
-  const withDeadline = <T>(p: Promise<T>): Promise<T> =>
-    new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`redis did not answer within ${commandTimeoutMs} ms`)), commandTimeoutMs)
-      p.then(
-        (v) => {
-          clearTimeout(timer)
-          resolve(v)
-        },
-        (e: unknown) => {
-          clearTimeout(timer)
-          reject(e)
-        },
-      )
-    })
+  const withDeadline = <T>(p: Promise<T>): Promise<T> => deadline(p, commandTimeoutMs, 'redis did not answer')
   const guard = async <T>(op: string, fn: () => Promise<T>): Promise<T> => {
     if (closed) throw closedFailure('redis', op)
     try {

@@ -11,6 +11,7 @@
  * @module
  */
 import { createClient, createCluster, createSentinel, type RedisClientConnectionType } from '@keyv/redis'
+import { deadline } from '../deadline.js'
 import type { Secret } from '../secret.js'
 import type { RedisNodeAddress, RedisTopology } from './redis-url.js'
 
@@ -71,22 +72,6 @@ function nodeOptions(opts: RedisConnectionOptions, username: string | undefined)
 export function connectedReplicas(info: string): number {
   const m = /^connected_slaves:(\d+)\s*$/m.exec(info)
   return m ? Number(m[1]) : 0
-}
-
-function deadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${what} within ${ms} ms`)), ms)
-    p.then(
-      (v) => {
-        clearTimeout(timer)
-        resolve(v)
-      },
-      (e: unknown) => {
-        clearTimeout(timer)
-        reject(e)
-      },
-    )
-  })
 }
 
 /** Opens (in the background) the connection `topology` names. */
