@@ -71,85 +71,31 @@ const TONE_COLOUR: Readonly<Record<Tone, string>> = { ok: '#1a7f37', warn: '#9a6
 export function renderPage(opts: PageOptions): Page {
   const colour = TONE_COLOUR[opts.tone ?? 'neutral']
   const body = html`<!doctype html>
-    <html lang="en">
-      <head>
-        <meta charset="utf-8" />
-        <meta name="viewport" content="width=device-width, initial-scale=1" />
-        <meta name="referrer" content="no-referrer" />
-        <title>${opts.title} · Keyway</title>
-        <style>
-          body {
-            font:
-              16px/1.5 system-ui,
-              -apple-system,
-              'Segoe UI',
-              sans-serif;
-            color: #24292f;
-            background: #f6f8fa;
-            margin: 0;
-            padding: 2rem 1rem;
-          }
-          main {
-            max-width: 40rem;
-            margin: 0 auto;
-            background: #fff;
-            border: 1px solid #d0d7de;
-            border-radius: 8px;
-            padding: 1.5rem 2rem;
-          }
-          h1 {
-            font-size: 1.4rem;
-            margin-top: 0;
-            color: ${raw(colour)};
-          }
-          code,
-          .mono {
-            font-family: ui-monospace, SFMono-Regular, Menlo, monospace;
-            background: #f6f8fa;
-            padding: 0.1em 0.3em;
-            border-radius: 4px;
-            word-break: break-all;
-          }
-          dl {
-            display: grid;
-            grid-template-columns: max-content 1fr;
-            gap: 0.3rem 1rem;
-          }
-          dt {
-            font-weight: 600;
-          }
-          dd {
-            margin: 0;
-          }
-          .warning {
-            border: 3px solid #cf222e;
-            background: #ffebe9;
-            padding: 1rem;
-            border-radius: 6px;
-            font-weight: 600;
-          }
-          button {
-            font: inherit;
-            padding: 0.6rem 1.2rem;
-            border-radius: 6px;
-            border: 1px solid #1a7f37;
-            background: #1f883d;
-            color: #fff;
-            cursor: pointer;
-          }
-          button:focus {
-            outline: 3px solid #0969da;
-            outline-offset: 2px;
-          }
-        </style>
-      </head>
-      <body>
-        <main>
-          <h1>${opts.title}</h1>
-          ${opts.body}
-        </main>
-      </body>
-    </html> `
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+<title>${opts.title} · Keyway</title>
+<style>
+body{font:16px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;color:#24292f;background:#f6f8fa;margin:0;padding:2rem 1rem}
+main{max-width:40rem;margin:0 auto;background:#fff;border:1px solid #d0d7de;border-radius:8px;padding:1.5rem 2rem}
+h1{font-size:1.4rem;margin-top:0;color:${raw(colour)}}
+code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;background:#f6f8fa;padding:.1em .3em;border-radius:4px;word-break:break-all}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:.3rem 1rem}dt{font-weight:600}dd{margin:0}
+.warning{border:3px solid #cf222e;background:#ffebe9;padding:1rem;border-radius:6px;font-weight:600}
+button{font:inherit;padding:.6rem 1.2rem;border-radius:6px;border:1px solid #1a7f37;background:#1f883d;color:#fff;cursor:pointer}
+button:focus{outline:3px solid #0969da;outline-offset:2px}
+</style>
+</head>
+<body>
+<main>
+<h1>${opts.title}</h1>
+${opts.body}
+</main>
+</body>
+</html>
+`
   return { status: opts.status ?? 200, body: body.toString(), headers: { ...pageHeaders(opts.formActionOrigins), ...opts.headers } }
 }
 
@@ -195,30 +141,22 @@ export function confirmPage(p: ConfirmPageInput): Page {
   return renderPage({
     title: `Connect ${p.connection}`,
     formActionOrigins: [p.providerOrigin],
-    body: html`<p>
-        This link was made for <strong>${p.completer}</strong> to sign in to connection <code>${p.connection}</code>${
-          p.description ? html` (${p.description})` : ''
-        }.
-      </p>
-      <dl>
-        <dt>Connection</dt>
-        <dd><code>${p.connection}</code></dd>
-        <dt>Made for</dt>
-        <dd>${p.completer}</dd>
-        <dt>The token will be used by</dt>
-        <dd>${p.usedBy}</dd>
-        <dt>Scopes requested</dt>
-        <dd>${p.scopes.length > 0 ? html`<code>${p.scopes.join(' ')}</code>` : 'the provider default'}</dd>
-        <dt>Provider</dt>
-        <dd><code>${p.providerOrigin}</code></dd>
-        <dt>Link expires</dt>
-        <dd>${formatExpiry(p.expiresAt, p.now)}</dd>
-      </dl>
-      <p class="warning">This connects the provider account you sign in with to ${p.bindsTo.phrase}. If you are not ${p.bindsTo.name}, stop.</p>
-      <form method="post" action="${p.action}">
-        <input type="hidden" name="token" value="${p.formToken}" />
-        <button type="submit">Continue to the provider</button>
-      </form>`,
+    body: html`<p>This link was made for <strong>${p.completer}</strong> to sign in to connection <code>${p.connection}</code>${
+      p.description ? html` (${p.description})` : ''
+    }.</p>
+<dl>
+<dt>Connection</dt><dd><code>${p.connection}</code></dd>
+<dt>Made for</dt><dd>${p.completer}</dd>
+<dt>The token will be used by</dt><dd>${p.usedBy}</dd>
+<dt>Scopes requested</dt><dd>${p.scopes.length > 0 ? html`<code>${p.scopes.join(' ')}</code>` : 'the provider default'}</dd>
+<dt>Provider</dt><dd><code>${p.providerOrigin}</code></dd>
+<dt>Link expires</dt><dd>${formatExpiry(p.expiresAt, p.now)}</dd>
+</dl>
+<p class="warning">This connects the provider account you sign in with to ${p.bindsTo.phrase}. If you are not ${p.bindsTo.name}, stop.</p>
+<form method="post" action="${p.action}">
+<input type="hidden" name="token" value="${p.formToken}">
+<button type="submit">Continue to the provider</button>
+</form>`,
   })
 }
 
@@ -242,34 +180,21 @@ export function grantedPage(p: GrantedPageInput): Page {
     title: warn ? `Connected ${p.connection}, but access will stop at first expiry` : `Connected ${p.connection}`,
     tone: warn ? 'warn' : 'ok',
     body: html`${
-        warn
-          ? html`<div class="warning" role="alert">
-              <p>WARNING: the provider issued no refresh token. Access will stop at first expiry (${formatExpiry(p.expiresAt, p.now)}).</p>
-              <p>
-                Add <code>offline_access</code> or the provider's equivalent (for Google,
-                <code>authorizationParams: { access_type: offline, prompt: consent }</code>) to the connection's <code>auth</code> settings, then sign in again.
-              </p>
-            </div>`
-          : ''
-      }
-      <dl>
-        <dt>Connection</dt>
-        <dd><code>${p.connection}</code></dd>
-        <dt>Signed in by</dt>
-        <dd>
-          ${p.completedBy}${p.providerAccount === undefined ? ' (the provider did not name the account)' : html` as provider account <strong>${p.providerAccount}</strong>`}
-        </dd>
-        <dt>Used by</dt>
-        <dd>${p.usedBy}</dd>
-        <dt>Scopes granted</dt>
-        <dd>${p.scope ? html`<code>${p.scope}</code>` : 'not stated by the provider'}</dd>
-        <dt>Access token expires</dt>
-        <dd>${formatExpiry(p.expiresAt, p.now)}</dd>
-        <dt>Refresh token</dt>
-        <dd>${p.refreshToken ? 'yes: Keyway renews access automatically' : html`<strong>none</strong>`}</dd>
-      </dl>
-      ${p.warnings.filter((w) => !warn || !w.startsWith('no refresh token')).map((w) => html`<p class="warning">${w}</p>`)}
-      <p>The tokens are stored encrypted on the Keyway server; they never reach the agent. You can close this window.</p>`,
+      warn
+        ? html`<div class="warning" role="alert"><p>WARNING: the provider issued no refresh token. Access will stop at first expiry (${formatExpiry(p.expiresAt, p.now)}).</p>
+<p>Add <code>offline_access</code> or the provider's equivalent (for Google, <code>authorizationParams: { access_type: offline, prompt: consent }</code>) to the connection's <code>auth</code> settings, then sign in again.</p></div>`
+        : ''
+    }
+<dl>
+<dt>Connection</dt><dd><code>${p.connection}</code></dd>
+<dt>Signed in by</dt><dd>${p.completedBy}${p.providerAccount === undefined ? ' (the provider did not name the account)' : html` as provider account <strong>${p.providerAccount}</strong>`}</dd>
+<dt>Used by</dt><dd>${p.usedBy}</dd>
+<dt>Scopes granted</dt><dd>${p.scope ? html`<code>${p.scope}</code>` : 'not stated by the provider'}</dd>
+<dt>Access token expires</dt><dd>${formatExpiry(p.expiresAt, p.now)}</dd>
+<dt>Refresh token</dt><dd>${p.refreshToken ? 'yes: Keyway renews access automatically' : html`<strong>none</strong>`}</dd>
+</dl>
+${p.warnings.filter((w) => !warn || !w.startsWith('no refresh token')).map((w) => html`<p class="warning">${w}</p>`)}
+<p>The tokens are stored encrypted on the Keyway server; they never reach the agent. You can close this window.</p>`,
   })
 }
 
@@ -288,28 +213,19 @@ function explainProviderError(p: ProviderErrorInput): { title: string; fix: Safe
     case 'access_denied':
       return {
         title: 'Access was not granted',
-        fix: html`<p>The sign-in was cancelled or consent was declined at the provider. Nothing was stored.</p>
-          <p>To try again: ${p.retry}.</p>`,
+        fix: html`<p>The sign-in was cancelled or consent was declined at the provider. Nothing was stored.</p><p>To try again: ${p.retry}.</p>`,
       }
     case 'admin_policy_enforced':
     case 'org_internal':
     case 'consent_required':
       return {
         title: 'Your organisation blocked this app',
-        fix: html`<p>
-          The provider's administrator policy does not allow this app${p.clientId ? html` (client <code>${p.clientId}</code>)` : ''} for your account. Ask the
-          provider's administrator to allowlist ${p.clientId ? html`the client id <code>${p.clientId}</code>` : "Keyway's client id"} in the provider's admin
-          console (Google Workspace: Security → Access and data control → API controls → Manage third-party app access), then ${p.retry}.
-        </p>`,
+        fix: html`<p>The provider's administrator policy does not allow this app${p.clientId ? html` (client <code>${p.clientId}</code>)` : ''} for your account. Ask the provider's administrator to allowlist ${p.clientId ? html`the client id <code>${p.clientId}</code>` : "Keyway's client id"} in the provider's admin console (Google Workspace: Security → Access and data control → API controls → Manage third-party app access), then ${p.retry}.</p>`,
       }
     case 'redirect_uri_mismatch':
       return {
         title: 'The redirect URI is not registered at the provider',
-        fix: html`<p>
-            Register exactly this redirect URI for the client${p.clientId ? html` <code>${p.clientId}</code>` : ''} at the provider (no trailing slash):
-          </p>
-          <p><code>${p.redirectUri}</code></p>
-          <p><code>keyway redirect-uri</code> prints it. Then ${p.retry}.</p>`,
+        fix: html`<p>Register exactly this redirect URI for the client${p.clientId ? html` <code>${p.clientId}</code>` : ''} at the provider (no trailing slash):</p><p><code>${p.redirectUri}</code></p><p><code>keyway redirect-uri</code> prints it. Then ${p.retry}.</p>`,
       }
     case 'invalid_scope':
       return {
@@ -319,9 +235,7 @@ function explainProviderError(p: ProviderErrorInput): { title: string; fix: Safe
     case 'unauthorized_client':
       return {
         title: 'The client may not use this sign-in',
-        fix: html`<p>
-          Allow the authorization code grant for the client${p.clientId ? html` <code>${p.clientId}</code>` : ''} at the provider, then ${p.retry}.
-        </p>`,
+        fix: html`<p>Allow the authorization code grant for the client${p.clientId ? html` <code>${p.clientId}</code>` : ''} at the provider, then ${p.retry}.</p>`,
       }
     case 'login_required':
     case 'interaction_required':
@@ -345,12 +259,9 @@ export function providerErrorPage(p: ProviderErrorInput): Page {
     status: 400,
     title,
     tone: 'error',
-    body: html`<p>
-        The provider answered <code>${p.error}</code>${p.connection ? html` for connection <code>${p.connection}</code>` : ''}${
-          p.description ? html`: ${p.description}` : ''
-        }.
-      </p>
-      ${fix}`,
+    body: html`<p>The provider answered <code>${p.error}</code>${p.connection ? html` for connection <code>${p.connection}</code>` : ''}${
+      p.description ? html`: ${p.description}` : ''
+    }.</p>${fix}`,
   })
 }
 
@@ -360,8 +271,7 @@ export function flowGonePage(retry: string): Page {
     status: 410,
     title: 'This link has expired or was already used',
     tone: 'error',
-    body: html`<p>Sign-in links work once and for 10 minutes. Nothing was stored.</p>
-      <p>To get a new link: ${retry}.</p>`,
+    body: html`<p>Sign-in links work once and for 10 minutes. Nothing was stored.</p><p>To get a new link: ${retry}.</p>`,
   })
 }
 
@@ -371,11 +281,8 @@ export function wrongUserPage(p: { readonly signedInAs: string; readonly expecte
     status: 403,
     title: 'This link was made for someone else',
     tone: 'error',
-    body: html`<p>
-        You are signed in as <strong>${p.signedInAs}</strong>, but this link for connection <code>${p.connection}</code> was made for
-        <strong>${p.expected}</strong>. Nothing was stored and the link no longer works.
-      </p>
-      <p>${p.expected} must open a new link while signed in as themselves.</p>`,
+    body: html`<p>You are signed in as <strong>${p.signedInAs}</strong>, but this link for connection <code>${p.connection}</code> was made for <strong>${p.expected}</strong>. Nothing was stored and the link no longer works.</p>
+<p>${p.expected} must open a new link while signed in as themselves.</p>`,
   })
 }
 
@@ -391,11 +298,8 @@ export function accountMismatchPage(p: {
     status: 403,
     title: 'This provider account does not belong to this Keyway user',
     tone: 'error',
-    body: html`<p>
-        You signed in at the provider as <strong>${p.providerAccount ?? 'an account the provider did not name'}</strong>, but connection
-        <code>${p.connection}</code> for Keyway user <strong>${p.keywayUser}</strong> requires ${p.expected}. Nothing was stored and the link no longer works.
-      </p>
-      <p>To try again: ${p.retry}, and sign in at the provider with the expected account.</p>`,
+    body: html`<p>You signed in at the provider as <strong>${p.providerAccount ?? 'an account the provider did not name'}</strong>, but connection <code>${p.connection}</code> for Keyway user <strong>${p.keywayUser}</strong> requires ${p.expected}. Nothing was stored and the link no longer works.</p>
+<p>To try again: ${p.retry}, and sign in at the provider with the expected account.</p>`,
   })
 }
 
@@ -406,10 +310,7 @@ export function invalidCallbackPage(p: { readonly redirectUri: string }): Page {
     title: 'This sign-in link is not valid or has expired',
     tone: 'error',
     body: html`<p>Nothing was stored. Start again from where you got the link.</p>
-      <p>
-        If you are setting up Keyway and the provider reported a problem before any sign-in started, check the connection's client registration at the provider;
-        Keyway's redirect URI is <code>${p.redirectUri}</code> (<code>keyway redirect-uri</code> prints it).
-      </p>`,
+<p>If you are setting up Keyway and the provider reported a problem before any sign-in started, check the connection's client registration at the provider; Keyway's redirect URI is <code>${p.redirectUri}</code> (<code>keyway redirect-uri</code> prints it).</p>`,
   })
 }
 
@@ -419,7 +320,6 @@ export function failurePage(p: { readonly title: string; readonly message: strin
     status: p.status ?? 502,
     title: p.title,
     tone: 'error',
-    body: html`<p>${p.message}</p>
-      <p>Nothing was stored. ${p.retry ? html`To try again: ${p.retry}.` : ''}</p>`,
+    body: html`<p>${p.message}</p><p>Nothing was stored. ${p.retry ? html`To try again: ${p.retry}.` : ''}</p>`,
   })
 }
