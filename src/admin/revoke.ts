@@ -8,7 +8,7 @@
  */
 import type { AuditLog } from '../audit/audit-log.js'
 import type { ConfigSnapshot } from '../config/load.js'
-import { isAppError } from '../errors.js'
+import { hasReason, isAppError } from '../errors.js'
 import type { TokenRecord, TokenRef, TokenStore } from '../store/index.js'
 import type { OAuthClients } from '../credentials/oauth-client.js'
 
@@ -73,7 +73,7 @@ async function revokeAtProvider(deps: RevokeDeps, snapshot: ConfigSnapshot, ref:
       try {
         if (await client.revoke(token, hint)) tokens.push(hint)
       } catch (e) {
-        if (isAppError(e) && e.detail?.reason === 'unsupported_token_type') unsupported.push(hint)
+        if (hasReason(e, 'CREDENTIAL_UNAVAILABLE', 'unsupported_token_type')) unsupported.push(hint)
         else throw e
       }
     }

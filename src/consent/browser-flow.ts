@@ -227,7 +227,7 @@ export function createBrowserFlow(deps: BrowserFlowDeps): BrowserFlow {
         }),
       )
     } catch (e) {
-      const reason = isAppError(e) ? (typeof e.detail?.reason === 'string' ? e.detail.reason : e.code.toLowerCase()) : 'unexpected'
+      const reason = isAppError(e) ? (e.detail?.reason ?? e.code.toLowerCase()) : 'unexpected'
       await failConsent(consentDeps, record, reason, onOutcomeError)
       deps.log.warn('consent callback failed', { connection: record.connection, error: errorMessage(e) })
       const message = isAppError(e) && e.expose ? e.message : 'Keyway failed unexpectedly; the server log has details.'

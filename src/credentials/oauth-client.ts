@@ -13,7 +13,7 @@ import * as oidc from 'openid-client'
 import type { Connection, OAuthSettings } from '../config/load.js'
 import type { CredentialExchange } from '../config/schema.js'
 import { basicClientCredentials } from '../encoding.js'
-import { AppError, isAppError, type AppErrorCode } from '../errors.js'
+import { AppError, externalReason, isAppError, type AppErrorCode, type ReasonOf } from '../errors.js'
 import { confineToIssuerOrigin, type MetadataEndpointField } from '../egress/same-origin.js'
 import { formsOf, redactText } from '../redact.js'
 import { oneLine, safeErrorCode } from '../safe-text.js'
@@ -450,7 +450,7 @@ export function mapOAuthError(e: unknown, ctx: MapContext): AppError {
   // Whatever the provider or the library wrote is redacted of everything Keyway sent, in every
   // form it may be echoed in (Basic header, form encoding, ...).
   const forms = formsOf(ctx.sent)
-  const fail = (code: AppErrorCode, message: string, reason: string, transient: boolean): AppError =>
+  const fail = <C extends AppErrorCode>(code: C, message: string, reason: ReasonOf<C>, transient: boolean): AppError =>
     new AppError(code, redactText(`connection "${c}": ${message}`, forms).value, {
       cause: e,
       detail: { connection: c, reason, transient, operation: ctx.operation },
@@ -520,14 +520,14 @@ export function mapOAuthError(e: unknown, ctx: MapContext): AppError {
         return fail(
           'CREDENTIAL_UNAVAILABLE',
           `the provider answered ${what} with ${safeErrorCode(e.error)} (status ${e.status}${desc})`,
-          safeErrorCode(e.error),
+          externalReason(safeErrorCode(e.error)),
           transient,
         )
       }
     }
   }
   if (e instanceof oidc.AuthorizationResponseError) {
-    return fail('FLOW_INVALID', `the provider returned ${safeErrorCode(e.error)} to the callback`, safeErrorCode(e.error), false)
+    return fail('FLOW_INVALID', `the provider returned ${safeErrorCode(e.error)} to the callback`, externalReason(safeErrorCode(e.error)), false)
   }
   // egress refusals and failures arrive wrapped by openid-client ("something went wrong").
   const app = findAppError(e)
@@ -581,7 +581,7 @@ export function mapOAuthError(e: unknown, ctx: MapContext): AppError {
           false,
         )
       default:
-        return fail('CREDENTIAL_UNAVAILABLE', `${what} failed (${e.message})`, e.code ?? 'client-error', true)
+        return fail('CREDENTIAL_UNAVAILABLE', `${what} failed (${e.message})`, e.code === undefined ? 'client-error' : externalReason(e.code), true)
     }
   }
   if (e instanceof TypeError) {

@@ -10,13 +10,14 @@
  * @module
  */
 import type { Connection } from '../config/load.js'
-import { AppError, isAppError } from '../errors.js'
+import { AppError, hasReason, isAppError, type ReasonOf } from '../errors.js'
 import type { Caller } from '../identity/caller.js'
 import type { TokenRecord, TokenRef } from '../store/index.js'
 import type { Credential, ResolveOptions } from './credential.js'
 import type { OAuthClient } from './oauth-client.js'
-import { isUsable, type Refresher } from './refresh.js'
-import { forcedRefreshOf, recordFromTokenSet, tokenCredential } from './token-record.js'
+import type { Refresher } from './refresh.js'
+import { refreshTokenGrant } from './refresh-token-grant.js'
+import { forcedRefreshOf, tokenCredential } from './token-record.js'
 
 const METHOD = 'oauth_u2m_per_user'
 
@@ -36,7 +37,7 @@ export interface PerUserU2mDeps {
 export type StartConsent = (connection: string, user: string, reason: ConsentReason) => Promise<{ readonly url: string; readonly flowId: string }>
 
 /** Why a caller is asked to consent: never connected, grant gone, or an expired token that cannot be renewed. */
-export type ConsentReason = 'no-token' | 'invalid_grant' | 'no-refresh-token' | 'reauthorization-required'
+export type ConsentReason = ReasonOf<'CONSENT_REQUIRED'>
 
 /** The internal signal "this caller must consent"; never leaves this module. */
 function consentNeeded(connection: Connection, reason: ConsentReason, cause?: unknown): AppError {
@@ -64,18 +65,7 @@ export async function resolvePerUserU2m(connection: Connection, caller: Caller, 
       method: METHOD,
       ...forcedRefreshOf(opts),
       missing: () => consentNeeded(connection, 'no-token'),
-      obtain: async (current) => {
-        if (!current) throw consentNeeded(connection, 'no-token')
-        if (!current.refreshToken) {
-          // Nothing to renew with: serve the token until it really expires, then ask again.
-          if (isUsable(current, deps.now())) return current
-          throw new AppError('REAUTHORIZATION_REQUIRED', 'the access token expired and the provider issued no refresh token', {
-            detail: { connection: connection.name, reason: 'no-refresh-token' },
-          })
-        }
-        const set = await (await deps.clients.get(connection)).refresh(current.refreshToken)
-        return recordFromTokenSet(set, { method: METHOD, now: deps.now(), previous: current })
-      },
+      obtain: refreshTokenGrant({ connection, method: METHOD, clients: deps.clients, now: deps.now, missing: () => consentNeeded(connection, 'no-token') }),
       // The refresher has deleted the record when the reason is invalid_grant (design.md §8).
       fatal: (e) => consentNeeded(connection, fatalReason(e), e),
     })
@@ -86,12 +76,14 @@ export async function resolvePerUserU2m(connection: Connection, caller: Caller, 
   return tokenCredential(record, connection)
 }
 
+/** The consent reason for a grant the refresher gave up on (`REAUTHORIZATION_REQUIRED`). */
 function fatalReason(e: AppError): ConsentReason {
-  const r = e.detail?.reason
-  return r === 'invalid_grant' || r === 'no-refresh-token' ? r : 'reauthorization-required'
+  if (hasReason(e, 'REAUTHORIZATION_REQUIRED', 'invalid_grant')) return 'invalid_grant'
+  if (hasReason(e, 'REAUTHORIZATION_REQUIRED', 'no-refresh-token')) return 'no-refresh-token'
+  return 'reauthorization-required'
 }
 
-function reasonOf(e: AppError): ConsentReason {
-  const r = e.detail?.reason
-  return r === 'invalid_grant' || r === 'no-refresh-token' || r === 'reauthorization-required' ? r : 'no-token'
+/** The reason `consentNeeded` put on the error (`no-token` when it carries none). */
+function reasonOf(e: AppError<'CONSENT_REQUIRED'>): ConsentReason {
+  return e.detail?.reason ?? 'no-token'
 }

@@ -9,11 +9,12 @@
  */
 import type { Connection } from '../config/load.js'
 import type { Principal } from '../config/schema.js'
-import { AppError } from '../errors.js'
+import { AppError, hasReason } from '../errors.js'
 import type { Credential, ResolveOptions } from './credential.js'
 import type { OAuthClients } from './oauth-client.js'
-import { isUsable, type Refresher } from './refresh.js'
-import { forcedRefreshOf, recordFromTokenSet, tokenCredential } from './token-record.js'
+import type { Refresher } from './refresh.js'
+import { refreshTokenGrant } from './refresh-token-grant.js'
+import { forcedRefreshOf, tokenCredential } from './token-record.js'
 
 export interface SharedU2mDeps {
   readonly clients: OAuthClients
@@ -57,22 +58,11 @@ export async function resolveSharedU2m(connection: Connection, deps: SharedU2mDe
     method: 'oauth_u2m_shared',
     ...forcedRefreshOf(opts),
     missing: () => notAuthorized(connection),
-    obtain: async (current) => {
-      if (!current) throw notAuthorized(connection)
-      if (!current.refreshToken) {
-        // Nothing to refresh with: serve the token until it actually expires, then ask for a sign-in.
-        if (isUsable(current, deps.now())) return current
-        throw new AppError('REAUTHORIZATION_REQUIRED', 'the access token expired and the provider issued no refresh token', {
-          detail: { connection: connection.name, reason: 'no-refresh-token' },
-        })
-      }
-      const set = await (await deps.clients.get(connection)).refresh(current.refreshToken)
-      return recordFromTokenSet(set, { method: 'oauth_u2m_shared', now: deps.now(), previous: current })
-    },
+    obtain: refreshTokenGrant({ connection, method: 'oauth_u2m_shared', clients: deps.clients, now: deps.now, missing: () => notAuthorized(connection) }),
     fatal: (e) =>
       reauthorizationRequired(
         connection,
-        e.detail?.reason === 'no-refresh-token'
+        hasReason(e, 'REAUTHORIZATION_REQUIRED', 'no-refresh-token')
           ? "its access token expired and the provider issued no refresh token (add offline_access or the provider's equivalent first)"
           : 'the provider refused the stored grant (revoked or expired)',
         e,

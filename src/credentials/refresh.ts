@@ -15,7 +15,7 @@
  * @module
  */
 import type { AuditLog } from '../audit/audit-log.js'
-import { AppError, isAppError } from '../errors.js'
+import { AppError, hasReason, isAppError } from '../errors.js'
 import type { Logger } from '../log.js'
 import { errorMessage } from '../log.js'
 import { tokenLockName, type TokenMethod, type TokenRecord, type TokenRef, type TokenStore } from '../store/index.js'
@@ -236,7 +236,7 @@ export function createRefresher(deps: RefresherDeps): Refresher {
     try {
       return await result.promise
     } catch (e) {
-      if (!isAppError(e, 'STORE_UNAVAILABLE') || e.detail?.reason !== 'lock-timeout') throw e
+      if (!hasReason(e, 'STORE_UNAVAILABLE', 'lock-timeout')) throw e
       if (mode === 'ahead') return undefined // another replica is refreshing, or a dead holder's lease runs out
       return waitedOut(req, before, mode, e)
     }
@@ -303,8 +303,8 @@ export function createRefresher(deps: RefresherDeps): Refresher {
     } catch (e) {
       await requested()
       if (isAppError(e, 'REAUTHORIZATION_REQUIRED')) {
-        const reason = typeof e.detail?.reason === 'string' ? e.detail.reason : 'reauthorization-required'
-        if (reason === 'invalid_grant' && current !== undefined) {
+        const reason = e.detail?.reason ?? 'reauthorization-required'
+        if (hasReason(e, 'REAUTHORIZATION_REQUIRED', 'invalid_grant') && current !== undefined) {
           // The grant is gone: delete exactly what was redeemed; a newer record (a fresh sign-in) stays.
           if (!(await store.replaceToken(req.ref, current, undefined))) {
             const latest = (await read(req)).current
@@ -315,7 +315,7 @@ export function createRefresher(deps: RefresherDeps): Refresher {
         audit(req, 'credential.refresh_failed', { reason })
         throw req.fatal ? req.fatal(e) : e
       }
-      const reason = isAppError(e) && typeof e.detail?.reason === 'string' ? e.detail.reason : 'unexpected'
+      const reason = isAppError(e) ? (e.detail?.reason ?? 'unexpected') : 'unexpected'
       audit(req, 'credential.refresh_failed', { reason })
       // A token request that failed puts the credential at rest, for every replica.
       let rest: Backoff | undefined

@@ -17,7 +17,7 @@ import type { LookupAddress, LookupOptions } from 'node:dns'
 import { isIPv6 } from 'node:net'
 import { Agent, type Dispatcher } from 'undici'
 import type { EgressPolicy } from '../config/load.js'
-import { AppError } from '../errors.js'
+import { AppError, externalReason, isAppError } from '../errors.js'
 import type { HttpMethod } from './build-url.js'
 import { checkAddresses, checkTarget, systemResolver, type GuardResult, type Resolver } from './guard.js'
 
@@ -425,25 +425,31 @@ function isRetryable(e: unknown, method: string): boolean {
 }
 
 function refusal(verdict: Extract<GuardResult, { ok: false }>, req: OutboundRequest): AppError {
-  const detail = { host: req.url.host, method: req.method, reason: verdict.reason }
+  const where = { host: req.url.host, method: req.method }
   // A name that does not resolve is an unreachable upstream, not a policy decision.
-  if (verdict.reason === 'dns-failed') return new AppError('UPSTREAM_UNAVAILABLE', `${req.method} ${req.url.host} failed: ${verdict.detail}`, { detail })
-  return new AppError('EGRESS_BLOCKED', `${req.method} ${req.url.host} refused: ${verdict.detail}`, { detail })
+  if (verdict.reason === 'dns-failed')
+    return new AppError('UPSTREAM_UNAVAILABLE', `${req.method} ${req.url.host} failed: ${verdict.detail}`, { detail: { ...where, reason: verdict.reason } })
+  return new AppError('EGRESS_BLOCKED', `${req.method} ${req.url.host} refused: ${verdict.detail}`, { detail: { ...where, reason: verdict.reason } })
 }
 
 function toAppError(cause: unknown, req: OutboundRequest, beforeResponse: boolean): AppError {
-  if (cause instanceof AppError) return cause
+  if (isAppError(cause)) return cause
   const host = req.url.host
   const method = req.method
   if (cause instanceof ConnectRefused) return refusal(cause.verdict, req)
   const code = errorCode(cause)
   if (code !== undefined && TIMEOUT_CODES.has(code))
-    return new AppError('UPSTREAM_TIMEOUT', `${method} ${host} timed out (${code})`, { cause, detail: { host, method, reason: code } })
+    return new AppError('UPSTREAM_TIMEOUT', `${method} ${host} timed out (${code})`, { cause, detail: { host, method, reason: externalReason(code) } })
   if (code === 'UND_ERR_INVALID_ARG' || code === 'UND_ERR_NOT_SUPPORTED' || code === 'ERR_INVALID_CHAR' || code === 'ERR_INVALID_ARG_TYPE')
     // No cause: the client's message may quote what it refused.
-    return new AppError('INVALID_REQUEST', `${method} ${host} has a header or body the http client refuses`, { detail: { host, method, reason: code } })
+    return new AppError('INVALID_REQUEST', `${method} ${host} has a header or body the http client refuses`, {
+      detail: { host, method, reason: externalReason(code) },
+    })
   const reason = describeNetworkError(code, beforeResponse)
-  return new AppError('UPSTREAM_UNAVAILABLE', `${method} ${host} failed: ${reason}`, { cause, detail: { host, method, reason: code ?? 'network-error' } })
+  return new AppError('UPSTREAM_UNAVAILABLE', `${method} ${host} failed: ${reason}`, {
+    cause,
+    detail: { host, method, reason: code === undefined ? 'network-error' : externalReason(code) },
+  })
 }
 
 function describeNetworkError(code: string | undefined, beforeResponse: boolean): string {

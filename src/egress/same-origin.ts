@@ -9,7 +9,7 @@
  * @module
  * @see https://www.rfc-editor.org/rfc/rfc8414#section-2
  */
-import { AppError, type AppErrorCode } from '../errors.js'
+import { AppError } from '../errors.js'
 
 /** The metadata endpoints the rule covers. */
 export const METADATA_ENDPOINT_FIELDS = [
@@ -35,7 +35,7 @@ export interface ConfineOptions {
   /** Fields the config sets explicitly; the discovered value is dropped, since the config's wins. */
   readonly explicit?: ReadonlySet<MetadataEndpointField>
   /** Error code of the refusal: `EGRESS_BLOCKED` for connections, `IDENTITY_INVALID` for Keyway's own IdP. */
-  readonly code: AppErrorCode
+  readonly code: 'EGRESS_BLOCKED' | 'IDENTITY_INVALID'
   /** Who is asking, first in the message, e.g. `connection "github"`. */
   readonly who: string
   /** How to override a field in the config, e.g. `token_endpoint` → `auth.tokenEndpoint`; none for the IdP. */

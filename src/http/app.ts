@@ -5,26 +5,25 @@
  * (consent links, the OAuth callback) are mounted by the modules that own them through
  * `extraRoutes`. Every route sits behind the body gate of `body-limit.ts`; `/mcp` reads its body
  * through it and refuses JSON nested too deeply and JSON-RPC batches before the SDK sees them.
- * This is one of the two places errors are mapped to the wire: non-`AppError` failures become a
- * logged 500 with a generic body.
+ * Failures no route handled are answered by `error-answer.ts`: an `AppError` with the status of
+ * its code, anything else a logged 500 with a generic body.
  * @module
  */
 import { createMcpHandler, type McpHttpHandler, type McpRequestContext, type ServerContext } from '@modelcontextprotocol/server'
 import { hostHeaderValidation, originValidation } from '@modelcontextprotocol/hono'
 import { Hono, type Context } from 'hono'
 import type { ConfigSnapshot } from '../config/load.js'
-import { isAppError } from '../errors.js'
 import { authenticate } from '../identity/authenticate.js'
 import { bearerChallenge, insufficientScopeChallenge, protectedResourceMetadata, resourceMetadataUrl } from '../identity/resource-metadata.js'
 import type { Caller } from '../identity/caller.js'
 import { isRecord } from '../is-record.js'
 import { exceedsJsonDepth } from '../json-depth.js'
-import { errorMessage } from '../log.js'
 import { tryFastToolCall } from '../mcp/fast-path.js'
 import { createServerFactory, type CallScope, type ServerDeps } from '../mcp/server.js'
 import { assessReadiness, type ReadinessFacts } from '../readiness.js'
 import type { Runtime } from '../runtime.js'
 import { closeAfterAnswer, describeCap, limitBody, readBody, tooLargeJson } from './body-limit.js'
+import { errorAnswer } from './error-answer.js'
 import { browserBodyCap } from './browser-routes.js'
 
 /**
@@ -78,11 +77,7 @@ export function createApp(rt: Runtime, opts: AppOptions = {}): KeywayApp {
 
   const fastPath = opts.fastPath ?? true
   const app = new Hono()
-  app.onError((e, c) => {
-    if (isAppError(e) && e.expose) return c.json({ error: e.code, message: e.message }, 400)
-    rt.log.error('http request failed', { path: c.req.path, error: errorMessage(e) })
-    return c.json({ error: 'internal_error' }, 500)
-  })
+  app.onError(errorAnswer(rt.log))
   // First of all: a body no route may receive is refused from the headers, before anything reads it.
   const maxRequestBytes = (): number => rt.snapshot().server.maxRequestBytes
   app.use(

@@ -11,7 +11,7 @@
  * @module
  */
 import { createRemoteJWKSet, customFetch, decodeProtectedHeader, errors, jwtVerify } from 'jose'
-import { AppError } from '../errors.js'
+import { AppError, isAppError } from '../errors.js'
 import type { OidcSettings } from '../config/load.js'
 import { createAddressBudget, type AddressBudget } from './address-budget.js'
 import { readTokenClaims, type VerifiedToken } from './oidc-claims.js'
@@ -274,7 +274,7 @@ function readJwsHeader(token: string): { alg: unknown; typ: unknown } | undefine
  * kept as `cause` (it would put user claims into logs); key-set failures are, as they hold none.
  */
 function fromJose(e: unknown): AppError {
-  if (e instanceof AppError) return e
+  if (isAppError(e)) return e
   if (e instanceof errors.JWTExpired) return invalid('token is expired')
   if (e instanceof errors.JWTClaimValidationFailed) {
     if (e.reason === 'missing') return invalid(`token has no "${e.claim}" claim`)

@@ -11,7 +11,7 @@ import { createMemoryAuditLog } from '../../../src/audit/audit-log.js'
 import { createRefresher, isFresh, isUsable, MAX_REFRESH_SKEW_MS, refreshSkewMs, type FreshTokenRequest } from '../../../src/credentials/refresh.js'
 import { BACKOFF_BASE_MS, BACKOFF_MAX_MS, backoffDelayMs, createRefreshState, FORCED_REFRESH_COOLDOWN_MS } from '../../../src/credentials/refresh-state.js'
 import { tokenExpiresAt } from '../../../src/credentials/token-record.js'
-import { AppError } from '../../../src/errors.js'
+import { AppError, externalReason } from '../../../src/errors.js'
 import { Secret } from '../../../src/secret.js'
 import { openTokenStore, type TokenRecord, type TokenStore } from '../../../src/store/index.js'
 
@@ -276,7 +276,7 @@ describe('shared back-off after failed token requests', () => {
   const failing = (counter: { n: number }) => async (): Promise<TokenRecord> => {
     counter.n++
     throw new AppError('CREDENTIAL_UNAVAILABLE', 'connection "svc": the provider answered the token request with server_error (status 500)', {
-      detail: { reason: 'server_error', transient: true },
+      detail: { reason: externalReason('server_error'), transient: true },
     })
   }
 
