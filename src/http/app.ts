@@ -9,8 +9,14 @@
  * logged 500 with a generic body.
  * @module
  */
-import { createMcpHandler, type McpHttpHandler, type McpRequestContext, type ServerContext } from '@modelcontextprotocol/server'
-import { hostHeaderValidation, originValidation } from '@modelcontextprotocol/hono'
+import {
+  createMcpHandler,
+  validateHostHeader,
+  validateOriginHeader,
+  type McpHttpHandler,
+  type McpRequestContext,
+  type ServerContext,
+} from '@modelcontextprotocol/server'
 import { Hono, type Context } from 'hono'
 import type { ConfigSnapshot } from '../config/load.js'
 import { isAppError } from '../errors.js'
@@ -111,9 +117,6 @@ export function createApp(rt: Runtime, opts: AppOptions = {}): KeywayApp {
     return c.json(report, httpStatus, { 'cache-control': 'no-store' })
   })
 
-  const initial = rt.snapshot()
-  const publicHost = new URL(initial.server.publicUrl).hostname
-  const allowedHostnames = [...new Set([...(initial.server.allowedHosts ?? []), publicHost, 'localhost', '127.0.0.1', '[::1]'])]
   app.get('/.well-known/oauth-protected-resource/mcp', (c) => {
     const snapshot = rt.snapshot()
     const oidc = snapshot.identity.oidc
@@ -125,7 +128,17 @@ export function createApp(rt: Runtime, opts: AppOptions = {}): KeywayApp {
     return c.json(protectedResourceMetadata({ resource, issuer: oidc.issuer, scopes: oidc.requiredScopes }))
   })
 
-  app.use('/mcp', hostHeaderValidation(allowedHostnames), originValidation(allowedHostnames))
+  // DNS rebinding protection with the allowlist of the live snapshot (`server.allowedHosts` applies on reload), built once per snapshot.
+  const allowlists = new WeakMap<ConfigSnapshot, string[]>()
+  app.use('/mcp', async (c, next) => {
+    const snapshot = rt.snapshot()
+    let names = allowlists.get(snapshot)
+    if (!names) allowlists.set(snapshot, (names = allowedHostnames(snapshot)))
+    const check = validateHostHeader(c.req.header('host'), names)
+    const origin = check.ok ? validateOriginHeader(c.req.header('origin'), names) : check
+    if (!origin.ok) return c.json(jsonRpcError(origin.message), 403)
+    return next()
+  })
   app.all('/mcp', async (c: Context) => {
     const snapshot = rt.snapshot()
     const auth = await authenticate(c.req.header('authorization'), snapshot, rt.verifier(snapshot), { clientAddress: peerAddress(c) })
@@ -162,6 +175,11 @@ export function createApp(rt: Runtime, opts: AppOptions = {}): KeywayApp {
 
   opts.extraRoutes?.(app)
   return { app, mcp }
+}
+
+/** Host and Origin names accepted at /mcp: `server.allowedHosts`, the public URL's host and loopback. */
+function allowedHostnames(snapshot: ConfigSnapshot): string[] {
+  return [...new Set([...(snapshot.server.allowedHosts ?? []), new URL(snapshot.server.publicUrl).hostname, 'localhost', '127.0.0.1', '[::1]'])]
 }
 
 /** What failed, for the log only (never the public `/readyz` answer). */
