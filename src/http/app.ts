@@ -1,10 +1,11 @@
 /**
  * The HTTP face of Keyway (design.md §4) as one hono app: `/mcp` behind Host/Origin checks and
  * bearer authentication, RFC 9728 metadata in OIDC mode, health and readiness (each check named,
- * judged by `readiness.ts`). Browser routes
- * (consent links, the OAuth callback) are mounted by the modules that own them through
- * `extraRoutes`. Every route sits behind the body gate of `body-limit.ts`; `/mcp` reads its body
- * through it and refuses JSON nested too deeply and JSON-RPC batches before the SDK sees them.
+ * judged by `readiness.ts`). Browser routes (consent links, the OAuth callback) are mounted by
+ * the modules that own them through `extraRoutes`; stdio mode serves only those, health and
+ * readiness (`browserOnly`). Every route sits behind the body gate of `body-limit.ts`; `/mcp`
+ * reads its body through it and refuses JSON nested too deeply and JSON-RPC batches before the
+ * SDK sees them.
  * This is one of the two places errors are mapped to the wire: non-`AppError` failures become a
  * logged 500 with a generic body.
  * @module
@@ -55,11 +56,17 @@ export interface AppOptions {
    * never sees it, so what the client declared (URL elicitation) is remembered per user here.
    */
   readonly onLegacyInitialize?: (caller: Caller, params: unknown) => Promise<void>
+  /**
+   * Serve the browser routes only (`extraRoutes`, `/healthz`, `/readyz`): no `/mcp` and no
+   * protected-resource metadata. Stdio mode, whose MCP is on stdin/stdout.
+   */
+  readonly browserOnly?: boolean
 }
 
 export interface KeywayApp {
   readonly app: Hono
-  readonly mcp: McpHttpHandler
+  /** Undefined with `browserOnly`. */
+  readonly mcp: McpHttpHandler | undefined
 }
 
 interface ScopeCarrier {
@@ -71,16 +78,18 @@ export function createApp(rt: Runtime, opts: AppOptions = {}): KeywayApp {
     const extra = (reqCtx?.http?.authInfo?.extra ?? ctx.authInfo?.extra) as ScopeCarrier | undefined
     return extra?.keywayScope
   }
-  const mcp = createMcpHandler(
-    createServerFactory({
-      scopeOf,
-      callDeps: (s) => rt.callDeps(s),
-      ...(opts.askForConsent ? { askForConsent: opts.askForConsent } : {}),
-      ...(opts.awaitConsent ? { awaitConsent: opts.awaitConsent } : {}),
-    }),
-    { onerror: (e) => rt.log.debug('mcp request rejected', { error: e.message }) },
-  )
-  rt.onSwap(() => mcp.notify.toolsChanged())
+  const mcp = opts.browserOnly
+    ? undefined
+    : createMcpHandler(
+        createServerFactory({
+          scopeOf,
+          callDeps: (s) => rt.callDeps(s),
+          ...(opts.askForConsent ? { askForConsent: opts.askForConsent } : {}),
+          ...(opts.awaitConsent ? { awaitConsent: opts.awaitConsent } : {}),
+        }),
+        { onerror: (e) => rt.log.debug('mcp request rejected', { error: e.message }) },
+      )
+  if (mcp) rt.onSwap(() => mcp.notify.toolsChanged())
 
   const fastPath = opts.fastPath ?? true
   const app = new Hono()
@@ -116,6 +125,11 @@ export function createApp(rt: Runtime, opts: AppOptions = {}): KeywayApp {
     }
     return c.json(report, httpStatus, { 'cache-control': 'no-store' })
   })
+
+  if (!mcp) {
+    opts.extraRoutes?.(app)
+    return { app, mcp }
+  }
 
   app.get('/.well-known/oauth-protected-resource/mcp', (c) => {
     const snapshot = rt.snapshot()
