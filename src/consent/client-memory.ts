@@ -74,7 +74,7 @@ export function createClientMemory(deps: { readonly store: TokenStore; readonly 
     async remember(user, facts) {
       const clientName = facts.clientName?.slice(0, CLIENT_NAME_MAX_CHARS)
       try {
-        await deps.store.putFlow(
+        await deps.store.putTicket(
           clientCapabilitiesRecordId(user),
           { purpose: 'client-capabilities', elicitationUrl: facts.elicitationUrl, ...(clientName === undefined ? {} : { clientName }), at: deps.now() },
           CLIENT_CAPABILITIES_TTL_MS,
@@ -85,7 +85,7 @@ export function createClientMemory(deps: { readonly store: TokenStore; readonly 
     },
     async recallUrlElicitation(user) {
       try {
-        const r = ClientCapabilitiesRecordSchema.safeParse(await deps.store.getFlow(clientCapabilitiesRecordId(user)))
+        const r = ClientCapabilitiesRecordSchema.safeParse(await deps.store.getTicket(clientCapabilitiesRecordId(user)))
         return r.success && r.data.elicitationUrl
       } catch (e) {
         deps.log.warn('client capabilities not readable; using the plain consent link', { error: errorMessage(e) })

@@ -14,7 +14,7 @@ export {
   isFlowId,
   newFlowId,
   tokenLockName,
-  type FlowRecord,
+  type TicketRecord,
   type ResealResult,
   type StateRecord,
   type TokenMethod,
