@@ -1,8 +1,11 @@
 /**
  * The one error type of Keyway and its code registry. Every failure that can reach a caller
  * (a tool result, an HTTP answer, a CLI line) carries one of these codes; callers branch on
- * `code`, never on message text. This module decides nothing about transport: mapping to the
- * wire happens in `mcp/call-tool.ts` and `http/app.ts` only.
+ * `code`, never on message text. This module decides nothing about transport: an error becomes
+ * an answer in five places, one per kind of answer: tool results (`mcp/call-tool.ts`), HTTP
+ * answers (`http/app.ts`), consent and sign-in pages (`consent/browser-flow.ts`), and CLI lines
+ * (`tools/keyway.ts` for every subcommand, `tools/authorize.ts` and `tools/credentials.ts`
+ * for their own failure line).
  * @module
  */
 

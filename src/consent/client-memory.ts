@@ -15,8 +15,7 @@ import * as z from 'zod'
 import { sha256Base64url } from '../encoding.js'
 import { errorMessage, type Logger } from '../log.js'
 import type { Secret } from '../secret.js'
-import { parseStoreKey } from '../store/crypto.js'
-import type { TokenStore } from '../store/index.js'
+import { parseStoreKey, type TokenStore } from '../store/index.js'
 
 /**
  * How long what a user's last 2025-era `initialize` declared is remembered. 2025-era clients

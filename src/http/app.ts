@@ -6,8 +6,8 @@
  * readiness (`browserOnly`). Every route sits behind the body gate of `body-limit.ts`; `/mcp`
  * reads its body through it and refuses JSON nested too deeply and JSON-RPC batches before the
  * SDK sees them.
- * This is one of the two places errors are mapped to the wire: non-`AppError` failures become a
- * logged 500 with a generic body.
+ * This is where errors become HTTP answers (one of the places `errors.ts` lists): non-`AppError`
+ * failures become a logged 500 with a generic body.
  * @module
  */
 import {
