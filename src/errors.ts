@@ -1,9 +1,12 @@
 /**
  * The one error type of Keyway and its code registry. Every failure that can reach a caller
  * (a tool result, an HTTP answer, a CLI line) carries one of these codes; callers branch on
- * `code` (and on `detail.reason` through `hasReason`), never on message text. This module decides nothing about transport: mapping to the
- * wire happens in `mcp/call-tool.ts` and `http/error-answer.ts` only; the HTTP status of each code is
- * {@link HTTP_STATUS} here, so that every route answers a code alike.
+ * `code` (and on `detail.reason` through `hasReason`), never on message text. This module decides
+ * nothing about transport: an error becomes an answer in five places, one per kind of answer:
+ * tool results (`mcp/call-tool.ts`), HTTP answers (`http/error-answer.ts`, with the status of
+ * each code from {@link HTTP_STATUS} here, so that every route answers a code alike), consent and
+ * sign-in pages (`consent/browser-flow.ts`), and CLI lines (`tools/keyway.ts` for every
+ * subcommand, `tools/authorize.ts` and `tools/credentials.ts` for their own failure line).
  * @module
  */
 

@@ -6,7 +6,7 @@
  * names which check failed.
  * @module
  */
-import type { BackendKind } from './store/backend.js'
+import type { BackendKind } from './store/index.js'
 
 /** The last outcome of reading the config file on disk. */
 export type ReloadState = { readonly kind: 'ok' } | { readonly kind: 'rejected'; readonly problems: readonly string[]; readonly sinceMs: number }

@@ -177,11 +177,8 @@ export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOption
   return {
     snapshot: () => current,
     swap(next) {
+      // Settings that need a restart (the store's among them) are reported by the reloader (config/reload-rules.ts).
       const previous = current
-      const storeSecrets = (s: ConfigSnapshot): string =>
-        [s.store.encryptionKey, s.store.password, s.store.sentinelPassword].map((v) => v?.reveal() ?? '').join('\u0000')
-      if (next.store.url !== previous.store.url || storeSecrets(next) !== storeSecrets(previous))
-        log.warn('store settings changed in the config; the token store keeps its current settings until a restart')
       current = next
       // A removed connection's sockets close once its calls in flight have finished.
       for (const name of previous.connections.keys())

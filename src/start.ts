@@ -111,7 +111,7 @@ export async function startHttp(snapshot: ConfigSnapshot, opts: StartOptions = {
       // The listener before the MCP handler: closing the handler tears down requests still being
       // answered, so the answers of aborted calls are written first (open streams are cut after a grace).
       await http.close()
-      await app.mcp.close()
+      await app.mcp?.close()
       await runtime.close()
     },
   }
@@ -162,7 +162,8 @@ export async function startStdio(snapshot: ConfigSnapshot, opts: StdioOptions = 
   runtime.onSwap(() => {
     for (const s of servers) s.sendToolListChanged().catch((e: unknown) => runtime.log.debug('list_changed not sent', { error: errorMessage(e) }))
   })
-  const app = createApp(runtime, options)
+  // MCP is on stdin/stdout: the port serves the browser routes (consent, sign-in callback) and health only.
+  const app = createApp(runtime, { ...options, browserOnly: true })
   let http: Listening | undefined
   try {
     http = await listen(app.app, snapshot.server.host, opts.port ?? snapshot.server.port, listenerLimits(snapshot, opts))
@@ -185,7 +186,6 @@ export async function startStdio(snapshot: ConfigSnapshot, opts: StdioOptions = 
       await new Promise((resolve) => setImmediate(resolve))
       await stdio.close()
       await http?.close()
-      await app.mcp.close()
       await runtime.close()
     },
   }

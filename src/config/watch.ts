@@ -19,6 +19,7 @@ import { sha256Hex } from '../encoding.js'
 import { errorMessage, type Logger } from '../log.js'
 import type { ReloadState } from '../readiness.js'
 import type { ConfigSnapshot, LoadResult } from './load.js'
+import { restartOnlyChanges } from './reload-rules.js'
 
 /**
  * Quiet time after the last file event before the file is read. Editors and `kubectl` produce
@@ -191,6 +192,7 @@ export function createConfigReloader(file: string, opts: ReloaderOptions): Confi
       ...(removed.length > 0 ? { removedConnections: removed } : {}),
     })
     opts.audit?.record({ type: 'config.reloaded', file: abs, connections: next.connections.size, grants: next.grants.length })
+    // Which settings apply live and which need a restart: reload-rules.ts, one table.
     const restart = previous ? restartOnlyChanges(previous, next) : []
     if (restart.length > 0) log?.warn('config changes that take effect only after a restart', { file: abs, fields: restart })
     if (removed.length > 0 && opts.onConnectionsRemoved) {
@@ -373,21 +375,6 @@ export function watchConfig(file: string, opts: WatchOptions): ConfigWatcher {
 /** Names of connections in `previous` that `next` no longer has (removed, or renamed away). */
 export function removedConnections(previous: ConfigSnapshot, next: ConfigSnapshot): string[] {
   return [...previous.connections.keys()].filter((name) => !next.connections.has(name)).sort()
-}
-
-/**
- * Fields a running process cannot apply from a reload: the listening socket, the public URL
- * baked into links and audiences, the store and the audit file opened at start.
- */
-export function restartOnlyChanges(previous: ConfigSnapshot, next: ConfigSnapshot): string[] {
-  const changed: string[] = []
-  if (previous.server.host !== next.server.host) changed.push('server.host')
-  if (previous.server.port !== next.server.port) changed.push('server.port')
-  if (previous.server.publicUrl !== next.server.publicUrl) changed.push('server.publicUrl')
-  if (previous.store.url !== next.store.url) changed.push('store.url')
-  if (previous.audit.file !== next.audit.file) changed.push('audit.file')
-  if (previous.identity.oidc?.issuer !== next.identity.oidc?.issuer) changed.push('identity.oidc.issuer')
-  return changed
 }
 
 /** Resolved path, device, inode, size and mtime as one comparable string (or the error code). */

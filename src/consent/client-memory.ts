@@ -15,8 +15,7 @@ import * as z from 'zod'
 import { sha256Base64url } from '../encoding.js'
 import { errorMessage, type Logger } from '../log.js'
 import type { Secret } from '../secret.js'
-import { parseStoreKey } from '../store/crypto.js'
-import type { TokenStore } from '../store/index.js'
+import { parseStoreKey, type TokenStore } from '../store/index.js'
 
 /**
  * How long what a user's last 2025-era `initialize` declared is remembered. 2025-era clients
@@ -74,7 +73,7 @@ export function createClientMemory(deps: { readonly store: TokenStore; readonly 
     async remember(user, facts) {
       const clientName = facts.clientName?.slice(0, CLIENT_NAME_MAX_CHARS)
       try {
-        await deps.store.putFlow(
+        await deps.store.putTicket(
           clientCapabilitiesRecordId(user),
           { purpose: 'client-capabilities', elicitationUrl: facts.elicitationUrl, ...(clientName === undefined ? {} : { clientName }), at: deps.now() },
           CLIENT_CAPABILITIES_TTL_MS,
@@ -85,7 +84,7 @@ export function createClientMemory(deps: { readonly store: TokenStore; readonly 
     },
     async recallUrlElicitation(user) {
       try {
-        const r = ClientCapabilitiesRecordSchema.safeParse(await deps.store.getFlow(clientCapabilitiesRecordId(user)))
+        const r = ClientCapabilitiesRecordSchema.safeParse(await deps.store.getTicket(clientCapabilitiesRecordId(user)))
         return r.success && r.data.elicitationUrl
       } catch (e) {
         deps.log.warn('client capabilities not readable; using the plain consent link', { error: errorMessage(e) })

@@ -168,13 +168,13 @@ export async function createConsentFlow(store: TokenStore, flow: NewConsentFlow,
     state: randomSecret(),
     codeVerifier: randomSecret(),
   }
-  await store.putFlow(flowId, link, FLOW_TTL_MS)
+  await store.putTicket(flowId, link, FLOW_TTL_MS)
   return { flowId, url: `${opts.publicUrl.replace(/\/+$/, '')}${connectPath(flowId)}`, expiresAt: link.expiresAt }
 }
 
 /** The live link record, without consuming it; undefined when unknown, expired or used. */
 export async function readConsentLink(store: TokenStore, flowId: string): Promise<ConsentLink | undefined> {
-  return parseRecord(ConsentLinkSchema, await store.getFlow(flowId), 'consent link')
+  return parseRecord(ConsentLinkSchema, await store.getTicket(flowId), 'consent link')
 }
 
 /** Consumes the link: of concurrent takers exactly one gets it. */
@@ -202,7 +202,7 @@ export async function putProviderCallback(
     bindingHash: opts.bindingHash,
     ...(opts.confirmedUser === undefined ? {} : { confirmedUser: opts.confirmedUser }),
   }
-  await store.putFlow(state, record, ttl)
+  await store.putTicket(state, record, ttl)
 }
 
 /** Starts Keyway's own sign-in for a flow (OIDC mode); returns its state. */
@@ -224,7 +224,7 @@ export async function putSignInCallback(
     createdAt: opts.now,
     expiresAt: link.expiresAt,
   }
-  await store.putFlow(state, record, ttl)
+  await store.putTicket(state, record, ttl)
   return state
 }
 
@@ -238,8 +238,8 @@ export async function takeCallback(store: TokenStore, state: string): Promise<Ca
  * as a link, a link id as a state) must not consume, and so cancel, someone's flow.
  */
 async function takeChecked<T>(store: TokenStore, id: string, schema: z.ZodType<T>, what: string): Promise<T | undefined> {
-  if (parseRecord(schema, await store.getFlow(id), what) === undefined) return undefined
-  return parseRecord(schema, await store.takeFlow(id), what)
+  if (parseRecord(schema, await store.getTicket(id), what) === undefined) return undefined
+  return parseRecord(schema, await store.takeTicket(id), what)
 }
 
 /** Where a confirmation form token is recorded: derived from the flow id and the token, so the store never holds the token. */
@@ -255,7 +255,7 @@ export function confirmationId(flowId: string, token: string): string {
 export async function putConfirmation(store: TokenStore, flowId: string, link: ConsentLink, token: string, now: number): Promise<void> {
   const ttl = link.expiresAt - now
   if (ttl <= 0) throw new AppError('FLOW_INVALID', 'the sign-in link expired')
-  await store.putFlow(confirmationId(flowId, token), { purpose: 'confirmation', flowId, createdAt: now, expiresAt: link.expiresAt }, ttl)
+  await store.putTicket(confirmationId(flowId, token), { purpose: 'confirmation', flowId, createdAt: now, expiresAt: link.expiresAt }, ttl)
 }
 
 /** Consumes the confirmation `token` of the link: true once for a token issued for it, false for anything else. */
@@ -271,11 +271,11 @@ export function outcomeId(flowId: string): string {
 
 /** Records how a flow ended, for whoever waits on it. */
 export async function putOutcome(store: TokenStore, flowId: string, outcome: Omit<FlowOutcome, 'purpose'>): Promise<void> {
-  await store.putFlow(outcomeId(flowId), { purpose: 'outcome', ...outcome }, OUTCOME_TTL_MS)
+  await store.putTicket(outcomeId(flowId), { purpose: 'outcome', ...outcome }, OUTCOME_TTL_MS)
 }
 
 export async function readOutcome(store: TokenStore, flowId: string): Promise<FlowOutcome | undefined> {
-  return parseRecord(OutcomeSchema, await store.getFlow(outcomeId(flowId)), 'flow outcome')
+  return parseRecord(OutcomeSchema, await store.getTicket(outcomeId(flowId)), 'flow outcome')
 }
 
 export interface WaitOptions {
@@ -368,13 +368,13 @@ export async function startPerUserConsent(deps: PerUserConsentDeps, connection: 
     { connection, method: PER_USER, tokenUser: user, completer: { user } },
     { publicUrl, now },
   )
-  await deps.store.putFlow(pointerId, { purpose: 'pending-consent', flowId: flow.flowId, expiresAt: flow.expiresAt }, FLOW_TTL_MS)
+  await deps.store.putTicket(pointerId, { purpose: 'pending-consent', flowId: flow.flowId, expiresAt: flow.expiresAt }, FLOW_TTL_MS)
   deps.audit?.record({ type: 'consent.started', user, connection, ...(reason === 'no-token' ? {} : { reason }) })
   return { url: flow.url, flowId: flow.flowId }
 }
 
 async function readPending(store: TokenStore, id: string): Promise<z.infer<typeof PendingSchema> | undefined> {
-  const raw = await store.getFlow(id)
+  const raw = await store.getTicket(id)
   const r = PendingSchema.safeParse(raw)
   return r.success ? r.data : undefined
 }

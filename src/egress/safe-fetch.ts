@@ -1,6 +1,9 @@
 /**
- * The only way Keyway sends HTTP to the outside world (design.md §9): tool calls through
- * `send`, and token endpoints, discovery and the like through the fetch-compatible `fetchFor`.
+ * How Keyway sends HTTP to the connections' APIs and their OAuth providers (design.md §9): tool
+ * calls through `send`, and token endpoints, discovery and the like through the fetch-compatible
+ * `fetchFor`. The one other way out is the admin's own identity provider (`identity.oidc`:
+ * discovery, keys, introspection, the browser sign-in), reached with the global `fetch` without
+ * this guard, since it is often on a private network (`runtime.ts`, `identity/oidc.ts`).
  * Every request is first checked by the egress guard (`guard.ts`), then sent by undici
  * through keep-alive `Agent`s, one per connection plus one shared by provider requests, whose
  * `connect.lookup` hands the socket only addresses that

@@ -1,16 +1,23 @@
 /**
  * The HTTP face of Keyway (design.md §4) as one hono app: `/mcp` behind Host/Origin checks and
  * bearer authentication, RFC 9728 metadata in OIDC mode, health and readiness (each check named,
- * judged by `readiness.ts`). Browser routes
- * (consent links, the OAuth callback) are mounted by the modules that own them through
- * `extraRoutes`. Every route sits behind the body gate of `body-limit.ts`; `/mcp` reads its body
- * through it and refuses JSON nested too deeply and JSON-RPC batches before the SDK sees them.
- * Failures no route handled are answered by `error-answer.ts`: an `AppError` with the status of
- * its code, anything else a logged 500 with a generic body.
+ * judged by `readiness.ts`). Browser routes (consent links, the OAuth callback) are mounted by
+ * the modules that own them through `extraRoutes`; stdio mode serves only those, health and
+ * readiness (`browserOnly`). Every route sits behind the body gate of `body-limit.ts`; `/mcp`
+ * reads its body through it and refuses JSON nested too deeply and JSON-RPC batches before the
+ * SDK sees them. Failures no route handled are answered by `error-answer.ts` (one of the places
+ * `errors.ts` lists): an `AppError` with the status of its code, anything else a logged 500 with
+ * a generic body.
  * @module
  */
-import { createMcpHandler, type McpHttpHandler, type McpRequestContext, type ServerContext } from '@modelcontextprotocol/server'
-import { hostHeaderValidation, originValidation } from '@modelcontextprotocol/hono'
+import {
+  createMcpHandler,
+  validateHostHeader,
+  validateOriginHeader,
+  type McpHttpHandler,
+  type McpRequestContext,
+  type ServerContext,
+} from '@modelcontextprotocol/server'
 import { Hono, type Context } from 'hono'
 import type { ConfigSnapshot } from '../config/load.js'
 import { authenticate } from '../identity/authenticate.js'
@@ -48,11 +55,17 @@ export interface AppOptions {
    * never sees it, so what the client declared (URL elicitation) is remembered per user here.
    */
   readonly onLegacyInitialize?: (caller: Caller, params: unknown) => Promise<void>
+  /**
+   * Serve the browser routes only (`extraRoutes`, `/healthz`, `/readyz`): no `/mcp` and no
+   * protected-resource metadata. Stdio mode, whose MCP is on stdin/stdout.
+   */
+  readonly browserOnly?: boolean
 }
 
 export interface KeywayApp {
   readonly app: Hono
-  readonly mcp: McpHttpHandler
+  /** Undefined with `browserOnly`. */
+  readonly mcp: McpHttpHandler | undefined
 }
 
 interface ScopeCarrier {
@@ -64,16 +77,18 @@ export function createApp(rt: Runtime, opts: AppOptions = {}): KeywayApp {
     const extra = (reqCtx?.http?.authInfo?.extra ?? ctx.authInfo?.extra) as ScopeCarrier | undefined
     return extra?.keywayScope
   }
-  const mcp = createMcpHandler(
-    createServerFactory({
-      scopeOf,
-      callDeps: (s) => rt.callDeps(s),
-      ...(opts.askForConsent ? { askForConsent: opts.askForConsent } : {}),
-      ...(opts.awaitConsent ? { awaitConsent: opts.awaitConsent } : {}),
-    }),
-    { onerror: (e) => rt.log.debug('mcp request rejected', { error: e.message }) },
-  )
-  rt.onSwap(() => mcp.notify.toolsChanged())
+  const mcp = opts.browserOnly
+    ? undefined
+    : createMcpHandler(
+        createServerFactory({
+          scopeOf,
+          callDeps: (s) => rt.callDeps(s),
+          ...(opts.askForConsent ? { askForConsent: opts.askForConsent } : {}),
+          ...(opts.awaitConsent ? { awaitConsent: opts.awaitConsent } : {}),
+        }),
+        { onerror: (e) => rt.log.debug('mcp request rejected', { error: e.message }) },
+      )
+  if (mcp) rt.onSwap(() => mcp.notify.toolsChanged())
 
   const fastPath = opts.fastPath ?? true
   const app = new Hono()
@@ -106,9 +121,11 @@ export function createApp(rt: Runtime, opts: AppOptions = {}): KeywayApp {
     return c.json(report, httpStatus, { 'cache-control': 'no-store' })
   })
 
-  const initial = rt.snapshot()
-  const publicHost = new URL(initial.server.publicUrl).hostname
-  const allowedHostnames = [...new Set([...(initial.server.allowedHosts ?? []), publicHost, 'localhost', '127.0.0.1', '[::1]'])]
+  if (!mcp) {
+    opts.extraRoutes?.(app)
+    return { app, mcp }
+  }
+
   app.get('/.well-known/oauth-protected-resource/mcp', (c) => {
     const snapshot = rt.snapshot()
     const oidc = snapshot.identity.oidc
@@ -120,7 +137,17 @@ export function createApp(rt: Runtime, opts: AppOptions = {}): KeywayApp {
     return c.json(protectedResourceMetadata({ resource, issuer: oidc.issuer, scopes: oidc.requiredScopes }))
   })
 
-  app.use('/mcp', hostHeaderValidation(allowedHostnames), originValidation(allowedHostnames))
+  // DNS rebinding protection with the allowlist of the live snapshot (`server.allowedHosts` applies on reload), built once per snapshot.
+  const allowlists = new WeakMap<ConfigSnapshot, string[]>()
+  app.use('/mcp', async (c, next) => {
+    const snapshot = rt.snapshot()
+    let names = allowlists.get(snapshot)
+    if (!names) allowlists.set(snapshot, (names = allowedHostnames(snapshot)))
+    const check = validateHostHeader(c.req.header('host'), names)
+    const origin = check.ok ? validateOriginHeader(c.req.header('origin'), names) : check
+    if (!origin.ok) return c.json(jsonRpcError(origin.message), 403)
+    return next()
+  })
   app.all('/mcp', async (c: Context) => {
     const snapshot = rt.snapshot()
     const auth = await authenticate(c.req.header('authorization'), snapshot, rt.verifier(snapshot), { clientAddress: peerAddress(c) })
@@ -157,6 +184,11 @@ export function createApp(rt: Runtime, opts: AppOptions = {}): KeywayApp {
 
   opts.extraRoutes?.(app)
   return { app, mcp }
+}
+
+/** Host and Origin names accepted at /mcp: `server.allowedHosts`, the public URL's host and loopback. */
+function allowedHostnames(snapshot: ConfigSnapshot): string[] {
+  return [...new Set([...(snapshot.server.allowedHosts ?? []), new URL(snapshot.server.publicUrl).hostname, 'localhost', '127.0.0.1', '[::1]'])]
 }
 
 /** What failed, for the log only (never the public `/readyz` answer). */

@@ -65,9 +65,12 @@ export function tokenKey(namespace: string, ref: TokenRef): string {
   return `${tokenPrefix(namespace, ref.connection)}${userSegment(ref.user)}`
 }
 
-/** `<ns>:flow:<sha256(flowId)>`: a flow id is a bearer secret of its link, so it is hashed. */
-export function flowKey(namespace: string, flowId: string): string {
-  return `${namespace}:flow:${sha256Hex(flowId)}`
+/**
+ * `<ns>:flow:<sha256(id)>`: a ticket's key (the `flow` prefix is the stored format, kept). A ticket
+ * id such as a consent link's flow id is a bearer secret, so it is hashed.
+ */
+export function ticketKey(namespace: string, id: string): string {
+  return `${namespace}:flow:${sha256Hex(id)}`
 }
 
 /** `<ns>:lock:<sha256(name)>`: lock names may carry anything; the key never does. */

@@ -41,7 +41,7 @@ export function sealedKeyId(sealed: string): string | undefined {
 
 /**
  * Opens a sealed value stored under `storeKey` and parses its JSON.
- * @param what the record kind for the error message (`token record`, `flow record`)
+ * @param what the record kind for the error message (`token record`, `ticket record`)
  * @throws AppError `STORE_UNAVAILABLE` with `detail.reason` an {@link OpenFailure}
  */
 export function openJson(keyring: Keyring, storeKey: string, sealed: string, what: string): unknown {

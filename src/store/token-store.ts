@@ -1,6 +1,7 @@
 /**
- * The typed token store: OAuth tokens per (connection, user), single-use consent and sign-in
- * flows with a TTL, small TTL'd shared state (e.g. a credential's refresh back-off) and a
+ * The typed token store: OAuth tokens per (connection, user), tickets (small records under an
+ * unguessable id with a TTL, readable until taken once: consent links, sign-in states, outcomes,
+ * remembered client capabilities), small TTL'd shared state (e.g. a credential's refresh back-off) and a
  * cross-replica lock, on top of any {@link StoreBackend}. Every value is
  * sealed (AES-256-GCM, the record's key as associated data) before it reaches the backend, and
  * every key comes from `keys.ts`, so the backend never sees a token, a flow secret or a user id.
@@ -14,7 +15,7 @@ import * as z from 'zod'
 import { AppError } from '../errors.js'
 import { assertTtl, type BackendKind, type StoreBackend } from './backend.js'
 import type { Keyring } from './crypto.js'
-import { assertNamespace, assertTokenRef, DEFAULT_NAMESPACE, flowKey, lockKey, stateKey, tokenKey, tokenPrefix, userSegment, type TokenRef } from './keys.js'
+import { assertNamespace, assertTokenRef, DEFAULT_NAMESPACE, ticketKey, lockKey, stateKey, tokenKey, tokenPrefix, userSegment, type TokenRef } from './keys.js'
 import { openJson, sealedKeyId, sealJson } from './sealed.js'
 
 export type { TokenRef } from './keys.js'
@@ -40,8 +41,12 @@ export interface TokenRecord {
   readonly warnings?: readonly string[]
 }
 
-/** A consent or sign-in flow; its owner (the consent flow) defines and validates the fields. */
-export type FlowRecord = Readonly<Record<string, unknown>>
+/**
+ * A ticket: a record under an unguessable id (random, or derived from secret-free inputs the
+ * owner controls), kept for a TTL and taken at most once. Its owner (`consent/`) defines and
+ * validates the fields; stored under the `flow` keyspace (docs/storage-schema.md).
+ */
+export type TicketRecord = Readonly<Record<string, unknown>>
 
 /** Small shared state (counts, times, a short reason); its owner defines the fields. */
 export type StateRecord = Readonly<Record<string, string | number | boolean>>
@@ -79,12 +84,12 @@ export interface TokenStore {
   deleteToken(ref: TokenRef): Promise<boolean>
   /** Every stored token with its connection and user (optionally of one connection and/or user). */
   listTokens(filter?: { readonly connection?: string; readonly user?: string | null }): AsyncIterable<{ ref: TokenRef; record: TokenRecord }>
-  /** Stores a flow for `ttlMs`; `id` comes from {@link newFlowId}. */
-  putFlow(id: string, flow: FlowRecord, ttlMs: number): Promise<void>
-  /** Reads a flow without consuming it; `undefined` when unknown, expired, taken or not an id. */
-  getFlow(id: string): Promise<FlowRecord | undefined>
-  /** Reads and deletes a flow atomically: of concurrent takes, exactly one gets it. */
-  takeFlow(id: string): Promise<FlowRecord | undefined>
+  /** Stores (replacing) a ticket for `ttlMs`; `id` comes from {@link newFlowId} or has its shape. */
+  putTicket(id: string, ticket: TicketRecord, ttlMs: number): Promise<void>
+  /** Reads a ticket without taking it; `undefined` when unknown, expired, taken or not an id. */
+  getTicket(id: string): Promise<TicketRecord | undefined>
+  /** Reads and deletes a ticket atomically: of concurrent takes, exactly one gets it. */
+  takeTicket(id: string): Promise<TicketRecord | undefined>
   /** The state under `name`, or `undefined` when there is none or it expired. */
   getState(name: string): Promise<StateRecord | undefined>
   /** Stores (replacing) the state under `name` for `ttlMs`. */
@@ -110,7 +115,7 @@ export interface TokenStore {
 }
 
 export interface TokenStoreOptions {
-  /** The clock flow expiry is checked against (epoch ms); tests inject one. */
+  /** The clock ticket expiry is checked against (epoch ms); tests inject one. */
   readonly now?: () => number
   /** First segment of every key (default `keyway`); tests use a unique one per run. */
   readonly namespace?: string
@@ -146,7 +151,7 @@ const TokenEnvelopeSchema = z.strictObject({
   user: z.string().nullable(),
   record: z.unknown(),
 })
-const FlowEnvelopeSchema = z.strictObject({
+const TicketEnvelopeSchema = z.strictObject({
   t: z.literal('flow'),
   expiresAt: epochMs,
   flow: z.record(z.string(), z.unknown()),
@@ -214,9 +219,9 @@ export function createTokenStore(backend: StoreBackend, keyring: Keyring, opts: 
     return { ref, record: record.data as TokenRecord }
   }
 
-  const openFlow = (key: string, raw: string): FlowRecord | undefined => {
-    const env = FlowEnvelopeSchema.safeParse(openJson(keyring, key, raw, 'flow record'))
-    if (!env.success) throw corrupt('flow record', {})
+  const openTicket = (key: string, raw: string): TicketRecord | undefined => {
+    const env = TicketEnvelopeSchema.safeParse(openJson(keyring, key, raw, 'ticket record'))
+    if (!env.success) throw corrupt('ticket record', {})
     // The backend's TTL is the first line; this catches a backend clock or sweep that lags.
     return now() >= env.data.expiresAt ? undefined : env.data.flow
   }
@@ -282,25 +287,25 @@ export function createTokenStore(backend: StoreBackend, keyring: Keyring, opts: 
       }
     },
 
-    async putFlow(id, flow, ttlMs) {
+    async putTicket(id, ticket, ttlMs) {
       if (!isFlowId(id)) throw new AppError('INTERNAL', 'flow id must be base64url of at least 128 random bits (newFlowId)')
-      assertTtl(ttlMs, 'flow ttlMs')
-      const key = flowKey(ns, id)
-      await backend.set(key, sealJson(keyring, key, { t: 'flow', expiresAt: now() + ttlMs, flow }), ttlMs)
+      assertTtl(ttlMs, 'ticket ttlMs')
+      const key = ticketKey(ns, id)
+      await backend.set(key, sealJson(keyring, key, { t: 'flow', expiresAt: now() + ttlMs, flow: ticket }), ttlMs)
     },
 
-    async getFlow(id) {
+    async getTicket(id) {
       if (!isFlowId(id)) return undefined
-      const key = flowKey(ns, id)
+      const key = ticketKey(ns, id)
       const raw = await backend.get(key)
-      return raw === undefined ? undefined : openFlow(key, raw)
+      return raw === undefined ? undefined : openTicket(key, raw)
     },
 
-    async takeFlow(id) {
+    async takeTicket(id) {
       if (!isFlowId(id)) return undefined
-      const key = flowKey(ns, id)
+      const key = ticketKey(ns, id)
       const raw = await backend.takeOnce(key)
-      return raw === undefined ? undefined : openFlow(key, raw)
+      return raw === undefined ? undefined : openTicket(key, raw)
     },
 
     async getState(name) {

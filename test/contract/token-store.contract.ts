@@ -14,7 +14,7 @@ import { AppError } from '../../src/errors.js'
 import { Secret } from '../../src/secret.js'
 import type { StoreBackend } from '../../src/store/backend.js'
 import { createKeyring, type Keyring } from '../../src/store/crypto.js'
-import { flowKey, lockKey, tokenKey } from '../../src/store/keys.js'
+import { ticketKey, lockKey, tokenKey } from '../../src/store/keys.js'
 import { SEAL_VERSION } from '../../src/store/sealed.js'
 import { createTokenStore, newFlowId, type TokenRecord, type TokenRef, type TokenStore } from '../../src/store/token-store.js'
 
@@ -131,8 +131,8 @@ export function describeTokenStoreContract(name: string, makeBackend: () => Prom
     test('a miss is undefined, not an error', async () => {
       expect(await store.getToken({ connection: 'miss', user: 'nobody@example.com' })).toBeUndefined()
       expect(await store.getToken({ connection: 'miss', user: null })).toBeUndefined()
-      expect(await store.getFlow(newFlowId())).toBeUndefined()
-      expect(await store.takeFlow(newFlowId())).toBeUndefined()
+      expect(await store.getTicket(newFlowId())).toBeUndefined()
+      expect(await store.takeTicket(newFlowId())).toBeUndefined()
       expect(await store.deleteToken({ connection: 'miss', user: null })).toBe(false)
       await expect(store.ping()).resolves.toBeUndefined()
     })
@@ -259,35 +259,35 @@ export function describeTokenStoreContract(name: string, makeBackend: () => Prom
       const id = newFlowId()
       expect(id).toMatch(/^[A-Za-z0-9_-]{43}$/)
       const flow = { user: 'frank@example.com', connection: 'drive', verifier: `${CANARY}-verifier`, state: 's' }
-      await store.putFlow(id, flow, 60_000)
-      expect(await store.getFlow(id)).toEqual(flow)
-      expect(await store.getFlow(id)).toEqual(flow) // get does not consume
-      expect(await store.takeFlow(id)).toEqual(flow)
-      expect(await store.takeFlow(id)).toBeUndefined()
-      expect(await store.getFlow(id)).toBeUndefined()
+      await store.putTicket(id, flow, 60_000)
+      expect(await store.getTicket(id)).toEqual(flow)
+      expect(await store.getTicket(id)).toEqual(flow) // get does not consume
+      expect(await store.takeTicket(id)).toEqual(flow)
+      expect(await store.takeTicket(id)).toBeUndefined()
+      expect(await store.getTicket(id)).toBeUndefined()
       const raw = await collect(backend.keys(`${ns}:flow:`))
       expect(raw.some((k) => k.includes(id))).toBe(false) // flow ids are hashed in keys
       // Not-an-id from a URL is a miss, not a lookup.
-      expect(await store.getFlow('../../etc')).toBeUndefined()
-      expect(await store.takeFlow('')).toBeUndefined()
+      expect(await store.getTicket('../../etc')).toBeUndefined()
+      expect(await store.takeTicket('')).toBeUndefined()
     })
 
     test('20 concurrent takes of one flow: exactly one wins', async () => {
       const id = newFlowId()
-      await store.putFlow(id, { n: 1 }, 60_000)
+      await store.putTicket(id, { n: 1 }, 60_000)
       const stores = await replicas(ring(keyA))
-      const results = await Promise.all(Array.from({ length: 20 }, (_, i) => (stores[i % stores.length] as TokenStore).takeFlow(id)))
+      const results = await Promise.all(Array.from({ length: 20 }, (_, i) => (stores[i % stores.length] as TokenStore).takeTicket(id)))
       expect(results.filter((r) => r !== undefined)).toEqual([{ n: 1 }])
     })
 
     test('a flow expires after its TTL', async () => {
       const id = newFlowId()
-      const key = flowKey(ns, id)
-      await store.putFlow(id, { n: 2 }, 1_000)
-      expect(await store.getFlow(id)).toEqual({ n: 2 })
+      const key = ticketKey(ns, id)
+      await store.putTicket(id, { n: 2 }, 1_000)
+      expect(await store.getTicket(id)).toEqual({ n: 2 })
       await elapse(1_300)
-      expect(await store.getFlow(id)).toBeUndefined()
-      expect(await store.takeFlow(id)).toBeUndefined()
+      expect(await store.getTicket(id)).toBeUndefined()
+      expect(await store.takeTicket(id)).toBeUndefined()
       expect(await backend.get(key)).toBeUndefined()
     })
 
@@ -383,11 +383,11 @@ export function describeTokenStoreContract(name: string, makeBackend: () => Prom
       await store.deleteToken(ref)
 
       const id = newFlowId()
-      await store.putFlow(id, { secret: CANARY }, 60_000)
-      const fkey = flowKey(ns, id)
+      await store.putTicket(id, { secret: CANARY }, 60_000)
+      const fkey = ticketKey(ns, id)
       await backend.set(fkey, tamper((await backend.get(fkey)) ?? ''), 60_000)
-      await expectStoreUnavailable(store.getFlow(id))
-      await expectStoreUnavailable(store.takeFlow(id))
+      await expectStoreUnavailable(store.getTicket(id))
+      await expectStoreUnavailable(store.takeTicket(id))
     })
 
     test('a record copied under another key does not open [store:aad-binds-key]', async () => {
@@ -403,8 +403,8 @@ export function describeTokenStoreContract(name: string, makeBackend: () => Prom
       await backend.set(tokenKey(ns, other), (await backend.get(tokenKey(ns, alice))) ?? '')
       await expectStoreUnavailable(store.getToken(other))
       const id = newFlowId()
-      await backend.set(flowKey(ns, id), (await backend.get(tokenKey(ns, alice))) ?? '', 60_000)
-      await expectStoreUnavailable(store.getFlow(id))
+      await backend.set(ticketKey(ns, id), (await backend.get(tokenKey(ns, alice))) ?? '', 60_000)
+      await expectStoreUnavailable(store.getTicket(id))
       expect(await store.getToken(alice)).toEqual(token('alice'))
     })
 

@@ -226,7 +226,7 @@ describe.skipIf(skipBrowserTests())('oauth_u2m_shared: authorize, use, refresh, 
     expect(stored).toMatchObject({ method: 'oauth_u2m_shared', subject: OWNER })
     expect(stored?.refreshToken).toBeDefined()
     // The link worked once.
-    expect(await keyway.runtime.store.getFlow(link.slice(link.lastIndexOf('/') + 1))).toBeUndefined()
+    expect(await keyway.runtime.store.getTicket(link.slice(link.lastIndexOf('/') + 1))).toBeUndefined()
     const auditFile = readFileSync(path.join(dir, 'audit.jsonl'), 'utf8')
     expect(auditFile).toMatch(/"type":"consent\.started","user":"alice@example\.com","connection":"crm"/)
     expect(auditFile).toMatch(/"type":"consent\.granted","user":"alice@example\.com","connection":"crm","scopes":"[^"]*crm:read/)

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { mkdir, mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
+import { request } from 'node:http'
 import { performance } from 'node:perf_hooks'
 import { Client as ModernClient, StreamableHTTPClientTransport as ModernTransport, type McpSubscription } from '@modelcontextprotocol/client'
 import { Client as LegacyClient } from '@modelcontextprotocol/sdk/client/index.js'
@@ -277,6 +278,38 @@ describe('bad edits keep the last good config [config:keep-last-good]', () => {
   test('the next good edit applies', async () => {
     await folder.edit(configText(port, false))
     await until(async () => isDenied(await call(bob)), 5_000, 'denied after the good edit')
+  })
+})
+
+/** Status of a bare POST /mcp sent with this Host header (node:http sets it as given). */
+function statusWithHost(mcpUrl: string, host: string): Promise<number | undefined> {
+  return new Promise((resolve, reject) => {
+    const req = request(mcpUrl, { method: 'POST', headers: { host, 'content-type': 'application/json' } }, (res) => {
+      res.resume()
+      resolve(res.statusCode)
+    })
+    req.on('error', reject)
+    req.end('{}')
+  })
+}
+
+describe('reload rules [config:hot-reload]', () => {
+  test('server.allowedHosts applies to the next request; a restart-only change is reported by name, a live one is not', async () => {
+    const port = await freePort()
+    const folder = await configFolder('in-place write', configText(port, true))
+    await using keyway = await spawnKeyway(['serve', '--config', folder.file])
+    const url = keyway.mcpUrl ?? ''
+    // Refused by the Host check (403) before authentication is asked for (401).
+    expect(await statusWithHost(url, 'keyway.example.test')).toBe(403)
+    await folder.edit(
+      configText(port, true)
+        .replace(`port: ${port} }`, `port: ${port}, allowedHosts: [keyway.example.test] }`)
+        .replace('./data/audit.jsonl', './data/audit-2.jsonl'),
+    )
+    const reloaded = await keyway.waitForLog((l) => l.msg === 'config changes that take effect only after a restart')
+    expect(reloaded).toMatchObject({ level: 'warn', fields: ['audit.file'] })
+    expect(await statusWithHost(url, 'keyway.example.test')).toBe(401)
+    expect(await statusWithHost(url, 'other.example.test')).toBe(403)
   })
 })
 

@@ -105,3 +105,27 @@ describe.each(['modern', 'legacy-v2', 'legacy-v1'] as const)('stdio with the %s 
     }
   })
 })
+
+describe('the browser port of stdio mode', () => {
+  test('serves the consent routes, /healthz and /readyz, and no /mcp [serve:stdio-browser-only]', async () => {
+    const { client, stderr } = await spawnClient('modern', [])
+    try {
+      // The ready line names the port; it is written once the listener is up (polled, no fixed wait).
+      const deadline = Date.now() + 10_000
+      let origin: string | undefined
+      while (!(origin = /browser routes on (http:\/\/\S+)/.exec(stderr())?.[1]) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+      expect(origin, stderr()).toBeDefined()
+      const status = async (path: string, init?: RequestInit): Promise<number> => (await fetch(`${origin}${path}`, init)).status
+      expect(await status('/mcp', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })).toBe(404)
+      expect(await status('/mcp')).toBe(404)
+      expect(await status('/.well-known/oauth-protected-resource/mcp')).toBe(404)
+      expect(await status('/healthz')).toBe(200)
+      expect(await status('/readyz')).toBe(200)
+      // An unknown consent link is answered by the consent routes (their page), not by the router's 404.
+      const link = await fetch(`${origin}/connect/unknown-flow`)
+      expect(await link.text()).toContain('<html')
+    } finally {
+      await client.close()
+    }
+  })
+})

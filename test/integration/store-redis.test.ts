@@ -73,7 +73,7 @@ function everyCall(backend: StoreBackend): Array<[string, () => Promise<unknown>
     ['ping', () => backend.ping()],
     ['getToken', () => store.getToken({ connection: 'c', user: 'u' })],
     ['putToken', () => store.putToken({ connection: 'c', user: 'u' }, record)],
-    ['takeFlow', () => store.takeFlow(newFlowId())],
+    ['takeTicket', () => store.takeTicket(newFlowId())],
     ['withLock', () => store.withLock('l', 1000, async () => 'ran', { waitMs: 5_000 })],
   ]
 }

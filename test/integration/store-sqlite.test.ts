@@ -73,7 +73,7 @@ describe('sqlite file', () => {
         subject: `${canary}subject`,
       },
     )
-    await store.putFlow('A'.repeat(43), { verifier: `${canary}verifier` }, 60_000)
+    await store.putTicket('A'.repeat(43), { verifier: `${canary}verifier` }, 60_000)
     const bytes = Buffer.concat(await Promise.all((await readdir(dir)).map((n) => readFile(path.join(dir, n)))))
     expect(bytes.length).toBeGreaterThan(0)
     expect(bytes.includes(canary)).toBe(false)

@@ -12,7 +12,7 @@ import path from 'node:path'
 import { createMemoryAuditLog } from '../../../src/audit/audit-log.js'
 import type { ConfigEvent } from '../../../src/audit/events.js'
 import { loadConfigFile, loadConfigText, type ConfigSnapshot } from '../../../src/config/load.js'
-import { createConfigReloader, hashConfigFile, restartOnlyChanges, watchConfig, type ConfigWatcher, type WatchOptions } from '../../../src/config/watch.js'
+import { createConfigReloader, hashConfigFile, watchConfig, type ConfigWatcher, type WatchOptions } from '../../../src/config/watch.js'
 import { createMemoryLogger } from '../../../src/log.js'
 
 const ENV = { T: 'token' }
@@ -336,19 +336,5 @@ describe('createConfigReloader', () => {
     } finally {
       vi.useRealTimers()
     }
-  })
-})
-
-describe('restartOnlyChanges', () => {
-  test('names the fields a running process cannot apply', async () => {
-    const a = await loadConfigText(config([]), '/cfg/connections.yaml', { env: ENV })
-    const b = await loadConfigText(
-      `${config([])}server: { port: 9999, publicUrl: https://keyway.example.com }\naudit: { file: ./other.jsonl }\n`,
-      '/cfg/connections.yaml',
-      { env: ENV },
-    )
-    if (!a.ok || !b.ok) throw new Error('fixture does not load')
-    expect(restartOnlyChanges(a.snapshot, b.snapshot)).toEqual(['server.port', 'server.publicUrl', 'audit.file'])
-    expect(restartOnlyChanges(a.snapshot, a.snapshot)).toEqual([])
   })
 })

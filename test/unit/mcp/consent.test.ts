@@ -230,10 +230,10 @@ describe('askForConsent: the first ask', () => {
       clientInfo: { name: 'x'.repeat(500), version: '1' },
       _meta: { token: 'sk-secret' },
     })
-    const record = await store.getFlow(clientCapabilitiesRecordId(ALICE))
+    const record = await store.getTicket(clientCapabilitiesRecordId(ALICE))
     expect(record).toEqual({ purpose: 'client-capabilities', elicitationUrl: true, clientName: 'x'.repeat(200), at: clock })
     const broken = createConsentAsker({
-      store: { ...store, putFlow: async () => Promise.reject(new Error('down')), getFlow: async () => Promise.reject(new Error('down')) },
+      store: { ...store, putTicket: async () => Promise.reject(new Error('down')), getTicket: async () => Promise.reject(new Error('down')) },
       key: randomBytes(32),
       log,
       now,

@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto'
 import { describe, expect, test } from 'vitest'
-import { flowKey, lockKey, tokenKey, tokenLockName, tokenPrefix } from '../../../src/store/keys.js'
+import { ticketKey, lockKey, tokenKey, tokenLockName, tokenPrefix } from '../../../src/store/keys.js'
 
 const sha = (s: string): string => createHash('sha256').update(s, 'utf8').digest('hex')
 
@@ -17,7 +17,7 @@ describe('key schema', () => {
   })
 
   test('flow ids and lock names never appear in keys', () => {
-    expect(flowKey('keyway', 'abc')).toBe(`keyway:flow:${sha('abc')}`)
+    expect(ticketKey('keyway', 'abc')).toBe(`keyway:flow:${sha('abc')}`)
     expect(lockKey('keyway', 'refresh:x')).toBe(`keyway:lock:${sha('refresh:x')}`)
     expect(tokenLockName({ connection: 'c', user: 'bob' })).toBe(`refresh:c:u${sha('bob')}`)
   })

@@ -45,9 +45,9 @@ describe('memory backend', () => {
       async () => {
         for await (const e of store.listTokens()) void e
       },
-      () => store.putFlow(newFlowId(), {}, 1000),
-      () => store.getFlow(newFlowId()),
-      () => store.takeFlow(newFlowId()),
+      () => store.putTicket(newFlowId(), {}, 1000),
+      () => store.getTicket(newFlowId()),
+      () => store.takeTicket(newFlowId()),
       () => store.withLock('l', 1000, async () => 1),
       () => store.ping(),
     ]
@@ -88,8 +88,8 @@ describe('memory backend', () => {
     expect((err as Error).message).not.toContain('canary-typo-value')
     const empty = await store.putToken({ connection: 'c', user: null }, { ...record, accessToken: '' }).catch((e: unknown) => e as Error)
     expect((empty as Error).message).toContain('"accessToken"')
-    await expect(store.putFlow('short', {}, 1000)).rejects.toMatchObject({ code: 'INTERNAL' })
-    await expect(store.putFlow(newFlowId(), {}, -1)).rejects.toMatchObject({ code: 'INTERNAL' })
+    await expect(store.putTicket('short', {}, 1000)).rejects.toMatchObject({ code: 'INTERNAL' })
+    await expect(store.putTicket(newFlowId(), {}, -1)).rejects.toMatchObject({ code: 'INTERNAL' })
   })
 
   test('the store clock also bounds a flow the backend still holds', async () => {
@@ -97,10 +97,10 @@ describe('memory backend', () => {
     const backend = createMemoryBackend() // real clock: would keep the flow for a minute
     const store = createTokenStore(backend, keyring, { now: storeClock.now })
     const id = newFlowId()
-    await store.putFlow(id, { a: 1 }, 60_000)
+    await store.putTicket(id, { a: 1 }, 60_000)
     storeClock.advance(60_000)
-    expect(await store.getFlow(id)).toBeUndefined()
-    expect(await store.takeFlow(id)).toBeUndefined()
+    expect(await store.getTicket(id)).toBeUndefined()
+    expect(await store.takeTicket(id)).toBeUndefined()
   })
 
   test('withLock releases on failure and passes the error through', async () => {
