@@ -151,7 +151,17 @@ function singleConnection(url: string, opts: RedisConnectionOptions): RedisConne
       // already closed
     }
   }
-  const waitForReady = (): Promise<void> =>
+  // One wait per client, shared by every caller that arrives while it connects (one listener pair, not one per caller).
+  let pendingReady: { readonly client: Client; readonly promise: Promise<void> } | undefined
+  const waitForReady = (): Promise<void> => {
+    if (pendingReady?.client === client) return pendingReady.promise
+    const promise = newReadyWait().finally(() => {
+      if (pendingReady?.promise === promise) pendingReady = undefined
+    })
+    pendingReady = { client, promise }
+    return promise
+  }
+  const newReadyWait = (): Promise<void> =>
     new Promise<void>((resolve, reject) => {
       const c = client
       const done = (e?: unknown): void => {
