@@ -2,7 +2,6 @@
  * Consent flow records in a real (memory) store: single use, lifetime, no cross-purpose takes,
  * outcomes for waiters.
  */
-import { randomBytes } from 'node:crypto'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
 import {
   createConsentFlow,
@@ -14,8 +13,8 @@ import {
   takeConsentLink,
   waitForOutcome,
 } from '../../../src/consent/records.js'
-import { Secret } from '../../../src/secret.js'
-import { openTokenStore, type TokenStore } from '../../../src/store/index.js'
+import { type TokenStore } from '../../../src/store/index.js'
+import { openMemoryStore } from '../../helpers/memory-store.js'
 
 let clock = 1_000_000
 const now = (): number => clock
@@ -23,10 +22,7 @@ let store: TokenStore
 
 beforeEach(async () => {
   clock = 1_000_000
-  store = await openTokenStore(
-    { url: 'memory://', encryptionKey: new Secret(randomBytes(32).toString('base64')), encryptionKeys: [], dangerouslyUseEphemeralKey: false },
-    { warn: () => {}, now },
-  )
+  store = await openMemoryStore(now)
 })
 afterEach(async () => store.close())
 

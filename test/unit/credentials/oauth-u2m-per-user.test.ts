@@ -6,7 +6,6 @@
  * Time is injected.
  * @module
  */
-import { randomBytes } from 'node:crypto'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
 import { createMemoryAuditLog } from '../../../src/audit/audit-log.js'
 import type { Connection } from '../../../src/config/load.js'
@@ -26,9 +25,9 @@ import { resolvePerUserU2m, type PerUserU2mDeps, type StartConsent } from '../..
 import { createRefresher } from '../../../src/credentials/refresh.js'
 import { AppError } from '../../../src/errors.js'
 import { createCaller } from '../../../src/identity/caller.js'
-import { Secret } from '../../../src/secret.js'
-import { openTokenStore, type TokenRecord, type TokenStore } from '../../../src/store/index.js'
+import { type TokenRecord, type TokenStore } from '../../../src/store/index.js'
 import { loadTestConfig } from '../../helpers/config.js'
+import { openMemoryStore } from '../../helpers/memory-store.js'
 
 const PUBLIC_URL = 'https://keyway.example.test'
 let clock = 1_800_000_000_000
@@ -47,10 +46,7 @@ beforeEach(async () => {
   refreshed = []
   audit.events.length = 0
   refreshWith = async (rt) => ({ accessToken: `fresh-for-${rt}`, tokenType: 'bearer', expiresAt: clock + 3_600_000 })
-  store = await openTokenStore(
-    { url: 'memory://', encryptionKey: new Secret(randomBytes(32).toString('base64')), encryptionKeys: [], dangerouslyUseEphemeralKey: false },
-    { warn: () => {}, now },
-  )
+  store = await openMemoryStore(now)
   snapshot ??= (
     await loadTestConfig(
       `

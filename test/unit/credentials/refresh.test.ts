@@ -5,15 +5,14 @@
  * store does not take at first, a waiter's honest error. Time is injected; nothing sleeps except
  * where the test itself stalls a refresh or the store.
  */
-import { randomBytes } from 'node:crypto'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
 import { createMemoryAuditLog } from '../../../src/audit/audit-log.js'
 import { createRefresher, isFresh, isUsable, MAX_REFRESH_SKEW_MS, refreshSkewMs, type FreshTokenRequest } from '../../../src/credentials/refresh.js'
 import { BACKOFF_BASE_MS, BACKOFF_MAX_MS, backoffDelayMs, createRefreshState, FORCED_REFRESH_COOLDOWN_MS } from '../../../src/credentials/refresh-state.js'
 import { tokenExpiresAt } from '../../../src/credentials/token-record.js'
 import { AppError, externalReason } from '../../../src/errors.js'
-import { Secret } from '../../../src/secret.js'
-import { openTokenStore, type TokenRecord, type TokenStore } from '../../../src/store/index.js'
+import { type TokenRecord, type TokenStore } from '../../../src/store/index.js'
+import { openMemoryStore } from '../../helpers/memory-store.js'
 
 const ref = { connection: 'svc', user: null } as const
 let clock = 1_000_000
@@ -22,10 +21,7 @@ let store: TokenStore
 
 beforeEach(async () => {
   clock = 1_000_000
-  store = await openTokenStore(
-    { url: 'memory://', encryptionKey: new Secret(randomBytes(32).toString('base64')), encryptionKeys: [], dangerouslyUseEphemeralKey: false },
-    { warn: () => {}, now },
-  )
+  store = await openMemoryStore(now)
 })
 afterEach(async () => store.close())
 

@@ -24,8 +24,9 @@ import {
 } from '../../../src/mcp/consent.js'
 import { consentErrorMessage, type CallScope, type ConsentCall } from '../../../src/mcp/server.js'
 import { Secret } from '../../../src/secret.js'
-import { openTokenStore, type TokenStore } from '../../../src/store/index.js'
+import { type TokenStore } from '../../../src/store/index.js'
 import { loadTestConfig } from '../../helpers/config.js'
+import { openMemoryStore } from '../../helpers/memory-store.js'
 
 const URL_ = 'https://keyway.example.test/connect/' + 'F'.repeat(43)
 const FLOW_ID = 'F'.repeat(43)
@@ -107,10 +108,7 @@ let log: ReturnType<typeof createMemoryLogger>
 
 beforeEach(async () => {
   clock = 1_800_000_000_000
-  store = await openTokenStore(
-    { url: 'memory://', encryptionKey: new Secret(randomBytes(32).toString('base64')), encryptionKeys: [], dangerouslyUseEphemeralKey: false },
-    { warn: () => {}, now },
-  )
+  store = await openMemoryStore(now)
   log = createMemoryLogger()
   asker = createConsentAsker({ store, key: randomBytes(32), log, now, waitMs: 300, pollMs: 10 })
   const { snapshot } = await loadTestConfig(
