@@ -44,6 +44,16 @@ export interface OutboundRequest {
    * cancellation): when one aborts, the socket is cut and `send` rejects with that signal's reason.
    */
   readonly signals?: readonly AbortSignal[]
+  /**
+   * Called with each body chunk as it arrives (within the size cap), for a caller that reads a
+   * stream incrementally (Server-Sent Events of an upstream MCP server, `mcp-upstream/`).
+   */
+  readonly onChunk?: (chunk: Buffer) => void
+  /**
+   * `false`: chunks go only to `onChunk` and the response's `body` is empty, so a stream that
+   * stays open for minutes holds no memory; the size cap still counts every byte. Default `true`.
+   */
+  readonly keepBody?: boolean
 }
 
 export interface OutboundResponse {
@@ -305,16 +315,19 @@ class Exchange implements Dispatcher.DispatchHandler {
     const room = this.#req.maxResponseBytes - this.#size
     if (chunk.length > room) {
       if (room > 0) {
-        this.#chunks.push(chunk.subarray(0, room))
+        const part = chunk.subarray(0, room)
+        if (this.#req.keepBody !== false) this.#chunks.push(part)
         this.#size += room
+        this.#req.onChunk?.(part)
       }
       this.#finish(true)
       // Stop reading: the rest is never downloaded, and the connection is not reused.
       controller.abort(new BodyCapReached())
       return
     }
-    this.#chunks.push(chunk)
+    if (this.#req.keepBody !== false) this.#chunks.push(chunk)
     this.#size += chunk.length
+    this.#req.onChunk?.(chunk)
   }
 
   onResponseEnd(): void {
