@@ -201,10 +201,10 @@ export function createUpstreamMcpClient(deps: { readonly egress: Egress; readonl
   }
 
   /** The 2026-07-28 probe: which era the upstream speaks, or the HTTP answer that stops us finding out (401…). */
-  async function probe(t: UpstreamTarget, signals: readonly AbortSignal[] | undefined): Promise<'modern' | 'legacy' | UpstreamAnswer> {
+  async function probe(t: UpstreamTarget): Promise<'modern' | 'legacy' | UpstreamAnswer> {
     const id = nextId++
     const msg = { jsonrpc: '2.0', id, method: 'server/discover', params: { _meta: envelope() } }
-    const ex = await exchange(t, 'POST', modernHeaders('server/discover', undefined), msg, id, { signals })
+    const ex = await exchange(t, 'POST', modernHeaders('server/discover', undefined), msg, id, {})
     const a = ex.answer
     if (a.kind === 'http') return PROBE_LEGACY_STATUSES.has(a.status) ? 'legacy' : a
     // -32601 (no such method) and -32022 (unsupported version) are the usual answers; like the SDK's
@@ -216,7 +216,12 @@ export function createUpstreamMcpClient(deps: { readonly egress: Egress; readonl
     return 'modern'
   }
 
-  async function eraOf(t: UpstreamTarget, signals: readonly AbortSignal[] | undefined): Promise<'modern' | 'legacy' | UpstreamAnswer> {
+  /**
+   * The connection's era, probing once for all callers. Shared steps (the probe, `initialize`) do not
+   * follow one caller's signals, so one caller giving up never fails the others; each caller stops
+   * waiting on its own signals ({@link untilAborted}), and the step's deadline bounds it.
+   */
+  async function eraOf(t: UpstreamTarget): Promise<'modern' | 'legacy' | UpstreamAnswer> {
     const state = stateOf(t.connection.name)
     for (;;) {
       if (state.era !== undefined) return state.era
@@ -225,7 +230,7 @@ export function createUpstreamMcpClient(deps: { readonly egress: Egress; readonl
       // Another credential's probe gave an HTTP answer (401 …) or failed: probe with ours.
       if (typeof shared !== 'string' && state.era === undefined && state.probing === undefined) break
     }
-    const p = probe(t, signals)
+    const p = probe(t)
     state.probing = p
     try {
       const era = await p
@@ -237,7 +242,7 @@ export function createUpstreamMcpClient(deps: { readonly egress: Egress; readonl
   }
 
   /** The 2025 handshake for one (connection, credential): `initialize`, then `notifications/initialized`. */
-  async function initialize(t: UpstreamTarget, key: string, signals: readonly AbortSignal[] | undefined): Promise<Session | UpstreamAnswer> {
+  async function initialize(t: UpstreamTarget, key: string): Promise<Session | UpstreamAnswer> {
     const id = nextId++
     const msg = {
       jsonrpc: '2.0',
@@ -245,7 +250,7 @@ export function createUpstreamMcpClient(deps: { readonly egress: Egress; readonl
       method: 'initialize',
       params: { protocolVersion: LEGACY_PROTOCOL_VERSIONS[0], capabilities: {}, clientInfo },
     }
-    const ex = await exchange(t, 'POST', {}, msg, id, { signals })
+    const ex = await exchange(t, 'POST', {}, msg, id, {})
     if (ex.answer.kind !== 'result') return ex.answer
     const version = ex.answer.result['protocolVersion']
     const host = endpoint(t.connection).host
@@ -262,18 +267,17 @@ export function createUpstreamMcpClient(deps: { readonly egress: Egress; readonl
       timeoutMs: t.connection.timeoutMs,
       maxResponseBytes: t.connection.maxResponseBytes,
       pool: t.connection.name,
-      ...(signals === undefined ? {} : { signals }),
     })
     return session
   }
 
-  async function sessionFor(t: UpstreamTarget, signals: readonly AbortSignal[] | undefined): Promise<Session | UpstreamAnswer> {
+  async function sessionFor(t: UpstreamTarget): Promise<Session | UpstreamAnswer> {
     const key = sessionKey(t)
     const known = sessions.get(key)
     if (known !== undefined) return known
     let p = initializing.get(key)
     if (p === undefined) {
-      const started = initialize(t, key, signals)
+      const started = initialize(t, key)
       p = started
       initializing.set(key, started)
       started
@@ -310,7 +314,7 @@ export function createUpstreamMcpClient(deps: { readonly egress: Egress; readonl
     name?: string,
   ): Promise<UpstreamAnswer> {
     for (let attempt = 0; ; attempt++) {
-      const era = await eraOf(t, opts.signals)
+      const era = await untilAborted(eraOf(t), opts.signals)
       if (typeof era !== 'string') return era
       const id = nextId++
       const passOn = { signals: opts.signals, onNotification: opts.onNotification }
@@ -318,7 +322,7 @@ export function createUpstreamMcpClient(deps: { readonly egress: Egress; readonl
         const msg = { jsonrpc: '2.0', id, method, params: { ...params, _meta: { ...opts.meta, ...envelope() } } }
         return (await exchange(t, 'POST', modernHeaders(method, name), msg, id, passOn)).answer
       }
-      const session = await sessionFor(t, opts.signals)
+      const session = await untilAborted(sessionFor(t), opts.signals)
       if (!('key' in session)) return session
       const msg = { jsonrpc: '2.0', id, method, params: opts.meta === undefined ? params : { ...params, _meta: { ...opts.meta } } }
       const ex = await exchange(t, 'POST', legacyHeaders(session), msg, id, passOn)
@@ -388,7 +392,7 @@ export function createUpstreamMcpClient(deps: { readonly egress: Egress; readonl
       const streamOpts = { signals: [signal], onNotification, timeoutMs: LISTEN_DEADLINE_MS, keepBody: false }
       try {
         if (signal.aborted) return
-        const era = await eraOf(t, [signal])
+        const era = await untilAborted(eraOf(t), [signal])
         if (era === 'modern') {
           const id = nextId++
           const msg = { jsonrpc: '2.0', id, method: 'subscriptions/listen', params: { notifications: { toolsListChanged: true }, _meta: envelope() } }
@@ -396,7 +400,7 @@ export function createUpstreamMcpClient(deps: { readonly egress: Egress; readonl
           return
         }
         if (era !== 'legacy') return
-        const session = await sessionFor(t, [signal])
+        const session = await untilAborted(sessionFor(t), [signal])
         if (!('key' in session)) return
         const ex = await exchange(t, 'GET', legacyHeaders(session), undefined, undefined, streamOpts)
         if (isSessionLost(session, ex) && sessions.get(session.key) === session) sessions.delete(session.key)
@@ -414,6 +418,33 @@ export function createUpstreamMcpClient(deps: { readonly egress: Egress; readonl
       return Promise.resolve()
     },
   }
+}
+
+/** `p`, or the reason of the first of `signals` to abort, whichever comes first (`p` itself goes on). */
+function untilAborted<T>(p: Promise<T>, signals: readonly AbortSignal[] | undefined): Promise<T> {
+  if (signals === undefined || signals.length === 0) return p
+  const aborted = signals.find((s) => s.aborted)
+  if (aborted !== undefined) return Promise.reject(aborted.reason as Error)
+  return new Promise<T>((resolve, reject) => {
+    const stop = (): void => {
+      for (const s of signals) s.removeEventListener('abort', onAbort)
+    }
+    const onAbort = (e: Event): void => {
+      stop()
+      reject((e.target as AbortSignal).reason as Error)
+    }
+    for (const s of signals) s.addEventListener('abort', onAbort, { once: true })
+    p.then(
+      (v) => {
+        stop()
+        resolve(v)
+      },
+      (e: unknown) => {
+        stop()
+        reject(e)
+      },
+    )
+  })
 }
 
 function modernHeaders(method: string, name: string | undefined): Record<string, string> {

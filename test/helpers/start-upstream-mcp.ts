@@ -20,7 +20,14 @@ import { createServer as createEverythingServer } from '@modelcontextprotocol/se
 import { Server as ServerV1 } from '@modelcontextprotocol/sdk/server/index.js'
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js'
 import { CallToolRequestSchema, ErrorCode, ListToolsRequestSchema, McpError } from '@modelcontextprotocol/sdk/types.js'
-import { createMcpHandler, InMemoryServerEventBus, ProtocolError, ProtocolErrorCode, Server as ServerV2, type McpHttpHandler } from '@modelcontextprotocol/server'
+import {
+  createMcpHandler,
+  InMemoryServerEventBus,
+  ProtocolError,
+  ProtocolErrorCode,
+  Server as ServerV2,
+  type McpHttpHandler,
+} from '@modelcontextprotocol/server'
 
 /** What a test upstream saw. Arrays grow in arrival order. */
 export interface McpRecorder {
@@ -57,6 +64,8 @@ export interface UpstreamMcp {
 export interface EverythingServer extends UpstreamMcp {
   /** Closes and listens again on the same port: every session is lost. */
   restart(): Promise<void>
+  /** Has every session's reference server send `notifications/tools/list_changed` (its own `sendToolListChanged`). */
+  announceToolsChanged(): void
 }
 
 /** One tool of the protected server: its listing, and what a call returns. */
@@ -79,23 +88,38 @@ export const LONG_TOOL_NAME = 'a_tool_whose_name_is_much_longer_than_sixty_four_
 const OBJECT_SCHEMA = { type: 'object' } as const
 
 const BUILT_IN_TOOLS: readonly TestTool[] = [
-  { name: 'whoami', description: 'the user the token belongs to', run: (_a, user) => ({ content: [{ type: 'text', text: user }], structuredContent: { user } }) },
+  {
+    name: 'whoami',
+    description: 'the user the token belongs to',
+    run: (_a, user) => ({ content: [{ type: 'text', text: user }], structuredContent: { user } }),
+  },
   { name: 'echo', description: 'returns its arguments', run: (args) => ({ content: [{ type: 'text', text: JSON.stringify(args) }], structuredContent: args }) },
   { name: 'slow_progress', description: 'sends three progress notifications, then answers' },
   { name: LONG_TOOL_NAME, description: 'a tool with a 70-character name', run: () => ({ content: [{ type: 'text', text: 'long' }] }) },
 ]
 
-export async function startEverythingServer(): Promise<EverythingServer> {
+/**
+ * `unknownSession: 400` answers a request with an unknown session id as the reference server's own
+ * launcher does (400, JSON-RPC -32000 "Bad Request: No valid session ID provided"); default 404.
+ */
+export async function startEverythingServer(opts: { readonly unknownSession?: 404 | 400 } = {}): Promise<EverythingServer> {
   const rec = newRecorder()
-  const sessionful = createSessionful(rec, () => {
-    const { server, cleanup } = createEverythingServer()
-    return { server: server.server, cleanup }
-  })
+  const sessionful = createSessionful(
+    rec,
+    () => {
+      const { server, cleanup } = createEverythingServer()
+      return { server: server.server, cleanup }
+    },
+    opts.unknownSession ?? 404,
+  )
   const http = createServer((req, res) => void sessionful.handle(req, res, undefined))
   const port = await listen(http, 0)
   const base = describe(port, rec, () => sessionful.openStreams)
   return {
     ...base,
+    announceToolsChanged() {
+      sessionful.announceToolsChanged()
+    },
     async restart() {
       await sessionful.closeAll()
       await closeHttp(http)
@@ -199,7 +223,10 @@ export async function startProtectedMcpServer(opts: {
       if (user === undefined) return new Response(JSON.stringify({ error: 'invalid_token' }), { status: 401, headers: challenge() })
       rec.users.push(user)
       if (request.method === 'POST') {
-        const body: unknown = await request.clone().json().catch(() => undefined)
+        const body: unknown = await request
+          .clone()
+          .json()
+          .catch(() => undefined)
         const method = typeof body === 'object' && body !== null && 'method' in body ? String(body.method) : 'POST'
         rec.methods.push(method)
         if (method === 'initialize') rec.initializeCount++
@@ -253,11 +280,16 @@ async function runTool(
 interface Sessionful {
   handle(req: IncomingMessage, res: ServerResponse, user: string | undefined): Promise<void>
   closeAll(): Promise<void>
+  announceToolsChanged(): void
   readonly openStreams: number
 }
 
 /** The SDK v1 sessionful wiring (as the reference server's own launcher does it), with a recorder and 404 for unknown sessions. */
-function createSessionful(rec: McpRecorder, make: () => { server: ServerV1; cleanup: (sessionId?: string) => void }): Sessionful {
+function createSessionful(
+  rec: McpRecorder,
+  make: () => { server: ServerV1; cleanup: (sessionId?: string) => void },
+  unknownSession: 404 | 400 = 404,
+): Sessionful {
   const sessions = new Map<string, { transport: StreamableHTTPServerTransport; server: ServerV1; cleanup: (sid?: string) => void }>()
   let openStreams = 0
   const jsonRpcError = (res: ServerResponse, status: number, code: number, message: string): void => {
@@ -285,7 +317,10 @@ function createSessionful(rec: McpRecorder, make: () => { server: ServerV1; clea
       const sid = req.headers['mcp-session-id']
       if (typeof sid === 'string') {
         const s = sessions.get(sid)
-        if (s === undefined) return jsonRpcError(res, 404, -32001, 'Session not found')
+        if (s === undefined)
+          return unknownSession === 404
+            ? jsonRpcError(res, 404, -32001, 'Session not found')
+            : jsonRpcError(res, 400, -32000, 'Bad Request: No valid session ID provided')
         rec.requestsBySession.set(sid, (rec.requestsBySession.get(sid) ?? 0) + 1)
         if (req.method === 'GET') {
           openStreams++
@@ -311,6 +346,9 @@ function createSessionful(rec: McpRecorder, make: () => { server: ServerV1; clea
       }
       await server.connect(transport)
       await transport.handleRequest(authed, res, body)
+    },
+    announceToolsChanged() {
+      for (const s of sessions.values()) void s.server.sendToolListChanged().catch(() => undefined)
     },
     async closeAll() {
       const all = [...sessions.values()]
