@@ -121,6 +121,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
   let notifyTimer: ReturnType<typeof setTimeout> | undefined
   let pollTimer: ReturnType<typeof setInterval> | undefined
   let polling = false
+  const startedAt = now()
 
   const notify = (): void => {
     if (notifyTimer !== undefined || closing.signal.aborted) return
@@ -321,9 +322,11 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     for (const map of [shared, perCaller]) for (const [key, entry] of map) if (!isLive(entry)) drop(map, key, entry)
     for (const c of mcp) {
       let id: string | undefined
+      let at = 0
       try {
         const state = await store.getState(syncStateName(c.name))
         id = typeof state?.id === 'string' ? state.id : undefined
+        at = typeof state?.at === 'number' ? state.at : 0
       } catch (e) {
         log.debug('cannot read mcp sync state', { connection: c.name, problem: errorMessage(e) })
         continue
@@ -331,7 +334,8 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       const known = seenSync.has(c.name)
       const previous = seenSync.get(c.name)
       seenSync.set(c.name, id)
-      if (known && id !== undefined && id !== previous) catalog.sync(c.name)
+      // A generation first seen here counts when it was made after this catalog started.
+      if (id !== undefined && id !== previous && (known || at >= startedAt)) catalog.sync(c.name)
     }
   }
 
