@@ -104,7 +104,7 @@ const positiveBytes = z
 // Far above any sane limit; a typo of a few zeros should not switch the limit off.
 const concurrency = z.number().int().positive().max(100_000)
 
-/** What an upstream MCP server's exposed tool names start with: `<prefix>__<tool>` (README "Upstream MCP servers"). */
+/** What an upstream MCP server's exposed tool names start with: `<prefix>__<tool>` (design.md §12). */
 export const MCP_PREFIX_PATTERN = /^[A-Za-z0-9_-]{1,40}$/
 
 /** Whose credential fetches an upstream MCP server's tool list: the owner's, the shared one, or each caller's own. */

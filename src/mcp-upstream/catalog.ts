@@ -17,7 +17,7 @@ import { isAppError } from '../errors.js'
 import { isRecord } from '../is-record.js'
 import { callerKey, createCaller, createServicePrincipalCaller, type Caller } from '../identity/caller.js'
 import { errorMessage, type Logger } from '../log.js'
-import type { TokenStore } from '../store/token-store.js'
+import type { StateRecord, TokenStore } from '../store/token-store.js'
 import type { Breakers } from './breaker.js'
 import { toolFilter } from './names.js'
 
@@ -321,16 +321,15 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     }
     for (const map of [shared, perCaller]) for (const [key, entry] of map) if (!isLive(entry)) drop(map, key, entry)
     for (const c of mcp) {
-      let id: string | undefined
-      let at = 0
+      let state: StateRecord | undefined
       try {
-        const state = await store.getState(syncStateName(c.name))
-        id = typeof state?.id === 'string' ? state.id : undefined
-        at = typeof state?.at === 'number' ? state.at : 0
+        state = await store.getState(syncStateName(c.name))
       } catch (e) {
         log.debug('cannot read mcp sync state', { connection: c.name, problem: errorMessage(e) })
         continue
       }
+      const id = typeof state?.id === 'string' ? state.id : undefined
+      const at = typeof state?.at === 'number' ? state.at : 0
       const known = seenSync.has(c.name)
       const previous = seenSync.get(c.name)
       seenSync.set(c.name, id)

@@ -1,5 +1,5 @@
 /**
- * The names upstream MCP tools are exposed under (README "Upstream MCP servers"): `<prefix>__<tool>`
+ * The names upstream MCP tools are exposed under (design.md §12): `<prefix>__<tool>`
  * made safe for every MCP client, the include/exclude filter, and the per-snapshot index from an
  * exposed name back to (connection, upstream name). Names are never parsed back: the index is the
  * only way from an exposed name to an upstream tool. Pure: no I/O, no clock.
