@@ -55,6 +55,11 @@ const COMMANDS: Readonly<Record<string, CommandEntry>> = {
     synopsis: 'keyway audit [--user U] [--connection C] [--since 1h|30m|2d|ISO] [--decision allow|deny] [--type T[,T]] [--json] [--config F]',
     load: () => import('./audit.js'),
   },
+  mcp: {
+    summary: 'upstream MCP servers: sync CONNECTION makes every replica refetch its tool list now',
+    synopsis: 'keyway mcp sync CONNECTION [--config F]',
+    load: () => import('./mcp.js'),
+  },
   'check-provider': {
     summary: 'check an OAuth provider against the six per-user connection prerequisites',
     synopsis: 'keyway check-provider ISSUER_URL|CONNECTION [--config F] [--json]',

@@ -1,6 +1,8 @@
 /**
  * `keyway validate [--config F]`: loads the file exactly as `serve` would and prints every
- * problem at once as `file:line path: problem`; exit 1 if there is any. A valid file is summed up
+ * problem at once as `file:line path: problem`; exit 1 if there is any. Load warnings (among
+ * them exposed-name clashes of `protocol: mcp` prefixes, design.md §12) are printed as the file
+ * loads; upstream tool names themselves are known only to a running server. A valid file is summed up
  * (counts, and the token store's topology without any password), gets the
  * consent-link advice (per-user connections in API-key mode without `auth.accountMatch`) as
  * warnings, and is then checked against the token store: credentials stored under a connection the file no longer has
@@ -24,9 +26,10 @@ export const run: Command = async (argv, io) => {
   const snapshot = await loadOrReport(file, io)
   if (!snapshot) return 1
   const tools = snapshot.tools.length
+  const upstreams = snapshot.mcpConnections.length
   for (const w of consentWarnings(snapshot)) io.err(`keyway: warning: ${w}`)
   io.out(
-    `${file}: ok (${snapshot.connections.size} connection${snapshot.connections.size === 1 ? '' : 's'}, ${tools} tool${tools === 1 ? '' : 's'}, ${snapshot.grants.length} grant${snapshot.grants.length === 1 ? '' : 's'})`,
+    `${file}: ok (${snapshot.connections.size} connection${snapshot.connections.size === 1 ? '' : 's'}, ${tools} tool${tools === 1 ? '' : 's'}, ${upstreams > 0 ? `${upstreams} MCP upstream${upstreams === 1 ? '' : 's'}, ` : ''}${snapshot.grants.length} grant${snapshot.grants.length === 1 ? '' : 's'})`,
   )
   io.out(`store: ${describeStoreUrl(snapshot.store.url)}`)
   await checkStoredCredentials(snapshot, io)

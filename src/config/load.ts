@@ -17,6 +17,7 @@ import {
   ConfigSchema,
   type AccountMatch,
   type AuthMethodConfig,
+  type CatalogCredential,
   type ConfigFile,
   type CredentialExchange,
   type Principal,
@@ -38,6 +39,9 @@ export const ACCOUNT_USERS_GROUP = 'account users'
 /** Said of a per-user connection whose consent links nothing ties to a person or an account. */
 export const FORWARDED_LINK_WARNING = 'a forwarded consent link binds whoever signs in; set auth.accountMatch or identity.oidc.browserClient'
 
+/** `mcp.catalog.refreshSeconds` when the connection has no `mcp` block (the schema's default). */
+const DEFAULT_CATALOG_REFRESH_S = 600
+
 export type Env = Readonly<Record<string, string | undefined>>
 
 export interface OAuthSettings {
@@ -58,12 +62,31 @@ export interface OAuthSettings {
 export type AuthMethod =
   { readonly type: 'bearer_token'; readonly token: Secret } | ({ readonly type: 'oauth_m2m' | 'oauth_u2m_shared' | 'oauth_u2m_per_user' } & OAuthSettings)
 
+/**
+ * The settings of a `protocol: mcp` connection with every default resolved (README "Upstream MCP
+ * servers"): which upstream tools are exposed under which prefix, and how their list is fetched.
+ */
+export interface McpSettings {
+  /** Exposed names are `<prefix>__<upstream name>` (`mcp-upstream/names.ts`). */
+  readonly prefix: string
+  /** `NAME` exact or `PREFIX*`; undefined: every tool. */
+  readonly include: readonly string[] | undefined
+  /** Same patterns; wins over `include`. */
+  readonly exclude: readonly string[]
+  readonly catalogCredential: CatalogCredential
+  readonly refreshSeconds: number
+  /** An upstream that cannot list its tools: left out of `tools/list`, or `tools/list` fails. */
+  readonly onUnavailable: 'omit' | 'error'
+}
+
 export interface Connection {
   readonly name: string
   /** Origin only, e.g. `https://api.github.com` (no path, no trailing slash). */
   readonly origin: string
   /** Always starts and ends with `/`. */
   readonly basePath: string
+  /** What the upstream speaks: an HTTP API (the connection is one tool) or MCP (its tools are exposed). */
+  readonly protocol: 'http' | 'mcp'
   readonly isMcpConnection: boolean
   readonly owner: Principal
   readonly description: string | undefined
@@ -74,6 +97,8 @@ export interface Connection {
   readonly maxConcurrentRequests: number
   readonly maxConcurrentRequestsPerCaller: number
   readonly auth: AuthMethod
+  /** Set iff `protocol` is `mcp`. */
+  readonly mcp: McpSettings | undefined
 }
 
 export interface Grant {
@@ -175,8 +200,10 @@ export interface ConfigSnapshot {
   readonly groups: Readonly<Record<string, readonly string[]>>
   readonly connections: ReadonlyMap<string, Connection>
   readonly grants: readonly Grant[]
-  /** Connections served as tools, sorted by name (deterministic `tools/list`). */
+  /** HTTP connections served as tools (`protocol: http`, `isMcpConnection`), sorted by name (deterministic `tools/list`). */
   readonly tools: readonly Connection[]
+  /** `protocol: mcp` connections whose upstream tools are served (`isMcpConnection`), sorted by name. */
+  readonly mcpConnections: readonly Connection[]
 }
 
 export type LoadResult =
@@ -287,7 +314,9 @@ function crossCheck(cfg: ConfigFile, report: (p: readonly PropertyKey[], m: stri
     if (/[?#\\]|(^|\/)\.\.?(\/|$)|%2e|%2f|%5c/i.test(c.basePath))
       report([...where, 'basePath'], 'basePath must be a plain path without dot segments, encoded separators, query or fragment')
     if (c.auth.type !== 'bearer_token') checkOAuth(c.auth, [...where, 'auth'], report, checkUrl)
+    checkMcp(c, where, report)
   }
+  mcpWarnings(cfg, warnings)
   if (cfg.identity.oidc) checkUrl(cfg.identity.oidc.issuer, ['identity', 'oidc', 'issuer'], 'issuer', false)
 
   const names = new Set(Object.keys(cfg.connections))
@@ -332,6 +361,54 @@ function checkServicePrincipals(cfg: ConfigFile, report: (p: readonly PropertyKe
   })
   for (const sp of undefinedNamed)
     warnings.push(`service principal "${sp}" is named in owners or grants, but no identity.oidc.servicePrincipals entry maps a client to it`)
+}
+
+/** The catalog credential a connection uses: the configured one, else owner for per-user auth, shared otherwise. */
+function catalogCredentialOf(c: ConfigFile['connections'][string]): CatalogCredential {
+  return c.mcp?.catalog.credential ?? (c.auth.type === 'oauth_u2m_per_user' ? 'owner' : 'shared')
+}
+
+/** The `mcp` block belongs to `protocol: mcp` connections, and its catalog credential must exist for the auth method. */
+function checkMcp(c: ConfigFile['connections'][string], where: readonly PropertyKey[], report: (p: readonly PropertyKey[], m: string) => void): void {
+  if (c.protocol !== 'mcp') {
+    if (c.mcp) report([...where, 'mcp'], 'mcp settings apply only to connections with protocol: mcp')
+    return
+  }
+  if (c.readOnly) report([...where, 'readOnly'], 'readOnly applies to HTTP connections (protocol: http); an MCP upstream decides what its tools do')
+  const credential = catalogCredentialOf(c)
+  const at = [...where, 'mcp', 'catalog', 'credential']
+  if (c.auth.type === 'oauth_u2m_per_user' && credential === 'shared')
+    report(at, "an oauth_u2m_per_user connection has no shared credential; use owner (the owner user's token) or caller (each caller's own)")
+  if (c.auth.type === 'oauth_u2m_per_user' && credential === 'owner' && !('user' in c.owner))
+    report(at, 'catalog credential owner needs an owner { user: ID } with their own token on this per-user connection; set owner to a user or use caller')
+  for (const key of ['include', 'exclude'] as const)
+    c.mcp?.[key]?.forEach((pattern, i) => {
+      if (pattern.indexOf('*') !== -1 && pattern.indexOf('*') !== pattern.length - 1)
+        report([...where, 'mcp', key, i], `"${pattern}": * is allowed only at the end (a prefix match)`)
+    })
+}
+
+/** Exposed names that may clash: two MCP upstreams under one prefix, an HTTP tool named like an upstream's tools. */
+function mcpWarnings(cfg: ConfigFile, warnings: string[]): void {
+  const exposed = Object.entries(cfg.connections).filter(([, c]) => c.isMcpConnection)
+  const prefixes = new Map<string, string[]>()
+  for (const [name, c] of exposed)
+    if (c.protocol === 'mcp') {
+      const prefix = c.mcp?.prefix ?? name
+      prefixes.set(prefix, [...(prefixes.get(prefix) ?? []), name])
+    }
+  for (const [prefix, names] of prefixes)
+    if (names.length > 1)
+      warnings.push(
+        `connections ${names.map((n) => `"${n}"`).join(', ')} share the mcp prefix "${prefix}": of tools with the same name, only the first connection's is exposed`,
+      )
+  for (const [name, c] of exposed)
+    if (c.protocol === 'http')
+      for (const [prefix, owners] of prefixes)
+        if (name.startsWith(`${prefix}__`))
+          warnings.push(
+            `the HTTP tool "${name}" starts with "${prefix}__", the prefix of "${owners[0] ?? prefix}": an upstream tool of that name would be left out`,
+          )
 }
 
 function checkOAuth(
@@ -428,6 +505,7 @@ function buildSnapshot(cfg: ConfigFile, file: string, dir: string, secret: (ref:
       name,
       origin: safeOrigin(c.host),
       basePath: base,
+      protocol: c.protocol,
       isMcpConnection: c.isMcpConnection,
       owner: c.owner,
       description: c.description,
@@ -437,6 +515,17 @@ function buildSnapshot(cfg: ConfigFile, file: string, dir: string, secret: (ref:
       maxConcurrentRequests: c.maxConcurrentRequests ?? cfg.egress.maxConcurrentRequests,
       maxConcurrentRequestsPerCaller: c.maxConcurrentRequestsPerCaller ?? cfg.egress.maxConcurrentRequestsPerCaller,
       auth,
+      mcp:
+        c.protocol === 'mcp'
+          ? {
+              prefix: c.mcp?.prefix ?? name,
+              include: c.mcp?.include,
+              exclude: c.mcp?.exclude ?? [],
+              catalogCredential: catalogCredentialOf(c),
+              refreshSeconds: c.mcp?.catalog.refreshSeconds ?? DEFAULT_CATALOG_REFRESH_S,
+              onUnavailable: c.mcp?.onUnavailable ?? 'omit',
+            }
+          : undefined,
     })
   }
   const groupsOf = new Map<string, string[]>()
@@ -505,8 +594,13 @@ function buildSnapshot(cfg: ConfigFile, file: string, dir: string, secret: (ref:
     groups: cfg.groups,
     connections,
     grants: cfg.grants.map((g) => ({ on: g.on, to: g.to })),
-    tools: [...connections.values()].filter((c) => c.isMcpConnection).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
+    tools: [...connections.values()].filter((c) => c.isMcpConnection && c.protocol === 'http').sort(byName),
+    mcpConnections: [...connections.values()].filter((c) => c.isMcpConnection && c.protocol === 'mcp').sort(byName),
   }
+}
+
+function byName(a: Connection, b: Connection): number {
+  return a.name < b.name ? -1 : a.name > b.name ? 1 : 0
 }
 
 /** Name → groups; several clients may map to one service principal, which then holds all their groups. */

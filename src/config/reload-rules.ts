@@ -65,6 +65,8 @@ export const RELOAD_RULES = {
   'egress.maxConcurrentRequests': live,
   'egress.maxConcurrentRequestsPerCaller': live,
   groups: live,
+  // `protocol` and `mcp` too: a connection's upstream tool list is cached under a fingerprint of
+  // its settings, so a changed one is refetched at the next ask (`mcp-upstream/catalog.ts`).
   connections: live,
   grants: live,
 } as const satisfies Record<string, ReloadRule>

@@ -104,10 +104,44 @@ const positiveBytes = z
 // Far above any sane limit; a typo of a few zeros should not switch the limit off.
 const concurrency = z.number().int().positive().max(100_000)
 
+/** What an upstream MCP server's exposed tool names start with: `<prefix>__<tool>` (design.md §12). */
+export const MCP_PREFIX_PATTERN = /^[A-Za-z0-9_-]{1,40}$/
+
+/** Whose credential fetches an upstream MCP server's tool list: the owner's, the shared one, or each caller's own. */
+export const CATALOG_CREDENTIALS = ['owner', 'shared', 'caller'] as const
+export type CatalogCredential = (typeof CATALOG_CREDENTIALS)[number]
+
+// `*` only as the last character (a prefix match); checked in load.ts so the message can name the pattern.
+const ToolPatternSchema = z.string().min(1).max(200)
+
+export const McpSettingsSchema = z
+  .strictObject({
+    prefix: z
+      .string()
+      .regex(MCP_PREFIX_PATTERN, 'must match ^[A-Za-z0-9_-]{1,40}$')
+      .optional()
+      .describe('exposed tools are <prefix>__<tool>; default: the connection name'),
+    include: z.array(ToolPatternSchema).optional().describe('upstream tool names to expose; NAME exact, PREFIX* a prefix match; left out, all'),
+    exclude: z.array(ToolPatternSchema).default([]).describe('upstream tool names never exposed (wins over include)'),
+    catalog: z
+      .strictObject({
+        credential: z
+          .enum(CATALOG_CREDENTIALS)
+          .optional()
+          .describe('whose credential lists the tools; default: owner for oauth_u2m_per_user, shared otherwise; caller: one list per user'),
+        refreshSeconds: z.number().int().min(10).max(86_400).default(600).describe('how long a fetched tool list is used before it is fetched again'),
+      })
+      .prefault({}),
+    onUnavailable: z.enum(['omit', 'error']).default('omit').describe('when the upstream cannot list its tools: leave them out of tools/list, or fail it'),
+  })
+  .describe('upstream MCP server settings (protocol: mcp only)')
+export type McpSettingsConfig = z.infer<typeof McpSettingsSchema>
+
 export const ConnectionSchema = z.strictObject({
   host: httpUrl.describe('origin of the external API, e.g. https://api.github.com'),
   basePath: z.string().startsWith('/', 'must start with /').default('/'),
-  isMcpConnection: z.boolean().default(false),
+  protocol: z.enum(['http', 'mcp']).default('http').describe('what the upstream speaks: an HTTP API (one tool), or MCP (its tools are exposed)'),
+  isMcpConnection: z.boolean().default(false).describe('expose to MCP clients: the connection as a tool, or (protocol: mcp) its upstream tools'),
   owner: PrincipalSchema,
   description: z.string().max(1024).optional(),
   readOnly: z.boolean().default(false).describe('only GET requests; the tool is annotated readOnlyHint'),
@@ -116,6 +150,7 @@ export const ConnectionSchema = z.strictObject({
   maxConcurrentRequests: concurrency.optional().describe('requests in flight on this connection; more fail fast with UPSTREAM_BUSY'),
   maxConcurrentRequestsPerCaller: concurrency.optional().describe('requests in flight per caller on this connection; more fail fast with UPSTREAM_BUSY'),
   auth: AuthMethodSchema,
+  mcp: McpSettingsSchema.optional(),
 })
 export type ConnectionConfig = z.infer<typeof ConnectionSchema>
 
