@@ -21,7 +21,11 @@ import type { TokenVerifier } from './identity/authenticate.js'
 import { createBrowserSignIn, type BrowserSignIn } from './identity/browser-sign-in.js'
 import { createOidcVerifier, type OidcVerifier } from './identity/oidc.js'
 import { createLogger, errorMessage, type Logger } from './log.js'
-import type { CallDeps } from './mcp/call-tool.js'
+import type { CallDeps, UpstreamCalls } from './mcp/call-tool.js'
+import { createBreakers } from './mcp-upstream/breaker.js'
+import { createCatalog } from './mcp-upstream/catalog.js'
+import { createUpstreamMcpClient } from './mcp-upstream/client.js'
+import { createUpstreamTools } from './mcp-upstream/tools.js'
 import type { ProbeResult, ReadinessFacts, ReloadState } from './readiness.js'
 import { createShutdown, type Shutdown } from './shutdown.js'
 import { deadline } from './deadline.js'
@@ -61,8 +65,11 @@ export interface Runtime {
   verifier(snapshot: ConfigSnapshot): TokenVerifier | undefined
   /** Keyway's relying party for consent links in OIDC mode (`identity.oidc.browserClient`), else undefined. */
   browserSignIn(snapshot: ConfigSnapshot): BrowserSignIn | undefined
-  /** Subscribe to snapshot swaps (tools/list_changed); returns an unsubscribe function. */
-  onSwap(listener: (next: ConfigSnapshot, previous: ConfigSnapshot) => void): () => void
+  /**
+   * Subscribe to changes of the tools a caller may see: a snapshot swap, or a change of an
+   * upstream MCP server's tool list (tools/list_changed); returns an unsubscribe function.
+   */
+  onToolsChanged(listener: () => void): () => void
   /** Draining, calls in flight and the abort signal of their upstream requests (README "Shutdown and readiness"). */
   readonly shutdown: Shutdown
   /** Tells the runtime where the config file's state comes from (the watcher of `keyway serve`). */
@@ -135,8 +142,17 @@ export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOption
     },
   })
   const limits = createConcurrencyLimiter()
+  const upstreamClient = createUpstreamMcpClient({ egress, clientInfo: { name: 'keyway', version: '0.1.0' } })
+  const breakers = createBreakers({ now })
+  const catalog = createCatalog({ client: upstreamClient, credentials, breakers, store, log, now, live: () => current })
+  const upstream: UpstreamCalls = { client: upstreamClient, breakers, tools: createUpstreamTools({ catalog, log }) }
   const signIns = new WeakMap<object, BrowserSignIn | undefined>()
-  const listeners = new Set<(next: ConfigSnapshot, previous: ConfigSnapshot) => void>()
+  const listeners = new Set<() => void>()
+  catalog.onChange(() => {
+    upstream.tools.warm(current)
+    for (const l of listeners) l()
+  })
+  upstream.tools.warm(initial)
   const depsCache = new WeakMap<ConfigSnapshot, CallDeps>()
   // One verifier per identity.oidc settings object: a reload that keeps the same issuer
   // settings still gets a new object, so JWKS and token caches restart; that is rare and cheap.
@@ -184,7 +200,9 @@ export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOption
       for (const name of previous.connections.keys())
         if (!next.connections.has(name))
           egress.dropPool(name).catch((e: unknown) => log.warn('closing a connection pool failed', { connection: name, error: errorMessage(e) }))
-      for (const l of listeners) l(next, previous)
+      for (const c of previous.mcpConnections) if (next.connections.get(c.name)?.protocol !== 'mcp') upstreamClient.forget(c.name)
+      upstream.tools.warm(next)
+      for (const l of listeners) l()
     },
     egress,
     store,
@@ -195,7 +213,7 @@ export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOption
     now,
     callDeps(snapshot) {
       let deps = depsCache.get(snapshot)
-      if (!deps) depsCache.set(snapshot, (deps = { snapshot, live: () => current, credentials, egress, limits, audit, log, now, shutdown }))
+      if (!deps) depsCache.set(snapshot, (deps = { snapshot, live: () => current, credentials, egress, limits, audit, log, now, shutdown, upstream }))
       return deps
     },
     verifier(snapshot) {
@@ -207,7 +225,7 @@ export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOption
       if (!signIns.has(oidc)) signIns.set(oidc, createBrowserSignIn(oidc, { allowInsecure: snapshot.egress.dangerouslyAllowPrivateNetworks }))
       return signIns.get(oidc)
     },
-    onSwap(listener) {
+    onToolsChanged(listener) {
       listeners.add(listener)
       return () => listeners.delete(listener)
     },
@@ -240,6 +258,8 @@ export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOption
       const [stopped, refreshed] = await Promise.all([shutdown.settled(LEFT_BEHIND_WAIT_MS), refreshesDone])
       if (!stopped || !refreshed)
         log.warn('token work still running at close (a refresh lease may be left to expire; an unsaved rotated token is lost with this process)')
+      catalog.close()
+      await upstreamClient.close()
       await deadline(egress.close(), EGRESS_CLOSE_WAIT_MS, 'egress not closed').catch(() => log.debug('egress pools still closing at exit'))
       await audit.close()
       if (!opts.store) await store.close()

@@ -159,7 +159,7 @@ export async function startStdio(snapshot: ConfigSnapshot, opts: StdioOptions = 
       onerror: (e) => runtime.log.debug('stdio request rejected', { error: e.message }),
     },
   )
-  runtime.onSwap(() => {
+  runtime.onToolsChanged(() => {
     for (const s of servers) s.sendToolListChanged().catch((e: unknown) => runtime.log.debug('list_changed not sent', { error: errorMessage(e) }))
   })
   // MCP is on stdin/stdout: the port serves the browser routes (consent, sign-in callback) and health only.

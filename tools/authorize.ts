@@ -1,6 +1,7 @@
 /**
  * `keyway authorize CONNECTION [--config F] [--timeout 10m]`: the owner's one sign-in for an
- * `oauth_u2m_shared` connection (design.md §3). It records a consent flow for the owner in the
+ * `oauth_u2m_shared` connection (design.md §3), or the owner's own connection to a per-user
+ * `protocol: mcp` connection whose tool list is read with the owner's account (design.md §12). It records a consent flow for the owner in the
  * token store, prints the link, serves the browser routes itself on `server.host:port` when the
  * port is free (otherwise the Keyway already listening there completes the flow, which it can
  * only do on the same store and key, so that is checked first), waits until the tokens land, and
@@ -75,9 +76,12 @@ export const run: Command = async (argv, io) => {
   const onInterrupt = (): void => abort.abort()
   process.once('SIGINT', onInterrupt)
   try {
+    // A per-user connection's owner connects their own account (it reads the MCP catalog); a shared one's signs in for everyone.
+    const ownerUser = connection.auth.type === 'oauth_u2m_per_user' && 'user' in connection.owner ? connection.owner.user : undefined
+    const method = connection.auth.type === 'oauth_u2m_per_user' ? 'oauth_u2m_per_user' : 'oauth_u2m_shared'
     const flow = await createConsentFlow(
       runtime.store,
-      { connection: name, method: 'oauth_u2m_shared', tokenUser: null, completer: connection.owner },
+      { connection: name, method, tokenUser: ownerUser ?? null, completer: connection.owner },
       { publicUrl: snapshot.server.publicUrl, now: runtime.now() },
     )
     runtime.audit.record({ type: 'consent.started', user: completedBy({ completer: connection.owner }), connection: name })
@@ -86,7 +90,11 @@ export const run: Command = async (argv, io) => {
     if (served.kind === 'refused') return 1
     http = served.http
 
-    io.err(`keyway: sign-in for connection "${name}" (oauth_u2m_shared); it must be completed by its owner, ${describeOwner(connection.owner)}`)
+    io.err(
+      ownerUser
+        ? `keyway: sign-in of ${ownerUser}'s own account to "${name}" (oauth_u2m_per_user), which reads its MCP tool list; it must be completed by ${ownerUser}`
+        : `keyway: sign-in for connection "${name}" (oauth_u2m_shared); it must be completed by its owner, ${describeOwner(connection.owner)}`,
+    )
     io.err(`keyway: open this link in a browser within ${Math.round(timeoutMs / 60_000) || 1} minute(s) (it works once):`)
     io.out(flow.url)
     let lastProgress = Date.now()
@@ -121,12 +129,14 @@ export const run: Command = async (argv, io) => {
 /** Why this connection cannot be authorized from here, or undefined. */
 function refuse(connection: Connection, snapshot: ConfigSnapshot): string | undefined {
   const type = connection.auth.type
-  if (type !== 'oauth_u2m_shared') {
+  // The owner of a per-user MCP connection connects once so its tool list can be read (README "Upstream MCP servers").
+  const ownerCatalog = type === 'oauth_u2m_per_user' && connection.mcp?.catalogCredential === 'owner' && 'user' in connection.owner
+  if (type !== 'oauth_u2m_shared' && !ownerCatalog) {
     const hint =
       type === 'oauth_m2m'
         ? 'oauth_m2m needs no sign-in: Keyway fetches its tokens itself'
         : type === 'oauth_u2m_per_user'
-          ? 'with oauth_u2m_per_user each user connects on first use from their agent'
+          ? 'with oauth_u2m_per_user each user connects on first use from their agent; only the owner of a protocol: mcp connection whose catalog.credential is owner signs in here'
           : 'a bearer_token connection uses its configured secret'
     return `keyway authorize is for oauth_u2m_shared connections; "${connection.name}" uses ${type} (${hint})`
   }

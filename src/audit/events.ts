@@ -14,6 +14,8 @@ export interface ToolCallEvent {
   readonly servicePrincipal?: string
   readonly via: IdentitySource
   readonly connection: string
+  /** The upstream's own tool name, on a `protocol: mcp` connection (method is then `tools/call` and path empty). */
+  readonly tool?: string
   readonly method: string
   /** The path under basePath, without query. */
   readonly path: string

@@ -88,7 +88,7 @@ export function createApp(rt: Runtime, opts: AppOptions = {}): KeywayApp {
         }),
         { onerror: (e) => rt.log.debug('mcp request rejected', { error: e.message }) },
       )
-  if (mcp) rt.onSwap(() => mcp.notify.toolsChanged())
+  if (mcp) rt.onToolsChanged(() => mcp.notify.toolsChanged())
 
   const fastPath = opts.fastPath ?? true
   const app = new Hono()

@@ -10,7 +10,7 @@
 import type { ConfigSnapshot, Connection } from '../config/load.js'
 import { AppError, isAppError, type ToolErrorCode } from '../errors.js'
 import type { AuditLog } from '../audit/audit-log.js'
-import type { CredentialProvider, Credential } from '../credentials/credential.js'
+import type { CredentialProvider } from '../credentials/credential.js'
 import { decide, describePrincipal, type Decision } from '../grants/decide.js'
 import { describeCaller, rebaseCaller, type Caller } from '../identity/caller.js'
 import type { Logger } from '../log.js'
@@ -18,11 +18,18 @@ import { errorMessage } from '../log.js'
 import { buildUpstreamUrl, filterCallerHeaders, selectResponseHeaders } from '../egress/build-url.js'
 import type { ConcurrencyLimiter } from '../egress/limits.js'
 import type { Egress, OutboundResponse } from '../egress/safe-fetch.js'
+import { isRecord } from '../is-record.js'
+import type { Breakers } from '../mcp-upstream/breaker.js'
+import type { UpstreamMcpClient } from '../mcp-upstream/client.js'
+import type { UpstreamTools } from '../mcp-upstream/tools.js'
 import { exceedsJsonDepth } from '../json-depth.js'
 import { decodeContent } from '../egress/content-encoding.js'
 import { formsOf, redactBytes, redactJsonValue, redactText, type Forms } from '../redact.js'
 import { CallStopped, type Shutdown, type StopReason } from '../shutdown.js'
+import { withCredential, type CredentialSession, type Sent } from './credential-step.js'
+import { toolError, type ToolResult } from './tool-result.js'
 import { argumentLimitProblem, ToolInputSchema, type ToolInput, type ToolOutput } from './tool-schema.js'
+import { callUpstreamTool, upstreamResult } from './upstream-call.js'
 
 export interface CallDeps {
   readonly snapshot: ConfigSnapshot
@@ -44,14 +51,23 @@ export interface CallDeps {
    * requests are aborted through its signal (README "Shutdown and readiness").
    */
   readonly shutdown: Shutdown
+  /** How tools of `protocol: mcp` connections are called (design.md §12); absent, only HTTP connections are served. */
+  readonly upstream?: UpstreamCalls
 }
 
-export interface ToolResult {
-  readonly [key: string]: unknown
-  readonly content: { type: 'text'; text: string }[]
-  readonly structuredContent?: ToolOutput
-  readonly isError?: boolean
+/** The upstream MCP client, the index of upstream tools and the circuit breakers of `protocol: mcp` connections. */
+export interface UpstreamCalls {
+  readonly client: Pick<UpstreamMcpClient, 'callTool'>
+  readonly tools: UpstreamTools
+  readonly breakers: Breakers
 }
+
+/**
+ * What a tool call reaches: an HTTP connection, whose tool arguments are an HTTP request, or one
+ * tool of the MCP server behind a `protocol: mcp` connection, whose arguments go to it unchanged.
+ */
+export type CallTarget = { readonly kind: 'http' } | { readonly kind: 'mcp'; readonly upstreamName: string }
+const HTTP_TARGET: CallTarget = { kind: 'http' }
 
 export type CallOutcome =
   | { readonly kind: 'result'; readonly result: ToolResult }
@@ -63,21 +79,23 @@ export interface CallHooks {
    * bounded wait of a retry that answers Keyway's own consent question (`mcp/consent.ts`). A
    * caller without the grant never gets here, so it cannot make Keyway wait or leak schema details.
    */
-  readonly beforeCall?: () => Promise<void>
+  readonly beforeCall?: (connection: Connection) => Promise<void>
   /**
    * The call's own cancellation (the MCP request's signal): when it aborts, the call ends and its
    * upstream requests are aborted, as on shutdown. The fast path passes none: reading the HTTP
    * request's signal would build the full `Request` it exists to avoid; its calls end at their deadline.
    */
   readonly signal?: AbortSignal
+  /**
+   * Notifications an upstream MCP server sends while it works on the call (progress, log
+   * messages), relayed to the caller when its request asked for progress. HTTP connections send none.
+   */
+  readonly onNotification?: (n: { readonly method: string; readonly params?: Record<string, unknown> }) => void
+  /** Request `_meta` entries passed on to an upstream MCP server (the caller's `progressToken`). */
+  readonly meta?: Readonly<Record<string, unknown>>
 }
 
 const USER_AGENT = 'keyway/0.1'
-
-/** A tool result that reports a failure the model can act on; the text starts with the code. */
-export function toolError(code: ToolErrorCode, message: string): ToolResult {
-  return { content: [{ type: 'text', text: `${code}: ${message}` }], isError: true }
-}
 
 /** What the one audit line of a call says about how it ended. */
 interface Ending {
@@ -92,15 +110,23 @@ interface Ending {
 /**
  * One `tools/call` of a connection, in this order: `decide` (a caller without the grant gets
  * `PERMISSION_DENIED` before anything else happens, whatever its arguments), the consent wait of
- * a retry (`hooks.beforeCall`), argument parsing, the credential, `decide` again on the live
- * snapshot when it changed meanwhile, egress, one forced refresh on an upstream 401. Exactly one
- * audit line is written per call, however it ends (README "Security model"), including a call
- * refused while the server drains or stopped by its shutdown or cancellation (`stopped`).
+ * a retry (`hooks.beforeCall`), argument bounds and parsing, the credential, `decide` again on
+ * the live snapshot when it changed meanwhile, the upstream request (HTTP, or `tools/call` on an
+ * upstream MCP server), one forced refresh on an upstream 401. Exactly one audit line is written
+ * per call, however it ends (README "Security model"), including a call refused while the server
+ * drains or stopped by its shutdown or cancellation (`stopped`).
  */
-export async function callTool(deps: CallDeps, caller: Caller, connection: Connection, args: unknown, hooks: CallHooks = {}): Promise<CallOutcome> {
+export async function callTool(
+  deps: CallDeps,
+  caller: Caller,
+  connection: Connection,
+  args: unknown,
+  hooks: CallHooks = {},
+  target: CallTarget = HTTP_TARGET,
+): Promise<CallOutcome> {
   const started = deps.now()
   let decision = decide(caller, connection, deps.snapshot.grants)
-  let request: { method: string; path: string } = requestOf(args)
+  let request: { method: string; path: string } = target.kind === 'mcp' ? { method: 'tools/call', path: '' } : requestOf(args)
   const ending: Ending = {}
   // The secrets of the credential once resolved: redacted from the result and from error texts.
   let forms: Forms | undefined
@@ -119,6 +145,7 @@ export async function callTool(deps: CallDeps, caller: Caller, connection: Conne
     ...(caller.kind === 'service_principal' ? { servicePrincipal: caller.user } : { user: caller.user }),
     via: caller.via,
     connection: connection.name,
+    ...(target.kind === 'mcp' ? { tool: target.upstreamName } : {}),
     method: request.method,
     path: auditPath(request.path),
     decision: decision.effect,
@@ -140,27 +167,19 @@ export async function callTool(deps: CallDeps, caller: Caller, connection: Conne
       ending.stopped = 'draining'
       return result(toolError('UPSTREAM_UNAVAILABLE', new CallStopped('draining').message))
     }
-    await hooks.beforeCall?.()
+    await hooks.beforeCall?.(connection)
     const outOfBounds = argumentLimitProblem(args, deps.snapshot.server.maxRequestBytes)
     if (outOfBounds) {
       ending.error = 'INVALID_REQUEST'
       return result(toolError('INVALID_REQUEST', outOfBounds))
     }
-    const parsed = ToolInputSchema.safeParse(args ?? {})
-    if (!parsed.success) {
-      ending.error = 'INVALID_REQUEST'
-      return result(toolError('INVALID_REQUEST', describeIssues(parsed.error.issues)))
-    }
-    const input = parsed.data
-    request = { method: input.method, path: input.path }
-    const forwarded = await forward(
+    const session: CredentialSession = {
       deps,
-      hooks.signal,
       caller,
       connection,
-      input,
-      (secrets) => (forms = formsOf(secrets)),
-      () => {
+      signals: hooks.signal ? [deps.shutdown.signal, hooks.signal] : [deps.shutdown.signal],
+      onCredential: (secrets) => (forms = formsOf(secrets)),
+      stillAllowed: () => {
         // Decide last: whatever waited (consent, a lock, a token request), the grant must still hold
         // in the config live now. Same snapshot object, same grants: nothing to decide again.
         const live = deps.live()
@@ -169,23 +188,50 @@ export async function callTool(deps: CallDeps, caller: Caller, connection: Conne
         decision = current ? decide(rebaseCaller(caller, live), current, live.grants) : { effect: 'deny', reason: 'no-grant' }
         return decision.effect === 'allow'
       },
-    )
-    switch (forwarded.kind) {
+    }
+    if (target.kind === 'mcp') {
+      const upstream = deps.upstream
+      if (!upstream) throw new AppError('INTERNAL', 'upstream MCP calls are not wired')
+      if (args !== undefined && !isRecord(args)) {
+        ending.error = 'INVALID_REQUEST'
+        return result(toolError('INVALID_REQUEST', 'arguments must be an object'))
+      }
+      const answered = await callUpstreamTool(session, upstream, target.upstreamName, args, hooks)
+      return settle(answered, (answer) => {
+        const shown = upstreamResult(answer, connection, forms)
+        if (shown.error) ending.error = shown.error
+        if (shown.redacted > 0) ending.redacted = shown.redacted
+        return shown.result
+      })
+    }
+    const parsed = ToolInputSchema.safeParse(args ?? {})
+    if (!parsed.success) {
+      ending.error = 'INVALID_REQUEST'
+      return result(toolError('INVALID_REQUEST', describeIssues(parsed.error.issues)))
+    }
+    const input = parsed.data
+    request = { method: input.method, path: input.path }
+    return settle(await forward(session, input), (response) => {
+      ending.status = response.status
+      const shown = toToolResult(response, { forms, maxBytes: connection.maxResponseBytes })
+      if (shown.redacted > 0) ending.redacted = shown.redacted
+      return shown.result
+    })
+  }
+
+  function settle<T>(sent: Sent<T>, show: (value: T) => ToolResult): CallOutcome {
+    switch (sent.kind) {
       case 'revoked':
         ending.error = 'PERMISSION_DENIED'
         return result(permissionDenied(caller, connection, decision))
       case 'consent-required':
         ending.error = 'CONSENT_REQUIRED'
-        return forwarded
-      case 'response': {
-        ending.status = forwarded.response.status
-        const shown = toToolResult(forwarded.response, { forms, maxBytes: connection.maxResponseBytes })
-        if (shown.redacted > 0) ending.redacted = shown.redacted
-        return result(shown.result)
-      }
+        return sent
+      case 'sent':
+        return result(show(sent.value))
       default: {
-        const never: never = forwarded
-        throw new Error(`unexpected forward result ${String(never)}`)
+        const never: never = sent
+        throw new Error(`unexpected send result ${String(never)}`)
       }
     }
   }
@@ -233,34 +279,14 @@ function requestOf(args: unknown): { method: string; path: string } {
   return { method, path }
 }
 
-type Forwarded =
-  | { readonly kind: 'response'; readonly response: OutboundResponse }
-  | { readonly kind: 'revoked' }
-  | { readonly kind: 'consent-required'; readonly url: string; readonly flowId: string; readonly connection: Connection }
-
-async function forward(
-  deps: CallDeps,
-  callSignal: AbortSignal | undefined,
-  caller: Caller,
-  connection: Connection,
-  input: ToolInput,
-  onCredential: (secrets: readonly string[]) => void,
-  stillAllowed: () => boolean,
-): Promise<Forwarded> {
+async function forward(s: CredentialSession, input: ToolInput): Promise<Sent<OutboundResponse>> {
+  const { deps, connection } = s
   if (connection.readOnly && input.method !== 'GET') throw new AppError('INVALID_REQUEST', `connection "${connection.name}" is read-only: only GET is allowed`)
   const built = buildUpstreamUrl(connection, input.path, input.query)
   if (!built.ok) throw new AppError('EGRESS_BLOCKED', `path refused: ${built.reason}`)
   const filtered = filterCallerHeaders(input.headers)
   if (!filtered.ok) throw new AppError('INVALID_REQUEST', filtered.reason)
   const { body, contentType } = encodeBody(input)
-
-  if (!stillAllowed()) return { kind: 'revoked' }
-  let credential: Credential = await deps.credentials.resolve(connection, caller)
-  if (!stillAllowed()) return { kind: 'revoked' }
-  if (credential.kind === 'consent-required') return { ...credential, connection }
-  onCredential(credential.secrets)
-  // Shutdown (at the end of the drain) and the call's own cancellation both cut the upstream request.
-  const signals = callSignal ? [deps.shutdown.signal, callSignal] : [deps.shutdown.signal]
   const send = (authorization: string): Promise<OutboundResponse> =>
     deps.egress.send({
       url: built.url,
@@ -279,29 +305,9 @@ async function forward(
       timeoutMs: connection.timeoutMs,
       maxResponseBytes: connection.maxResponseBytes,
       pool: connection.name,
-      signals,
+      signals: s.signals,
     })
-
-  // Fails fast with UPSTREAM_BUSY over the connection's or the caller's in-flight limit.
-  const release = deps.limits.acquire(connection, describeCaller(caller))
-  try {
-    let response = await send(credential.authorization)
-    if (response.status === 401 && credential.refreshable) {
-      // One forced refresh and one retry for a token the provider no longer accepts; never a loop.
-      // At most one forced refresh per credential per cooldown across replicas (design.md §8):
-      // the same credential back means none was made, and the upstream's 401 is the answer.
-      const refused = credential.authorization
-      credential = await deps.credentials.resolve(connection, caller, { forceRefresh: true, rejectedAuthorization: refused })
-      if (credential.kind === 'consent-required') return { ...credential, connection }
-      if (credential.authorization === refused) return { kind: 'response', response }
-      if (!stillAllowed()) return { kind: 'revoked' }
-      onCredential(credential.secrets)
-      response = await send(credential.authorization)
-    }
-    return { kind: 'response', response }
-  } finally {
-    release()
-  }
+  return withCredential(s, send, (response) => response.status === 401)
 }
 
 function encodeBody(input: ToolInput): { body?: string; contentType?: string } {

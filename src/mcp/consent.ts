@@ -40,7 +40,8 @@ import { isRecord } from '../is-record.js'
 import type { Logger } from '../log.js'
 import { errorMessage } from '../log.js'
 import type { TokenStore } from '../store/index.js'
-import { toolError, type CallOutcome } from './call-tool.js'
+import type { CallOutcome } from './call-tool.js'
+import { toolError } from './tool-result.js'
 import { consentErrorMessage, consentText, type ServerDeps } from './server.js'
 
 /** The key of the one input request Keyway makes (`inputRequests.consent`). */

@@ -1,7 +1,7 @@
 /**
  * A narrow fast path for the one request that dominates traffic: a well-formed `tools/call`
  * (2026-07-28, or 2025-era served statelessly) of a connection whose credential never needs
- * the user's consent. It answers
+ * the user's consent, an HTTP connection's or an upstream MCP server's tool alike. It answers
  * exactly as the SDK would (same result via `runToolCall`, same JSON-RPC envelope, same
  * `resultType` and `_meta`), and declines everything else, before any side effect, so the SDK
  * serves it. `test/integration/fast-path.test.ts` proves the answers are byte-identical.
@@ -12,7 +12,8 @@
  */
 import type { ConfigSnapshot } from '../config/load.js'
 import { isRecord } from '../is-record.js'
-import type { CallDeps } from './call-tool.js'
+import type { UpstreamEntry } from '../mcp-upstream/tools.js'
+import { callTool, type CallDeps } from './call-tool.js'
 import { runToolCall, SERVER_INFO, type CallScope } from './server.js'
 
 const MODERN = '2026-07-28'
@@ -39,15 +40,21 @@ const LEGACY_HEADERS = { 'content-type': 'text/event-stream', 'cache-control': '
 const MODERN_HEADERS = { 'content-type': 'application/json' }
 
 export async function tryFastToolCall(req: FastRequest, scope: CallScope, callDeps: CallDeps): Promise<FastAnswer | undefined> {
-  const call = eligible(req, scope.snapshot)
+  const upstream = callDeps.upstream
+  const call = eligible(req, scope.snapshot, upstream ? (name) => upstream.tools.peek(scope.snapshot, name) : undefined)
   if (!call) return undefined
-  const step = await runToolCall(callDeps, scope, call.name, call.args)
+  // An upstream tool is called as the index said when it was peeked, so the answer is a result here too.
+  const upstreamTool = call.upstream
+  const step = upstreamTool
+    ? await callTool(callDeps, scope.caller, upstreamTool.connection, call.args, {}, { kind: 'mcp', upstreamName: upstreamTool.upstreamName })
+    : await runToolCall(callDeps, scope, call.name, call.args)
   // Eligibility excluded unknown tools and consent-capable connections, so this is a result.
   if (step.kind !== 'result') throw new Error(`fast path reached a ${step.kind} step`)
   if (call.era === 'legacy') {
     return { body: `event: message\ndata: ${JSON.stringify({ result: step.result, jsonrpc: '2.0', id: call.id })}\n\n`, headers: LEGACY_HEADERS }
   }
-  const result = { ...step.result, resultType: 'complete', _meta: RESULT_META }
+  const own = step.result._meta
+  const result = { ...step.result, resultType: 'complete', _meta: isRecord(own) ? { ...own, ...RESULT_META } : RESULT_META }
   return { body: JSON.stringify({ result, jsonrpc: '2.0', id: call.id }), headers: MODERN_HEADERS }
 }
 
@@ -56,13 +63,15 @@ export interface EligibleCall {
   readonly id: string | number
   readonly name: string
   readonly args: unknown
+  /** Set when the tool is an upstream MCP server's. */
+  readonly upstream?: UpstreamEntry
 }
 
 /** 2025-era revisions whose tool results carry `structuredContent` unchanged. */
 const LEGACY_VERSIONS: ReadonlySet<string> = new Set(['2025-11-25', '2025-06-18'])
 
 /** Whether the fast path answers this request (exported for the differential test). */
-export function eligible(req: FastRequest, snapshot: ConfigSnapshot): EligibleCall | undefined {
+export function eligible(req: FastRequest, snapshot: ConfigSnapshot, upstreamTool?: (name: string) => UpstreamEntry | undefined): EligibleCall | undefined {
   const version = req.header('mcp-protocol-version') ?? ''
   const era = version === MODERN ? 'modern' : LEGACY_VERSIONS.has(version) ? 'legacy' : undefined
   if (!era) return undefined
@@ -81,11 +90,14 @@ export function eligible(req: FastRequest, snapshot: ConfigSnapshot): EligibleCa
   for (const key of Object.keys(params)) if (key !== 'name' && key !== 'arguments' && key !== '_meta') return undefined
   if (params.arguments !== undefined && !isRecord(params.arguments)) return undefined
   if (era === 'modern' ? !isPlainEnvelope(params._meta) : params._meta !== undefined) return undefined
-  const connection = snapshot.connections.get(params.name)
-  if (!connection || !connection.isMcpConnection) return undefined
+  const own = snapshot.connections.get(params.name)
+  // An upstream MCP server's tool is served here only once its index is built (a lookup, no wait).
+  const upstream = own?.isMcpConnection && own.protocol === 'http' ? undefined : upstreamTool?.(params.name)
+  const connection = upstream ? upstream.connection : own?.isMcpConnection && own.protocol === 'http' ? own : undefined
+  if (!connection) return undefined
   // Per-user connections may need consent, which is asked differently per client: SDK path.
   if (connection.auth.type === 'oauth_u2m_per_user') return undefined
-  return { era, id, name: params.name, args: params.arguments }
+  return { era, id, name: params.name, args: params.arguments, ...(upstream ? { upstream } : {}) }
 }
 
 /** The 2026-07-28 request envelope with nothing else in `_meta` (no progress token, no log level). */

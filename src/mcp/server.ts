@@ -22,7 +22,8 @@ import {
 import type { ConfigSnapshot } from '../config/load.js'
 import { decide } from '../grants/decide.js'
 import { callerKey, type Caller } from '../identity/caller.js'
-import { callTool, toolError, type CallDeps, type CallHooks, type CallOutcome } from './call-tool.js'
+import { callTool, type CallDeps, type CallHooks, type CallOutcome } from './call-tool.js'
+import { toolError } from './tool-result.js'
 import { toolDefinition, type ToolDefinition } from './tool-schema.js'
 
 export const SERVER_INFO = { name: 'keyway', version: '0.1.0' } as const
@@ -50,7 +51,7 @@ export interface ServerDeps {
    * request is a retry answering Keyway's own consent question, waits a bounded time for the
    * consent to land, so the call then finds the token (README "Per-user connections").
    */
-  readonly awaitConsent?: (scope: CallScope, ctx: ServerContext, tool: string) => Promise<void>
+  readonly awaitConsent?: (scope: CallScope, ctx: ServerContext, connection: string) => Promise<void>
 }
 
 /** What the consent hook gets besides the outcome: what the client declared. */
@@ -95,20 +96,30 @@ export function createServerFactory(deps: ServerDeps): McpServerFactory {
       if (!scope) throw new ProtocolError(ProtocolErrorCode.InvalidRequest, 'unauthenticated')
       return scope
     }
-    server.setRequestHandler('tools/list', async (_req, ctx) => ({ tools: visibleTools(scopeFor(ctx)) as Tool[] }))
+    server.setRequestHandler('tools/list', async (_req, ctx) => ({ tools: (await listTools(deps.callDeps, scopeFor(ctx))) as Tool[] }))
     server.setRequestHandler('tools/call', async (req, ctx) => {
       const scope = scopeFor(ctx)
       const awaitConsent = deps.awaitConsent
+      const progressToken = ctx.mcpReq._meta?.progressToken
       const step = await runToolCall(deps.callDeps(scope.snapshot), scope, req.params.name, req.params.arguments, {
-        ...(awaitConsent ? { beforeCall: () => awaitConsent(scope, ctx, req.params.name) } : {}),
+        ...(awaitConsent ? { beforeCall: (connection) => awaitConsent(scope, ctx, connection.name) } : {}),
         // A cancelled request (notifications/cancelled, a closed connection) aborts its upstream request.
         signal: ctx.mcpReq.signal,
+        // A caller that asked for progress gets what an upstream MCP server reports while it works.
+        ...(progressToken === undefined
+          ? {}
+          : {
+              meta: { progressToken },
+              onNotification: (n) => {
+                ctx.mcpReq.notify(n as Parameters<typeof ctx.mcpReq.notify>[0]).catch(() => undefined)
+              },
+            }),
       })
       switch (step.kind) {
         case 'unknown-tool':
           throw new ProtocolError(ProtocolErrorCode.InvalidParams, `unknown tool "${req.params.name}"`)
         case 'result':
-          return step.result
+          return step.result as CallToolResult
         case 'consent-required':
           if (deps.askForConsent) return deps.askForConsent(step, scope, ctx, factoryCtx.era, { clientCapabilities: server.getClientCapabilities() })
           return consentText(step.url, step.connection.name)
@@ -132,8 +143,33 @@ export type ToolCallStep = { readonly kind: 'unknown-tool' } | CallOutcome
  */
 export async function runToolCall(callDeps: CallDeps, scope: CallScope, name: string, args: unknown, hooks: CallHooks = {}): Promise<ToolCallStep> {
   const connection = scope.snapshot.connections.get(name)
-  if (!connection || !connection.isMcpConnection) return { kind: 'unknown-tool' }
-  return callTool(callDeps, scope.caller, connection, args, hooks)
+  if (connection?.isMcpConnection && connection.protocol === 'http') return callTool(callDeps, scope.caller, connection, args, hooks)
+  // Tools of upstream MCP servers: looked up by exposed name in the index, never parsed back.
+  const entry = scope.snapshot.mcpConnections.length > 0 ? await callDeps.upstream?.tools.find(scope, name) : undefined
+  if (!entry) return { kind: 'unknown-tool' }
+  return callTool(callDeps, scope.caller, entry.connection, args, hooks, { kind: 'mcp', upstreamName: entry.upstreamName })
+}
+
+/**
+ * `tools/list` for a caller: its HTTP tools, then the tools of the upstream MCP servers it may
+ * use. An unavailable upstream leaves the others listed, unless its `mcp.onUnavailable` is
+ * `error`; a caller all of whose tools come from upstreams that failed gets an error, not an
+ * empty list, so a client does not conclude it has no tools.
+ */
+export async function listTools(callDeps: (snapshot: ConfigSnapshot) => CallDeps, scope: CallScope): Promise<readonly unknown[]> {
+  const own = visibleTools(scope)
+  const upstream = callDeps(scope.snapshot).upstream
+  if (scope.snapshot.mcpConnections.length === 0 || !upstream) return own
+  const listing = await upstream.tools.list(scope)
+  const failing = listing.unavailable.find((u) => u.connection.mcp?.onUnavailable === 'error')
+  const describe = (u: (typeof listing.unavailable)[number]): string => `tools of "${u.connection.name}" are unavailable: ${u.problem}`
+  if (failing) throw listError(describe(failing))
+  if (own.length === 0 && listing.sources > 0 && listing.unavailable.length === listing.sources) throw listError(listing.unavailable.map(describe).join('; '))
+  return [...own, ...listing.tools]
+}
+
+function listError(message: string): ProtocolError {
+  return new ProtocolError(ProtocolErrorCode.InternalError, `UPSTREAM_UNAVAILABLE: ${message}`)
 }
 
 /**
