@@ -4,7 +4,10 @@
  * same HTTP client (an undici keep-alive pool) and the same concurrency, alternating the arms
  * in one run. The Keyway request is the exact bytes the official MCP clients send, captured at
  * start (2026-07-28 from `@modelcontextprotocol/client`, 2025-era from `@modelcontextprotocol/sdk`).
- * Keyway and the upstream run in their own processes; this process only generates load.
+ * A second group fronts an upstream MCP server (`protocol: mcp`): the same 2026-07-28 `tools/call`
+ * of a `whoami` tool (a) straight to the upstream and (b) through Keyway, each captured from the
+ * modern client, with ratios against that group's own direct arm.
+ * Keyway and the upstreams run in their own processes; this process only generates load.
  * `--client http` uses a node:http keep-alive load generator instead of undici (the method of
  * the reference measurement behind the targets). Prints throughput and p50/p99 per arm and the
  * ratios against direct. Not a test: the numbers
@@ -22,6 +25,7 @@ import { Client as ModernClient, StreamableHTTPClientTransport as ModernTranspor
 import { Client as LegacyClient } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport as LegacyTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { sha256Hex } from '../src/encoding.js'
+import { ConnectionSchema } from '../src/config/schema.js'
 import { formsOf, redactBytes } from '../src/redact.js'
 import { packageRoot } from './paths.js'
 
@@ -44,8 +48,21 @@ const API_KEY = 'kw_bench_key_0000000000000000000000000000000'
 const UPSTREAM_TOKEN = 'bench-upstream-token'
 
 interface Captured {
+  readonly path: string
   readonly headers: Record<string, string>
   readonly body: string
+}
+
+/** Where a client's tools/call goes: the MCP endpoint, its bearer token and the tool with its arguments. */
+interface CallTarget {
+  readonly url: string
+  readonly token: string
+  readonly tool: { readonly name: string; readonly arguments: Record<string, unknown> }
+}
+
+interface Arm {
+  readonly name: string
+  readonly run: (concurrency: number) => Promise<Sample>
 }
 
 interface Sample {
@@ -55,9 +72,17 @@ interface Sample {
   readonly errors: number
 }
 
+/** Every child started, so that a failed start-up stops the ones already running. */
+const children: ChildProcess[] = []
+
+function stopChildren(): void {
+  for (const child of children) child.kill('SIGTERM')
+}
+
 function startChild(args: string[], ready: RegExp, env: NodeJS.ProcessEnv = {}): Promise<{ child: ChildProcess; match: RegExpMatchArray }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    children.push(child)
     let seen = ''
     const onData = (d: Buffer): void => {
       seen += d.toString()
@@ -84,34 +109,73 @@ http.createServer((req, res) => {
 }).listen(0, '127.0.0.1', function () { console.log('upstream ' + this.address().port) })
 `
 
+/**
+ * The upstream MCP server (an ES module; `@modelcontextprotocol/server` and `@hono/node-server`
+ * are imported by the absolute URLs this process resolves): stateless `createMcpHandler`, a
+ * bearer check (401 otherwise) and one tool, `whoami`, without input.
+ */
+function mcpUpstreamSource(): string {
+  return `
+import http from 'node:http'
+import { McpServer, createMcpHandler } from ${JSON.stringify(import.meta.resolve('@modelcontextprotocol/server'))}
+import { getRequestListener } from ${JSON.stringify(import.meta.resolve('@hono/node-server'))}
+const handler = createMcpHandler(() => {
+  const server = new McpServer({ name: 'bench-upstream', version: '1.0.0' })
+  server.registerTool('whoami', { description: 'The caller' }, async () => ({ content: [{ type: 'text', text: '{"login":"bench"}' }] }))
+  return server
+})
+const listener = getRequestListener((req) =>
+  req.headers.get('authorization') === 'Bearer ${UPSTREAM_TOKEN}' ? handler.fetch(req) : new Response(null, { status: 401 }),
+)
+http.createServer(listener).listen(0, '127.0.0.1', function () { console.log('mcp upstream ' + this.address().port) })
+`
+}
+
+const CLIENT_INFO = { name: 'keyway-bench', version: '1.0.0' }
+
 /** Records the tools/call request an official client sends, to replay its exact bytes. */
-async function capture(kind: 'modern' | 'legacy', mcpUrl: string): Promise<Captured> {
+async function capture(kind: 'modern' | 'legacy', target: CallTarget): Promise<Captured> {
   let captured: Captured | undefined
   const recordingFetch = async (url: string | URL, init?: RequestInit): Promise<Response> => {
     const body = typeof init?.body === 'string' ? init.body : ''
     if (body.includes('"tools/call"')) {
       const headers: Record<string, string> = {}
       new Headers(init?.headers).forEach((v, k) => (headers[k] = v))
-      captured = { headers, body }
+      captured = { path: new URL(url).pathname, headers, body }
     }
     return fetch(url, init)
   }
-  const requestInit = { headers: { authorization: `Bearer ${API_KEY}` } }
-  const info = { name: 'keyway-bench', version: '1.0.0' }
-  const args = { name: 'bench_api', arguments: { method: 'GET', path: '/whoami' } }
+  const requestInit = { headers: { authorization: `Bearer ${target.token}` } }
+  const args = { name: target.tool.name, arguments: target.tool.arguments }
   if (kind === 'modern') {
-    const client = new ModernClient(info, { versionNegotiation: { mode: 'auto' } })
-    await client.connect(new ModernTransport(new URL(mcpUrl), { requestInit, fetch: recordingFetch }))
+    const client = new ModernClient(CLIENT_INFO, { versionNegotiation: { mode: 'auto' } })
+    await client.connect(new ModernTransport(new URL(target.url), { requestInit, fetch: recordingFetch }))
     await client.callTool(args)
     await client.close()
   } else {
-    const client = new LegacyClient(info)
-    await client.connect(new LegacyTransport(new URL(mcpUrl), { requestInit, fetch: recordingFetch }))
+    const client = new LegacyClient(CLIENT_INFO)
+    await client.connect(new LegacyTransport(new URL(target.url), { requestInit, fetch: recordingFetch }))
     await client.callTool(args)
     await client.close()
   }
   if (!captured) throw new Error(`no tools/call captured from the ${kind} client`)
   return captured
+}
+
+/** Whether `tools/list` (modern client) at the endpoint names the tool. */
+async function listsTool(url: string, token: string, name: string): Promise<boolean> {
+  const client = new ModernClient(CLIENT_INFO, { versionNegotiation: { mode: 'auto' } })
+  await client.connect(new ModernTransport(new URL(url), { requestInit: { headers: { authorization: `Bearer ${token}` } } }))
+  try {
+    for (let cursor: string | undefined, first = true; first || cursor !== undefined; first = false) {
+      const page = await client.listTools(cursor === undefined ? {} : { cursor })
+      if (page.tools.some((t) => t.name === name)) return true
+      cursor = page.nextCursor
+    }
+    return false
+  } finally {
+    await client.close()
+  }
 }
 
 /** Runs `concurrency` loops sending requests for `seconds`; latencies in ms. */
@@ -208,6 +272,16 @@ function redactionScan(): string {
   )
 }
 
+/** Medians of the rounds' throughput and percentiles; errors summed over the rounds. */
+function summarize(rounds: readonly Sample[]): Sample {
+  return {
+    rps: median(rounds.map((x) => x.rps)),
+    p50: median(rounds.map((x) => x.p50)),
+    p99: median(rounds.map((x) => x.p99)),
+    errors: rounds.reduce((a, x) => a + x.errors, 0),
+  }
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b)
   return s[Math.floor(s.length / 2)] ?? NaN
@@ -217,6 +291,10 @@ async function main(): Promise<void> {
   const root = packageRoot()
   const upstream = await startChild(['-e', UPSTREAM_SOURCE], /upstream (\d+)/)
   const upstreamOrigin = `http://127.0.0.1:${upstream.match[1]}`
+  const mcpUpstream = await startChild(['--input-type=module', '-e', mcpUpstreamSource()], /mcp upstream (\d+)/)
+  const mcpUpstreamOrigin = `http://127.0.0.1:${mcpUpstream.match[1]}`
+  // Until protocol: mcp lands (issue 13) this build's strict config schema would refuse the connection.
+  const mcpConnections = 'protocol' in ConnectionSchema.shape
   const dir = mkdtempSync(path.join(tmpdir(), 'keyway-bench-'))
   const config = path.join(dir, 'connections.yaml')
   writeFileSync(
@@ -236,9 +314,20 @@ connections:
     isMcpConnection: true
     owner: { user: owner@example.com }
     auth: { type: bearer_token, token: { env: BENCH_UPSTREAM_TOKEN } }
-grants:
+${
+  mcpConnections
+    ? `  bench_mcp:
+    host: ${mcpUpstreamOrigin}
+    basePath: /mcp
+    protocol: mcp
+    isMcpConnection: true
+    owner: { user: owner@example.com }
+    auth: { type: bearer_token, token: { env: BENCH_UPSTREAM_TOKEN } }
+`
+    : ''
+}grants:
   - { privilege: USE CONNECTION, on: bench_api, to: { group: bench } }
-`,
+${mcpConnections ? '  - { privilege: USE CONNECTION, on: bench_mcp, to: { group: bench } }\n' : ''}`,
   )
   // --profile DIR writes a V8 CPU profile of the Keyway process (open it in Chrome DevTools).
   const profile = opts.profile ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(opts.profile)] : []
@@ -250,48 +339,67 @@ grants:
   const keywayOrigin = keyway.match[1] ?? ''
   const mcpUrl = `${keywayOrigin}/mcp`
   try {
-    const modern = await capture('modern', mcpUrl)
-    const legacy = await capture('legacy', mcpUrl)
+    const viaKeyway = { url: mcpUrl, token: API_KEY }
+    const modern = await capture('modern', { ...viaKeyway, tool: { name: 'bench_api', arguments: { method: 'GET', path: '/whoami' } } })
+    const legacy = await capture('legacy', { ...viaKeyway, tool: { name: 'bench_api', arguments: { method: 'GET', path: '/whoami' } } })
+    const mcpDirect = await capture('modern', { url: `${mcpUpstreamOrigin}/mcp`, token: UPSTREAM_TOKEN, tool: { name: 'whoami', arguments: {} } })
+    // Until protocol: mcp lands (issue 13): without it Keyway does not list the upstream's tool.
+    const mcpViaKeyway =
+      mcpConnections && (await listsTool(mcpUrl, API_KEY, 'bench_mcp__whoami'))
+        ? await capture('modern', { ...viaKeyway, tool: { name: 'bench_mcp__whoami', arguments: {} } })
+        : undefined
+    if (!mcpViaKeyway) process.stdout.write('upstream MCP arm skipped: this build does not serve protocol: mcp\n')
     const agent = new Agent({ connections: 64, pipelining: 1, keepAliveTimeout: 30_000 })
     const direct = (): { path: string; method: 'GET'; headers: Record<string, string> } => ({
       path: '/whoami',
       method: 'GET',
       headers: { authorization: `Bearer ${UPSTREAM_TOKEN}`, accept: 'application/json' },
     })
-    const viaKeyway = (c: Captured) => (i: number) => ({
-      path: '/mcp',
+    const replay = (c: Captured) => (i: number) => ({
+      path: c.path,
       method: 'POST' as const,
       headers: c.headers,
       body: c.body.replace(/"id":\d+/, `"id":${i + 1}`),
     })
     const okDirect = (status: number, body: string): boolean => status === 200 && body.includes('"bench"')
     const okTool = (status: number, body: string): boolean => status === 200 && body.includes('\\"bench\\"') && !body.includes('"isError":true')
-    const arms = [
-      { name: 'direct to the upstream', run: (c: number) => load(agent, upstreamOrigin, direct, okDirect, c) },
-      { name: 'Keyway, 2026-07-28 tools/call', run: (c: number) => load(agent, keywayOrigin, viaKeyway(modern), okTool, c) },
-      { name: 'Keyway, 2025-era tools/call', run: (c: number) => load(agent, keywayOrigin, viaKeyway(legacy), okTool, c) },
+    // Each group's first arm is its baseline for × direct and +p50.
+    const groups: Arm[][] = [
+      [
+        { name: 'direct to the upstream', run: (c) => load(agent, upstreamOrigin, direct, okDirect, c) },
+        { name: 'Keyway, 2026-07-28 tools/call', run: (c) => load(agent, keywayOrigin, replay(modern), okTool, c) },
+        { name: 'Keyway, 2025-era tools/call', run: (c) => load(agent, keywayOrigin, replay(legacy), okTool, c) },
+      ],
+      [
+        { name: 'direct to the upstream MCP server', run: (c) => load(agent, mcpUpstreamOrigin, replay(mcpDirect), okTool, c) },
+        ...(mcpViaKeyway
+          ? [{ name: 'Keyway → upstream MCP, 2026-07-28', run: (c: number) => load(agent, keywayOrigin, replay(mcpViaKeyway), okTool, c) }]
+          : []),
+      ],
     ]
+    const arms = groups.flat()
+    const width = Math.max(...arms.map((a) => a.name.length))
     const cpu = cpus()[0]?.model ?? 'unknown cpu'
     process.stdout.write(`machine: ${cpus().length} × ${cpu}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}\n`)
     process.stdout.write(`method: ${ROUNDS} alternating rounds × ${SECONDS} s per arm; medians of the rounds; load client ${CLIENT}\n\n`)
     for (const arm of arms) await arm.run(2) // warm up JITs, pools and caches
     for (const c of CONCURRENCY) {
-      const results = arms.map(() => [] as Sample[])
-      for (let r = 0; r < ROUNDS; r++) for (const [k, arm] of arms.entries()) results[k]?.push(await arm.run(c))
-      const base = { rps: median(results[0]!.map((s) => s.rps)), p50: median(results[0]!.map((s) => s.p50)) }
+      const results = new Map(arms.map((arm) => [arm, [] as Sample[]]))
+      for (let r = 0; r < ROUNDS; r++) for (const arm of arms) results.get(arm)?.push(await arm.run(c))
       process.stdout.write(`concurrency ${c}\n`)
       process.stdout.write(
-        `  ${'arm'.padEnd(32)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)} ${'errors'.padStart(7)} ${'× direct'.padStart(9)} ${'+p50 ms'.padStart(8)}\n`,
+        `  ${'arm'.padEnd(width)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)} ${'errors'.padStart(7)} ${'× direct'.padStart(9)} ${'+p50 ms'.padStart(8)}\n`,
       )
-      for (const [k, arm] of arms.entries()) {
-        const s = results[k]!
-        const rps = median(s.map((x) => x.rps))
-        const p50 = median(s.map((x) => x.p50))
-        const p99 = median(s.map((x) => x.p99))
-        const errors = s.reduce((a, x) => a + x.errors, 0)
-        process.stdout.write(
-          `  ${arm.name.padEnd(32)} ${rps.toFixed(0).padStart(8)} ${p50.toFixed(3).padStart(8)} ${p99.toFixed(3).padStart(8)} ${String(errors).padStart(7)} ${(rps / base.rps).toFixed(3).padStart(9)} ${(p50 - base.p50).toFixed(3).padStart(8)}\n`,
-        )
+      for (const [g, group] of groups.entries()) {
+        if (g > 0) process.stdout.write('\n')
+        const summaries = group.map((arm) => summarize(results.get(arm) ?? []))
+        const base = summaries[0]!
+        for (const [k, arm] of group.entries()) {
+          const { rps, p50, p99, errors } = summaries[k]!
+          process.stdout.write(
+            `  ${arm.name.padEnd(width)} ${rps.toFixed(0).padStart(8)} ${p50.toFixed(3).padStart(8)} ${p99.toFixed(3).padStart(8)} ${String(errors).padStart(7)} ${(rps / base.rps).toFixed(3).padStart(9)} ${(p50 - base.p50).toFixed(3).padStart(8)}\n`,
+          )
+        }
       }
       process.stdout.write('\n')
     }
@@ -299,12 +407,12 @@ grants:
     await agent.close()
     httpAgent.destroy()
   } finally {
-    keyway.child.kill('SIGTERM')
-    upstream.child.kill('SIGTERM')
+    stopChildren()
   }
 }
 
 main().catch((e: unknown) => {
   process.stderr.write(`bench: ${e instanceof Error ? e.stack : String(e)}\n`)
+  stopChildren()
   process.exit(1)
 })
