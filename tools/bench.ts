@@ -25,7 +25,6 @@ import { Client as ModernClient, StreamableHTTPClientTransport as ModernTranspor
 import { Client as LegacyClient } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport as LegacyTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { sha256Hex } from '../src/encoding.js'
-import { ConnectionSchema } from '../src/config/schema.js'
 import { formsOf, redactBytes } from '../src/redact.js'
 import { packageRoot } from './paths.js'
 
@@ -162,22 +161,6 @@ async function capture(kind: 'modern' | 'legacy', target: CallTarget): Promise<C
   return captured
 }
 
-/** Whether `tools/list` (modern client) at the endpoint names the tool. */
-async function listsTool(url: string, token: string, name: string): Promise<boolean> {
-  const client = new ModernClient(CLIENT_INFO, { versionNegotiation: { mode: 'auto' } })
-  await client.connect(new ModernTransport(new URL(url), { requestInit: { headers: { authorization: `Bearer ${token}` } } }))
-  try {
-    for (let cursor: string | undefined, first = true; first || cursor !== undefined; first = false) {
-      const page = await client.listTools(cursor === undefined ? {} : { cursor })
-      if (page.tools.some((t) => t.name === name)) return true
-      cursor = page.nextCursor
-    }
-    return false
-  } finally {
-    await client.close()
-  }
-}
-
 /** Runs `concurrency` loops sending requests for `seconds`; latencies in ms. */
 interface OutgoingRequest {
   readonly path: string
@@ -293,8 +276,6 @@ async function main(): Promise<void> {
   const upstreamOrigin = `http://127.0.0.1:${upstream.match[1]}`
   const mcpUpstream = await startChild(['--input-type=module', '-e', mcpUpstreamSource()], /mcp upstream (\d+)/)
   const mcpUpstreamOrigin = `http://127.0.0.1:${mcpUpstream.match[1]}`
-  // Until protocol: mcp lands (issue 13) this build's strict config schema would refuse the connection.
-  const mcpConnections = 'protocol' in ConnectionSchema.shape
   const dir = mkdtempSync(path.join(tmpdir(), 'keyway-bench-'))
   const config = path.join(dir, 'connections.yaml')
   writeFileSync(
@@ -314,20 +295,17 @@ connections:
     isMcpConnection: true
     owner: { user: owner@example.com }
     auth: { type: bearer_token, token: { env: BENCH_UPSTREAM_TOKEN } }
-${
-  mcpConnections
-    ? `  bench_mcp:
+  bench_mcp:
     host: ${mcpUpstreamOrigin}
     basePath: /mcp
     protocol: mcp
     isMcpConnection: true
     owner: { user: owner@example.com }
     auth: { type: bearer_token, token: { env: BENCH_UPSTREAM_TOKEN } }
-`
-    : ''
-}grants:
+grants:
   - { privilege: USE CONNECTION, on: bench_api, to: { group: bench } }
-${mcpConnections ? '  - { privilege: USE CONNECTION, on: bench_mcp, to: { group: bench } }\n' : ''}`,
+  - { privilege: USE CONNECTION, on: bench_mcp, to: { group: bench } }
+`,
   )
   // --profile DIR writes a V8 CPU profile of the Keyway process (open it in Chrome DevTools).
   const profile = opts.profile ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(opts.profile)] : []
@@ -343,12 +321,7 @@ ${mcpConnections ? '  - { privilege: USE CONNECTION, on: bench_mcp, to: { group:
     const modern = await capture('modern', { ...viaKeyway, tool: { name: 'bench_api', arguments: { method: 'GET', path: '/whoami' } } })
     const legacy = await capture('legacy', { ...viaKeyway, tool: { name: 'bench_api', arguments: { method: 'GET', path: '/whoami' } } })
     const mcpDirect = await capture('modern', { url: `${mcpUpstreamOrigin}/mcp`, token: UPSTREAM_TOKEN, tool: { name: 'whoami', arguments: {} } })
-    // Until protocol: mcp lands (issue 13): without it Keyway does not list the upstream's tool.
-    const mcpViaKeyway =
-      mcpConnections && (await listsTool(mcpUrl, API_KEY, 'bench_mcp__whoami'))
-        ? await capture('modern', { ...viaKeyway, tool: { name: 'bench_mcp__whoami', arguments: {} } })
-        : undefined
-    if (!mcpViaKeyway) process.stdout.write('upstream MCP arm skipped: this build does not serve protocol: mcp\n')
+    const mcpViaKeyway = await capture('modern', { ...viaKeyway, tool: { name: 'bench_mcp__whoami', arguments: {} } })
     const agent = new Agent({ connections: 64, pipelining: 1, keepAliveTimeout: 30_000 })
     const direct = (): { path: string; method: 'GET'; headers: Record<string, string> } => ({
       path: '/whoami',
@@ -372,9 +345,7 @@ ${mcpConnections ? '  - { privilege: USE CONNECTION, on: bench_mcp, to: { group:
       ],
       [
         { name: 'direct to the upstream MCP server', run: (c) => load(agent, mcpUpstreamOrigin, replay(mcpDirect), okTool, c) },
-        ...(mcpViaKeyway
-          ? [{ name: 'Keyway → upstream MCP, 2026-07-28', run: (c: number) => load(agent, keywayOrigin, replay(mcpViaKeyway), okTool, c) }]
-          : []),
+        { name: 'Keyway → upstream MCP, 2026-07-28', run: (c) => load(agent, keywayOrigin, replay(mcpViaKeyway), okTool, c) },
       ],
     ]
     const arms = groups.flat()
