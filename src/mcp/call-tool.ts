@@ -1,7 +1,8 @@
 /**
  * The orchestrator of one tool call, and the only place that knows the order: grants, then the
- * consent wait of a retry, then the arguments, then credentials, grants again, egress, and one
- * audit line. It returns either a finished `CallToolResult` or the fact that the caller must
+ * consent wait of a retry, then the arguments, then credentials, grants again, the upstream
+ * request (HTTP through egress here, or `tools/call` on an upstream MCP server in
+ * `upstream-call.ts`; the credential step both share is `credential-step.ts`), and one audit line. It returns either a finished `CallToolResult` or the fact that the caller must
  * consent first; how consent is asked for depends on the client and is decided in `server.ts`.
  * Tool-facing failures become results whose text starts with a stable code (README "Error
  * codes"); nothing here touches the MCP wire.
