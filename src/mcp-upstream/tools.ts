@@ -83,7 +83,12 @@ export function createUpstreamTools(deps: { readonly catalog: Catalog; readonly 
     const reserved = new Set([...snapshot.tools.map((c) => c.name), ...(base?.index.keys() ?? [])])
     const merged = buildToolIndex(reserved, sources)
     for (const c of merged.collisions)
-      deps.log.warn('upstream tool left out: its exposed name is taken', { connection: c.connection, tool: c.upstreamName, name: c.exposedName, takenBy: c.takenBy })
+      deps.log.warn('upstream tool left out: its exposed name is taken', {
+        connection: c.connection,
+        tool: c.upstreamName,
+        name: c.exposedName,
+        takenBy: c.takenBy,
+      })
     const built: Built = {
       tools: [...(base?.tools ?? []), ...merged.tools],
       index: new Map([...(base?.index ?? []), ...merged.index]),
@@ -107,7 +112,7 @@ export function createUpstreamTools(deps: { readonly catalog: Catalog; readonly 
     const own = snapshot.mcpConnections.filter((c) => c.mcp?.catalogCredential === 'caller' && allowed(scope, c))
     if (own.length === 0) return base
     let map = perCaller.get(snapshot)
-    if (!map) perCaller.set(snapshot, (map = new Map()))
+    if (!map) perCaller.set(snapshot, (map = new Map<string, Built>()))
     const key = callerKey(caller)
     const built = await build(snapshot, caller, own, base, map.get(key))
     if (!map.has(key) && map.size >= MAX_CALLER_INDEXES) map.clear()

@@ -35,7 +35,11 @@ export interface CredentialSession {
  * across replicas (design.md §8): the same credential back means none was made, and the
  * upstream's 401 is the answer.
  */
-export async function withCredential<T>(s: CredentialSession, send: (authorization: string) => Promise<T>, unauthorized: (answer: T) => boolean): Promise<Sent<T>> {
+export async function withCredential<T>(
+  s: CredentialSession,
+  send: (authorization: string) => Promise<T>,
+  unauthorized: (answer: T) => boolean,
+): Promise<Sent<T>> {
   const { deps, caller, connection } = s
   if (!s.stillAllowed()) return { kind: 'revoked' }
   let credential: Credential = await deps.credentials.resolve(connection, caller)
@@ -60,4 +64,3 @@ export async function withCredential<T>(s: CredentialSession, send: (authorizati
     release()
   }
 }
-
