@@ -12,7 +12,7 @@ import type { ConfigSnapshot, Connection } from '../config/load.js'
 import { decide } from '../grants/decide.js'
 import { callerKey, createServicePrincipalCaller, type Caller } from '../identity/caller.js'
 import type { Logger } from '../log.js'
-import type { Catalog } from './catalog.js'
+import type { Catalog, CatalogAnswer } from './catalog.js'
 import { buildToolIndex } from './names.js'
 
 export interface UpstreamEntry {
@@ -56,6 +56,19 @@ interface Built {
   readonly base: Built | undefined
 }
 
+/**
+ * Longest wait for one catalog while answering: a slow upstream's first fetch goes on behind (its
+ * list shows on a later ask), and the caller gets the other connections' tools meanwhile.
+ */
+export const CATALOG_WAIT_MS = 5_000
+const STILL_FETCHING: CatalogAnswer = { ok: false, reason: 'unavailable', problem: `its tool list did not arrive within ${CATALOG_WAIT_MS / 1000} s` }
+
+function withinListWait(answer: Promise<CatalogAnswer>): Promise<CatalogAnswer> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<CatalogAnswer>((resolve) => (timer = setTimeout(resolve, CATALOG_WAIT_MS, STILL_FETCHING)))
+  return Promise.race([answer, late]).finally(() => clearTimeout(timer))
+}
+
 /** Bound on per-caller indexes kept (only `catalog.credential: caller` makes them). */
 const MAX_CALLER_INDEXES = 10_000
 
@@ -70,7 +83,7 @@ export function createUpstreamTools(deps: { readonly catalog: Catalog; readonly 
 
   /** The index of `connections` merged after the HTTP tools and `base`, reusing `last` when nothing changed. */
   const build = async (snapshot: ConfigSnapshot, caller: Caller, connections: readonly Connection[], base: Built | undefined, last: Built | undefined) => {
-    const answers = await Promise.all(connections.map((connection) => deps.catalog.tools(connection, caller)))
+    const answers = await Promise.all(connections.map((connection) => withinListWait(deps.catalog.tools(connection, caller))))
     const inputs = answers.map((a) => (a.ok ? a.tools : a.problem))
     if (last && last.base === base && last.inputs.length === inputs.length && last.inputs.every((v, i) => v === inputs[i])) return last
     const unavailable = [...(base?.unavailable ?? [])]
