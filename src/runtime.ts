@@ -152,7 +152,6 @@ export async function createRuntime(initial: ConfigSnapshot, opts: RuntimeOption
     upstream.tools.warm(current)
     for (const l of listeners) l()
   })
-  upstream.tools.warm(initial)
   const depsCache = new WeakMap<ConfigSnapshot, CallDeps>()
   // One verifier per identity.oidc settings object: a reload that keeps the same issuer
   // settings still gets a new object, so JWKS and token caches restart; that is rare and cheap.

@@ -94,6 +94,7 @@ export function appOptions(runtime: Runtime, opts: AppOptions = {}): AppOptions 
 
 export async function startHttp(snapshot: ConfigSnapshot, opts: StartOptions = {}): Promise<HttpKeyway> {
   const runtime = await createRuntime(snapshot, opts)
+  warmUpstreamTools(runtime)
   const app = createApp(runtime, appOptions(runtime, opts.app))
   let http: Listening
   try {
@@ -136,6 +137,7 @@ export async function startStdio(snapshot: ConfigSnapshot, opts: StdioOptions = 
   const user = opts.user ?? snapshot.identity.stdioUser
   if (!user) throw new AppError('CONFIG_INVALID', 'stdio mode needs a user: pass --user ID or set identity.stdioUser in the config')
   const runtime = await createRuntime(snapshot, opts)
+  warmUpstreamTools(runtime)
   const options = appOptions(runtime, opts.app)
   const servers = new Set<Server>()
   const factory = createServerFactory({
@@ -189,4 +191,10 @@ export async function startStdio(snapshot: ConfigSnapshot, opts: StdioOptions = 
       await runtime.close()
     },
   }
+}
+
+/** A serving Keyway reads the upstream MCP catalogs at start, so the first call does not wait for them (commands never do). */
+function warmUpstreamTools(runtime: Runtime): void {
+  const snapshot = runtime.snapshot()
+  runtime.callDeps(snapshot).upstream?.tools.warm(snapshot)
 }
