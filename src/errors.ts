@@ -37,13 +37,16 @@ export const ERROR_CODE_MEANINGS: Readonly<Record<AppErrorCode, string>> = {
   CONSENT_REQUIRED: 'the caller has not connected their own account yet; the message carries the link',
   NOT_AUTHORIZED: 'a shared OAuth connection has not been signed in by its owner (`keyway authorize`)',
   REAUTHORIZATION_REQUIRED: 'the stored grant was revoked or expired at the provider; sign in again',
-  INVALID_REQUEST: 'the tool arguments are malformed (method, path, query, headers or body)',
+  INVALID_REQUEST: 'the tool arguments are malformed (method, path, query, headers or body), or an upstream MCP server refused them as invalid params',
   EGRESS_BLOCKED: 'the request would leave the connection (host, base path, address class) and was refused',
   UPSTREAM_TIMEOUT: 'the external API did not answer within the timeout',
-  UPSTREAM_UNAVAILABLE: 'the external API could not be reached, or Keyway is shutting down (`server shutting down`: retry, another replica answers)',
-  UPSTREAM_BUSY: 'the connection, or this caller on it, already has as many requests in flight as its limit allows; retry after a moment',
+  UPSTREAM_UNAVAILABLE:
+    "the external API could not be reached or answered an error (including an upstream MCP server's error or open circuit), or Keyway is shutting down (`server shutting down`: retry, another replica answers)",
+  UPSTREAM_BUSY:
+    'the connection, or this caller on it, already has as many requests in flight as its limit allows, or an upstream MCP server answered 429; retry after a moment',
   STORE_UNAVAILABLE: 'the token store failed or holds a record that does not decrypt; nothing was assumed',
-  CREDENTIAL_UNAVAILABLE: "the provider's token endpoint refused or failed to issue a credential",
+  CREDENTIAL_UNAVAILABLE:
+    "the provider's token endpoint refused or failed to issue a credential, or an upstream MCP server refused the injected one (HTTP 401/403)",
   CONFIG_INVALID: 'the config file has problems; each is reported as file:line path: problem',
   IDENTITY_INVALID: 'the caller could not be authenticated',
   FLOW_INVALID: 'a consent or sign-in link is unknown, expired, already used or opened by another user',
