@@ -83,8 +83,7 @@ export function upstreamResult(
     case 'result': {
       if (answer.result.resultType === 'input_required')
         return failed('UPSTREAM_UNAVAILABLE', `the MCP server at ${host} asked for input during the call, which Keyway does not relay`)
-      const { resultType: _resultType, ...rest } = answer.result
-      const shown = dropServerInfo(rest)
+      const shown = asToolResult(answer.result)
       if (!Array.isArray(shown.content)) return failed('UPSTREAM_UNAVAILABLE', `the MCP server at ${host} answered a tool result without content`)
       if (!forms) return { result: shown as unknown as ToolResult, redacted: 0 }
       const scrubbed = redactJsonValue(shown, forms)
@@ -113,10 +112,23 @@ function failed(code: 'INVALID_REQUEST' | 'UPSTREAM_UNAVAILABLE' | 'UPSTREAM_BUS
   return { result: toolError(code, message), error: code, redacted: 0 }
 }
 
-function dropServerInfo(result: Record<string, unknown>): Record<string, unknown> {
-  const meta = result._meta
-  if (!isRecord(meta) || !(SERVER_INFO_META_KEY in meta)) return result
-  const { [SERVER_INFO_META_KEY]: _dropped, ...kept } = meta
-  const { _meta: _old, ...rest } = result
-  return Object.keys(kept).length > 0 ? { ...rest, _meta: kept } : rest
+/**
+ * The upstream's result without its protocol envelope (`resultType`, its own server info), its
+ * members in the order the MCP SDK gives a tool result (`_meta`, `content`, `structuredContent`,
+ * `isError`, then any other), so the fast path and the SDK path answer byte for byte alike.
+ */
+function asToolResult(result: Record<string, unknown>): Record<string, unknown> {
+  const { resultType: _resultType, _meta: meta, content, structuredContent, isError, ...rest } = result
+  let kept: Record<string, unknown> | undefined
+  if (isRecord(meta)) {
+    const { [SERVER_INFO_META_KEY]: _theirs, ...others } = meta
+    if (Object.keys(others).length > 0) kept = others
+  }
+  return {
+    ...(kept ? { _meta: kept } : {}),
+    content,
+    ...(structuredContent === undefined ? {} : { structuredContent }),
+    ...(isError === undefined ? {} : { isError }),
+    ...rest,
+  }
 }

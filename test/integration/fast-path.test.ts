@@ -11,9 +11,12 @@ import { eligible } from '../../src/mcp/fast-path.js'
 import { startHttp, type HttpKeyway } from '../../src/start.js'
 import { apiKeyLines, loadTestConfig, TEST_KEYS } from '../helpers/config.js'
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js'
+import { startProtectedMcpServer, type ProtectedMcpServer } from '../helpers/start-upstream-mcp.js'
 import type { ConfigSnapshot } from '../../src/config/load.js'
+import { createCaller } from '../../src/identity/caller.js'
 
 let upstream: Upstream
+let mcpUpstream: ProtectedMcpServer
 let fast: HttpKeyway
 let sdk: HttpKeyway
 let snapshot: ConfigSnapshot
@@ -28,6 +31,11 @@ beforeAll(async () => {
     }
     res.writeHead(200, { 'content-type': 'application/json', etag: '"v1"' })
     res.end(JSON.stringify({ method: req.method, path: req.path, query: req.query, body: req.body }))
+  })
+  mcpUpstream = await startProtectedMcpServer({
+    era: 'modern',
+    verify: async (bearer) => (bearer === 'mcp-upstream-token' ? 'svc' : undefined),
+    tools: [{ name: 'meta', run: () => ({ content: [{ type: 'text', text: 'm' }], _meta: { 'example.com/trace': 'abc' } }) }],
   })
   ;({ snapshot } = await loadTestConfig(
     `
@@ -48,18 +56,29 @@ connections:
     host: ${upstream.origin}
     owner: { user: alice@example.com }
     auth: { type: bearer_token, token: { env: T } }
+  tools:
+    host: ${mcpUpstream.origin}
+    basePath: /mcp/
+    protocol: mcp
+    isMcpConnection: true
+    owner: { user: alice@example.com }
+    auth: { type: bearer_token, token: { env: M } }
 `,
-    { T: 'sk-fast-path-token' },
+    { T: 'sk-fast-path-token', M: 'mcp-upstream-token' },
   ))
   const common = { port: 0, audit, log: createMemoryLogger() }
   fast = await startHttp(snapshot, common)
   sdk = await startHttp(snapshot, { ...common, app: { fastPath: false } })
+  // Both have read the upstream's tool list before the first case (the fast path serves an upstream tool once it is indexed).
+  const scope = { snapshot, caller: createCaller(snapshot, 'alice@example.com', 'api_key') }
+  for (const k of [fast, sdk]) await k.runtime.callDeps(snapshot).upstream?.tools.list(scope)
 })
 
 afterAll(async () => {
   await fast?.close()
   await sdk?.close()
   await upstream?.close()
+  await mcpUpstream?.close()
 })
 
 const ENVELOPE = {
@@ -149,6 +168,16 @@ const CASES: readonly Case[] = [
     headers: { ...LEGACY, 'mcp-protocol-version': '2025-03-26' },
     body: legacyCall({ path: '/x' }),
   },
+  { name: "an upstream MCP server's tool", fastPath: true, headers: { 'mcp-name': 'tools__echo' }, body: call({ text: 'hi' }, {}, 'tools__echo') },
+  { name: 'an upstream tool whose result carries _meta', fastPath: true, headers: { 'mcp-name': 'tools__meta' }, body: call({}, {}, 'tools__meta') },
+  { name: 'an upstream tool, no grant', fastPath: true, user: 'carol', headers: { 'mcp-name': 'tools__echo' }, body: call({ a: 1 }, {}, 'tools__echo') },
+  { name: '2025-era: an upstream tool', fastPath: true, headers: LEGACY, body: legacyCall({ text: 'hi' }, 'tools__echo') },
+  {
+    name: 'an upstream tool with a progress token',
+    fastPath: false,
+    headers: { 'mcp-name': 'tools__echo' },
+    body: call({ a: 1 }, { _meta: { ...ENVELOPE, progressToken: 9 } }, 'tools__echo'),
+  },
   { name: '2025-era without a version header', fastPath: false, headers: { ...LEGACY, 'mcp-protocol-version': undefined }, body: legacyCall({ path: '/x' }) },
 ]
 
@@ -174,7 +203,8 @@ async function send(k: HttpKeyway, c: Case): Promise<Record<string, string | num
 describe('the fast path answers exactly as the SDK does [mcp:fast-path-identical]', () => {
   test.each(CASES)('$name', async (c) => {
     const headers = headersFor(c)
-    expect(Boolean(eligible({ header: (n) => headers[n], body: c.body }, snapshot))).toBe(c.fastPath)
+    const upstreamTools = fast.runtime.callDeps(snapshot).upstream?.tools
+    expect(Boolean(eligible({ header: (n) => headers[n], body: c.body }, snapshot, (name) => upstreamTools?.peek(snapshot, name)))).toBe(c.fastPath)
     const viaSdk = await send(sdk, c)
     const viaFast = await send(fast, c)
     expect(viaFast).toEqual(viaSdk)
