@@ -5,8 +5,8 @@
  * only way from an exposed name to an upstream tool. Pure: no I/O, no clock.
  * @module
  */
-import { createHash } from 'node:crypto'
 import type { Connection } from '../config/load.js'
+import { sha256Hex } from '../encoding.js'
 
 /** The longest tool name clients accept reliably (and the connection-name limit, design.md §2). */
 export const MAX_TOOL_NAME_LENGTH = 64
@@ -22,7 +22,7 @@ export function exposedToolName(prefix: string, upstreamName: string): string {
   const raw = `${prefix}__${upstreamName}`
   const safe = raw.replace(/[^A-Za-z0-9_-]/gu, '_')
   if (safe.length <= MAX_TOOL_NAME_LENGTH) return safe
-  const hash = createHash('sha256').update(raw, 'utf8').digest('hex').slice(0, HASH_HEX_LENGTH)
+  const hash = sha256Hex(raw).slice(0, HASH_HEX_LENGTH)
   return `${safe.slice(0, MAX_TOOL_NAME_LENGTH - HASH_HEX_LENGTH - 1)}_${hash}`
 }
 
