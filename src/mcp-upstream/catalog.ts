@@ -12,12 +12,13 @@ import { randomBytes } from 'node:crypto'
 import { setTimeout as delay } from 'node:timers/promises'
 import type { ConfigSnapshot, Connection } from '../config/load.js'
 import type { Principal } from '../config/schema.js'
-import type { Credential, CredentialProvider } from '../credentials/credential.js'
+import type { CredentialProvider } from '../credentials/credential.js'
 import { isAppError } from '../errors.js'
 import { isRecord } from '../is-record.js'
 import { callerKey, createCaller, createServicePrincipalCaller, type Caller } from '../identity/caller.js'
 import { errorMessage, type Logger } from '../log.js'
 import type { StateRecord, TokenStore } from '../store/token-store.js'
+import { withCredential } from '../mcp/credential-step.js'
 import type { Breakers } from './breaker.js'
 import { toolFilter } from './names.js'
 
@@ -168,12 +169,9 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     return entry
   }
 
-  /** The credential that lists this connection's tools for `caller` (the owner's or the shared one unless `caller`). */
-  const catalogCredential = async (connection: Connection, caller: Caller, opts: { forceRefresh?: true; rejectedAuthorization?: string } = {}) => {
-    const mode = connection.mcp!.catalogCredential
-    const who = mode === 'caller' ? caller : ownerCaller(live(), connection.owner)
-    return credentials.resolve(connection, who, opts)
-  }
+  /** Whose credential lists this connection's tools for `caller`: the caller's own, or the owner's (the shared one unless per-user). */
+  const catalogCaller = (connection: Connection, caller: Caller): Caller =>
+    connection.mcp!.catalogCredential === 'caller' ? caller : ownerCaller(live(), connection.owner)
 
   const consentProblem = (connection: Connection, caller: Caller): CatalogAnswer => {
     if (connection.mcp!.catalogCredential === 'caller')
@@ -190,24 +188,20 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     } catch (e) {
       return unavailable(errorMessage(e))
     }
-    let credential: Credential
+    // Only a failure of the upstream itself counts against its breaker, not one of the credential.
+    let listing = false
     try {
-      credential = await catalogCredential(connection, caller)
-    } catch (e) {
-      return unavailable(isAppError(e) ? `${e.code}: ${e.message}` : `the catalog credential failed: ${errorMessage(e)}`)
-    }
-    if (credential.kind === 'consent-required') return consentProblem(connection, caller)
-    try {
-      const list = (authorization: string) =>
-        client.listTools({ connection, authorization }, { signals: [closing.signal, AbortSignal.timeout(connection.timeoutMs)] })
-      let answer = await list(credential.authorization)
-      if (answer.kind === 'http' && answer.status === 401 && credential.refreshable) {
-        // One forced refresh and one retry, as a tool call does (design.md §8); never a loop.
-        const refused = credential.authorization
-        credential = await catalogCredential(connection, caller, { forceRefresh: true, rejectedAuthorization: refused })
-        if (credential.kind === 'consent-required') return consentProblem(connection, caller)
-        if (credential.authorization !== refused) answer = await list(credential.authorization)
-      }
+      // The credential step of tool calls, without grants or in-flight limits: one forced refresh on a 401 (design.md §8).
+      const sent = await withCredential(
+        { credentials, caller: catalogCaller(connection, caller), connection },
+        (authorization) => {
+          listing = true
+          return client.listTools({ connection, authorization }, { signals: [closing.signal, AbortSignal.timeout(connection.timeoutMs)] })
+        },
+        (a) => a.kind === 'http' && a.status === 401,
+      )
+      if (sent.kind !== 'sent') return consentProblem(connection, caller)
+      const answer = sent.value
       if (answer.kind === 'http') {
         if (answer.status >= 500) breakers.failed(connection.name)
         else breakers.succeeded(connection.name)
@@ -220,8 +214,8 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       const keep = toolFilter(connection.mcp!.include, connection.mcp!.exclude)
       return { ok: true, tools: tools.filter((t): t is Record<string, unknown> => isRecord(t) && typeof t.name === 'string' && keep(t.name)) }
     } catch (e) {
-      breakers.failed(connection.name)
-      return unavailable(isAppError(e) ? `${e.code}: ${e.message}` : `tools/list failed: ${errorMessage(e)}`)
+      if (listing) breakers.failed(connection.name)
+      return unavailable(isAppError(e) ? `${e.code}: ${e.message}` : `${listing ? 'tools/list' : 'the catalog credential'} failed: ${errorMessage(e)}`)
     }
   }
 
@@ -286,7 +280,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
         if (!current) break
         const started = now()
         try {
-          const credential = await catalogCredential(current, caller)
+          const credential = await credentials.resolve(current, catalogCaller(current, caller))
           if (credential.kind !== 'ready') throw new Error('no catalog credential')
           await client.listen({ connection: current, authorization: credential.authorization }, onToolsChanged, signal)
         } catch (e) {

@@ -63,6 +63,13 @@ export interface UpstreamCalls {
   readonly breakers: Breakers
 }
 
+/** The credential step of one tool call, with how its upstream request goes out. */
+export interface CallSession extends CredentialSession {
+  readonly egress: Egress
+  /** Shutdown (at the end of the drain) and the call's own cancellation both cut the upstream request. */
+  readonly signals: readonly AbortSignal[]
+}
+
 /**
  * What a tool call reaches: an HTTP connection, whose tool arguments are an HTTP request, or one
  * tool of the MCP server behind a `protocol: mcp` connection, whose arguments go to it unchanged.
@@ -174,8 +181,10 @@ export async function callTool(
       ending.error = 'INVALID_REQUEST'
       return result(toolError('INVALID_REQUEST', outOfBounds))
     }
-    const session: CredentialSession = {
-      deps,
+    const session: CallSession = {
+      credentials: deps.credentials,
+      limits: deps.limits,
+      egress: deps.egress,
       caller,
       connection,
       signals: hooks.signal ? [deps.shutdown.signal, hooks.signal] : [deps.shutdown.signal],
@@ -280,8 +289,8 @@ function requestOf(args: unknown): { method: string; path: string } {
   return { method, path }
 }
 
-async function forward(s: CredentialSession, input: ToolInput): Promise<Sent<OutboundResponse>> {
-  const { deps, connection } = s
+async function forward(s: CallSession, input: ToolInput): Promise<Sent<OutboundResponse>> {
+  const { connection } = s
   if (connection.readOnly && input.method !== 'GET') throw new AppError('INVALID_REQUEST', `connection "${connection.name}" is read-only: only GET is allowed`)
   const built = buildUpstreamUrl(connection, input.path, input.query)
   if (!built.ok) throw new AppError('EGRESS_BLOCKED', `path refused: ${built.reason}`)
@@ -289,7 +298,7 @@ async function forward(s: CredentialSession, input: ToolInput): Promise<Sent<Out
   if (!filtered.ok) throw new AppError('INVALID_REQUEST', filtered.reason)
   const { body, contentType } = encodeBody(input)
   const send = (authorization: string): Promise<OutboundResponse> =>
-    deps.egress.send({
+    s.egress.send({
       url: built.url,
       method: input.method,
       headers: {

@@ -14,8 +14,8 @@ import { isRecord } from '../is-record.js'
 import type { UpstreamAnswer } from '../mcp-upstream/client.js'
 import { formsOf, redactJsonValue, type Forms } from '../redact.js'
 import { oneLine } from '../safe-text.js'
-import type { CallHooks, UpstreamCalls } from './call-tool.js'
-import { withCredential, type CredentialSession, type Sent } from './credential-step.js'
+import type { CallHooks, CallSession, UpstreamCalls } from './call-tool.js'
+import { withCredential, type Sent } from './credential-step.js'
 import { toolError, type ToolResult } from './tool-result.js'
 
 /** `_meta` key of the upstream's own server info on 2026-07-28 results; Keyway's replaces it. */
@@ -29,7 +29,7 @@ const MAX_ERROR_CHARS = 500
  * result, a JSON-RPC error, a 4xx) shows the upstream is alive.
  */
 export async function callUpstreamTool(
-  session: CredentialSession,
+  session: CallSession,
   upstream: UpstreamCalls,
   upstreamName: string,
   args: Record<string, unknown> | undefined,
@@ -39,11 +39,11 @@ export async function callUpstreamTool(
   upstream.breakers.check(connection.name)
   // The secrets of the credential in use, to redact relayed notifications as the result is.
   let forms: Forms | undefined
-  const tracked: CredentialSession = {
+  const tracked: CallSession = {
     ...session,
     onCredential: (secrets) => {
       forms = formsOf(secrets)
-      session.onCredential(secrets)
+      session.onCredential?.(secrets)
     },
   }
   const onNotification = hooks.onNotification

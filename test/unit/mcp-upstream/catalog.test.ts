@@ -184,10 +184,12 @@ describe('catalog', () => {
     r.clock.t += 61_000
     expect(names(await r.catalog.tools(r.conn('everything'), r.user('alice')))).toEqual(['echo'])
     await vi.waitFor(() => expect(r.client.calls).toHaveLength(2))
+    const warnings = () => r.log.lines.filter((l) => l.includes('upstream MCP tool list unavailable'))
+    // The background refresh has settled (it logs the failure) before the clock moves on.
+    await vi.waitFor(() => expect(warnings()).toHaveLength(1))
     r.clock.t += 61_000
     expect(names(await r.catalog.tools(r.conn('everything'), r.user('alice')))).toEqual(['echo'])
     await vi.waitFor(() => expect(r.client.calls).toHaveLength(3))
-    const warnings = () => r.log.lines.filter((l) => l.includes('upstream MCP tool list unavailable'))
     await vi.waitFor(() => expect(warnings()).toHaveLength(1))
     expect(warnings()[0]).toContain('HTTP 502')
     expect(warnings()[0]).not.toContain('bearer-secret')
