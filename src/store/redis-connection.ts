@@ -198,14 +198,7 @@ function singleConnection(url: string, opts: RedisConnectionOptions): RedisConne
       else if (failing) throw lastError ?? new Error('redis is not connected')
       await waitForReady()
     },
-    async *scan(match, count) {
-      let cursor = '0'
-      do {
-        const page = await client.scan(cursor, { MATCH: match, COUNT: count })
-        cursor = String(page.cursor)
-        yield* page.keys
-      } while (cursor !== '0')
-    },
+    scan: (match, count) => scanNode(client, match, count),
     async ping() {
       await client.ping()
     },
@@ -219,12 +212,56 @@ function singleConnection(url: string, opts: RedisConnectionOptions): RedisConne
   }
 }
 
+/** Every key of one node matching `match`, page by page (SCAN's cursor until it comes back to 0). */
+async function* scanNode(
+  node: { scan(cursor: string, opts: { MATCH: string; COUNT: number }): Promise<{ cursor: string | number; keys: string[] }> },
+  match: string,
+  count: number,
+): AsyncGenerator<string> {
+  let cursor = '0'
+  do {
+    const page = await node.scan(cursor, { MATCH: match, COUNT: count })
+    cursor = String(page.cursor)
+    yield* page.keys
+  } while (cursor !== '0')
+}
+
+/**
+ * A Sentinel or Cluster connection: the client of the moment (replaced after a failed connect),
+ * readiness and closing from `connectOnce`, the commands that differ by topology from `own`. The
+ * first connect starts at once, so the store is connecting before its first command.
+ */
+function connected<C extends { connect(): Promise<unknown>; destroy(): unknown; close(): Promise<unknown> }>(
+  kind: 'sentinel' | 'cluster',
+  conn: ConnectOnce<C>,
+  own: Pick<RedisConnection, 'scan' | 'ping' | 'replicaCount' | 'wait'>,
+): RedisConnection {
+  void conn.ensureReady().catch(() => undefined)
+  return {
+    kind,
+    get client() {
+      return conn.client as unknown as RedisClientConnectionType
+    },
+    get commands() {
+      return conn.client as unknown as RedisCommands
+    },
+    ensureReady: () => conn.ensureReady(),
+    ...own,
+    async close() {
+      if (conn.ready) await conn.client.close()
+      else await conn.client.destroy()
+    },
+  }
+}
+
+type ConnectOnce<C> = { readonly client: C; readonly ready: boolean; ensureReady(): Promise<void> }
+
 /**
  * Connects a Sentinel or Cluster client once, sharing the attempt between callers and bounding it
  * by the connect timeout. A failed or overdue attempt destroys that client and the next call starts
  * a fresh one (the libraries' own connect loops would otherwise keep a caller waiting).
  */
-function connectOnce<C extends { connect(): Promise<unknown>; destroy(): unknown }>(create: () => C, connectTimeoutMs: number) {
+function connectOnce<C extends { connect(): Promise<unknown>; destroy(): unknown }>(create: () => C, connectTimeoutMs: number): ConnectOnce<C> {
   let client = create()
   let ready = false
   let connecting: Promise<void> | undefined
@@ -292,34 +329,14 @@ function sentinelConnection(t: Extract<RedisTopology, { kind: 'sentinel' }>, opt
     return s
   }
   const conn = connectOnce(create, opts.connectTimeoutMs)
-  void conn.ensureReady().catch(() => undefined)
-  return {
-    kind: 'sentinel',
-    get client() {
-      return conn.client
-    },
-    get commands() {
-      return conn.client as unknown as RedisCommands
-    },
-    ensureReady: () => conn.ensureReady(),
-    async *scan(match, count) {
-      let cursor = '0'
-      do {
-        const page = await conn.client.scan(cursor, { MATCH: match, COUNT: count })
-        cursor = String(page.cursor)
-        yield* page.keys
-      } while (cursor !== '0')
-    },
+  return connected('sentinel', conn, {
+    scan: (match, count) => scanNode(conn.client, match, count),
     async ping() {
       await conn.client.ping()
     },
     replicaCount: () => replicas.get(),
     wait: (_key, n, timeoutMs) => conn.client.wait(n, timeoutMs),
-    async close() {
-      if (conn.ready) await conn.client.close()
-      else await conn.client.destroy()
-    },
-  }
+  })
 }
 
 function clusterConnection(t: Extract<RedisTopology, { kind: 'cluster' }>, opts: RedisConnectionOptions): RedisConnection {
@@ -332,27 +349,10 @@ function clusterConnection(t: Extract<RedisTopology, { kind: 'cluster' }>, opts:
     return c
   }
   const conn = connectOnce(create, opts.connectTimeoutMs)
-  void conn.ensureReady().catch(() => undefined)
-  return {
-    kind: 'cluster',
-    get client() {
-      return conn.client
-    },
-    get commands() {
-      return conn.client as unknown as RedisCommands
-    },
-    ensureReady: () => conn.ensureReady(),
+  return connected('cluster', conn, {
     // Each master holds its own slots: SCAN every one of them.
     async *scan(match, count) {
-      for (const master of conn.client.masters) {
-        const node = await conn.client.nodeClient(master)
-        let cursor = '0'
-        do {
-          const page = await node.scan(cursor, { MATCH: match, COUNT: count })
-          cursor = String(page.cursor)
-          yield* page.keys
-        } while (cursor !== '0')
-      }
+      for (const master of conn.client.masters) yield* scanNode(await conn.client.nodeClient(master), match, count)
     },
     async ping() {
       await Promise.all(conn.client.masters.map(async (m) => (await conn.client.nodeClient(m)).ping()))
@@ -363,9 +363,5 @@ function clusterConnection(t: Extract<RedisTopology, { kind: 'cluster' }>, opts:
       return connectedReplicas(typeof info === 'string' ? info : '')
     },
     wait: async (key, n, timeoutMs) => Number(await conn.client.sendCommand(key, false, ['WAIT', String(n), String(timeoutMs)])),
-    async close() {
-      if (conn.ready) await conn.client.close()
-      else conn.client.destroy()
-    },
-  }
+  })
 }
