@@ -9,6 +9,7 @@
  * @module
  */
 import type { ConfigSnapshot, Connection } from '../config/load.js'
+import { deadline } from '../deadline.js'
 import { decide } from '../grants/decide.js'
 import { callerKey, createServicePrincipalCaller, type Caller } from '../identity/caller.js'
 import type { Logger } from '../log.js'
@@ -64,9 +65,8 @@ export const CATALOG_WAIT_MS = 5_000
 const STILL_FETCHING: CatalogAnswer = { ok: false, reason: 'unavailable', problem: `its tool list did not arrive within ${CATALOG_WAIT_MS / 1000} s` }
 
 function withinListWait(answer: Promise<CatalogAnswer>): Promise<CatalogAnswer> {
-  let timer: NodeJS.Timeout | undefined
-  const late = new Promise<CatalogAnswer>((resolve) => (timer = setTimeout(resolve, CATALOG_WAIT_MS, STILL_FETCHING)))
-  return Promise.race([answer, late]).finally(() => clearTimeout(timer))
+  // The catalog never rejects (`catalog.ts`): a rejection here is the deadline.
+  return deadline(answer, CATALOG_WAIT_MS, 'tool list').catch(() => STILL_FETCHING)
 }
 
 /** Bound on per-caller indexes kept (only `catalog.credential: caller` makes them). */
