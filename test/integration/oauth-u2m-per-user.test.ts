@@ -26,7 +26,6 @@ import { createMemoryLogger } from '../../src/log.js'
 import { CONSENT_WAIT_MS } from '../../src/mcp/consent.js'
 import { startHttp, type HttpKeyway } from '../../src/start.js'
 import { openTokenStore, type TokenStore } from '../../src/store/index.js'
-import type { CliIo } from '../../tools/cli.js'
 import { run as credentials } from '../../tools/credentials.js'
 import { launchBrowser, skipBrowserTests, type TestBrowser } from '../helpers/browser.js'
 import { consentInBrowser as consentInBrowserAt, type BrowserRun } from '../helpers/consent-browser.js'
@@ -36,6 +35,7 @@ import type { ToolCallResult } from '../helpers/mcp-clients.js'
 import { KEYWAY_BIN } from '../helpers/spawn-keyway.js'
 import { startAuthorizationServer, type AuthorizationServer } from '../helpers/start-authorization-server.js'
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js'
+import { captureIo } from '../helpers/cli-io.js'
 
 /** The API's resource indicator (RFC 8707) and the `aud` the upstream requires; nothing listens there. */
 const API = 'https://drive.example.test/'
@@ -224,12 +224,6 @@ async function storedTokens(store: TokenStore, connection = 'drive'): Promise<st
   const users: string[] = []
   for await (const { ref } of store.listTokens({ connection })) users.push(ref.user ?? '(shared)')
   return users.sort()
-}
-
-function captureIo(): CliIo & { readonly outLines: string[]; readonly errLines: string[] } {
-  const outLines: string[] = []
-  const errLines: string[] = []
-  return { out: (l) => outLines.push(l), err: (l) => errLines.push(l), env: ENV, cwd: oidcDir, outLines, errLines }
 }
 
 /** The upstream answered for alice with alice's own stored token (verified against the provider's JWKS). */
@@ -450,10 +444,10 @@ describe.skipIf(skipBrowserTests())('no refresh token, revocation and keyway cre
       expect.objectContaining({ type: 'consent.granted', user: ALICE, connection: 'drive_nort', warning: expect.stringContaining('no refresh token') }),
     )
     expect(bodyOf(await plainCall(oidcUrl, 'alice', 'drive_nort'))).toMatchObject({ sub: ALICE })
-    const io = captureIo()
+    const io = captureIo(ENV, oidcDir)
     expect(await credentials(['--config', oidcFile, '--user', ALICE, '--connection', 'drive_nort'], io)).toBe(0)
     expect(io.outLines.join('\n')).toMatch(/^drive_nort\s+alice@example\.com\s+oauth_u2m_per_user\s.*\bNO\b.*WARNING: no refresh token was issued/m)
-    const json = captureIo()
+    const json = captureIo(ENV, oidcDir)
     expect(await credentials(['--config', oidcFile, '--user', ALICE, '--connection', 'drive_nort', '--json'], json)).toBe(0)
     expect(json.outLines.map((l) => JSON.parse(l) as unknown)).toEqual([
       expect.objectContaining({
@@ -474,7 +468,7 @@ describe.skipIf(skipBrowserTests())('no refresh token, revocation and keyway cre
     ] as const) {
       if (!(await tokenOf(oidcStore(), user))) await consentInBrowser(linkIn(textOf(await plainCall(oidcUrl, key))), user)
     }
-    const list = captureIo()
+    const list = captureIo(ENV, oidcDir)
     expect(await credentials(['--config', oidcFile, '--user', ALICE], list)).toBe(0)
     const rows = list.outLines.slice(1)
     expect(rows.length).toBeGreaterThan(0)
@@ -484,7 +478,7 @@ describe.skipIf(skipBrowserTests())('no refresh token, revocation and keyway cre
     for (const secret of [aliceToken?.accessToken ?? 'x', aliceToken?.refreshToken ?? 'x', DRIVE_SECRET]) expect(list.outLines.join('\n')).not.toContain(secret)
 
     const revocations = as.requestCount('/token/revocation')
-    const io = captureIo()
+    const io = captureIo(ENV, oidcDir)
     expect(await credentials(['revoke', 'drive', '--user', ALICE, '--config', oidcFile], io)).toBe(0)
     expect(io.outLines).toHaveLength(1)
     expect(io.outLines[0]).toMatch(/^drive alice@example\.com: deleted; /)

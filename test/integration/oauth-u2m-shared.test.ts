@@ -22,7 +22,6 @@ import { startHttp, type HttpKeyway } from '../../src/start.js'
 import { createBackend } from '../../src/store/index.js'
 import { tokenKey } from '../../src/store/keys.js'
 import { run as authorize } from '../../tools/authorize.js'
-import type { CliIo } from '../../tools/cli.js'
 import { run as credentials } from '../../tools/credentials.js'
 import { skipBrowserTests, launchBrowser, signInAtProvider, type TestBrowser } from '../helpers/browser.js'
 import { apiKeyLines, loadTestConfig, TEST_KEYS } from '../helpers/config.js'
@@ -30,6 +29,8 @@ import { freePort } from '../helpers/free-port.js'
 import { connectClient, textOf, type TestClient } from '../helpers/mcp-clients.js'
 import { startAuthorizationServer, type AuthorizationServer } from '../helpers/start-authorization-server.js'
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js'
+import { captureIo } from '../helpers/cli-io.js'
+import { waitFor } from '../helpers/wait.js'
 
 const RESOURCE = 'https://crm.example.test/'
 const CRM_SECRET = 'crm-web-secret-0123456789abcdef'
@@ -135,25 +136,9 @@ afterAll(async () => {
   await as?.close()
 })
 
-function captureIo(): CliIo & { readonly outLines: string[]; readonly errLines: string[] } {
-  const outLines: string[] = []
-  const errLines: string[] = []
-  return { out: (l) => outLines.push(l), err: (l) => errLines.push(l), env: ENV, cwd: dir, outLines, errLines }
-}
-
-async function waitFor<T>(what: string, probe: () => T | undefined, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const v = probe()
-    if (v !== undefined) return v
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 25))
-  }
-}
-
 /** Runs `keyway authorize` and returns its exit promise, output and the printed link. */
 async function startAuthorize(connection: string): Promise<{ exit: Promise<number>; io: ReturnType<typeof captureIo>; link: string }> {
-  const io = captureIo()
+  const io = captureIo(ENV, dir)
   const exit = authorize([connection, '--config', file, '--timeout', '60s'], io)
   const link = await waitFor(
     'the link',
@@ -358,7 +343,7 @@ describe.skipIf(skipBrowserTests())('oauth_u2m_shared: authorize, use, refresh, 
   })
 
   test('keyway credentials lists both connections, warns about the missing refresh token, prints no secret [cli:credentials]', async () => {
-    const io = captureIo()
+    const io = captureIo(ENV, dir)
     expect(await credentials(['--config', file], io)).toBe(0)
     const text = io.outLines.join('\n')
     expect(io.outLines[0]).toMatch(/^CONNECTION\s+USER\s+METHOD\s+EXPIRES\s+REFRESHABLE\s+LAST REFRESH\s+LAST USE\s+SOURCE\s+WARNINGS$/)
@@ -366,7 +351,7 @@ describe.skipIf(skipBrowserTests())('oauth_u2m_shared: authorize, use, refresh, 
     expect(text).toMatch(
       /^crm_nort\s+\(shared\)\s+oauth_u2m_shared\s+.*NO\s+never\s+(?:never|unknown|\S+ \([^)]+\))\s+store\s+WARNING: no refresh token was issued/m,
     )
-    const json = captureIo()
+    const json = captureIo(ENV, dir)
     expect(await credentials(['--config', file, '--json', '--connection', 'crm'], json)).toBe(0)
     expect(json.outLines).toHaveLength(1)
     expect(JSON.parse(json.outLines[0] ?? '{}')).toMatchObject({ connection: 'crm', user: null, method: 'oauth_u2m_shared', refreshable: true, subject: OWNER })
@@ -399,14 +384,14 @@ describe.skipIf(skipBrowserTests())('oauth_u2m_shared: authorize, use, refresh, 
     const stored = await keyway.runtime.store.getToken({ connection: 'crm_nort', user: null })
     if (!stored) throw new Error('no token')
     const revocations = as.requestCount('/token/revocation')
-    const io = captureIo()
+    const io = captureIo(ENV, dir)
     expect(await credentials(['revoke', 'crm_nort', '--config', file], io)).toBe(0)
     // oidc-provider cannot revoke structured (JWT) access tokens: RFC 7009 §2.2.1 unsupported_token_type.
     expect(io.outLines).toEqual(['crm_nort (shared): deleted; the provider does not revoke this kind of access token, so it stays valid until it expires'])
     expect(as.requestCount('/token/revocation') - revocations).toBe(1)
     expect(await keyway.runtime.store.getToken({ connection: 'crm_nort', user: null })).toBeUndefined()
     expect(io.outLines.join('') + io.errLines.join('')).not.toContain(stored.accessToken)
-    const none = captureIo()
+    const none = captureIo(ENV, dir)
     expect(await credentials(['revoke', 'crm_nort', '--config', file], none)).toBe(1)
   })
 
@@ -467,10 +452,10 @@ describe.skipIf(skipBrowserTests())('oauth_u2m_shared: authorize, use, refresh, 
 
   test('keyway authorize refuses a memory store and a connection of another method', async () => {
     const memory = await loadTestConfig(readFileSync(file, 'utf8').replace('url: "sqlite://./keyway.sqlite"', 'url: "memory://"'), ENV)
-    const io = captureIo()
+    const io = captureIo(ENV, dir)
     expect(await authorize(['crm', '--config', memory.file], io)).toBe(1)
     expect(io.errLines.join('\n')).toContain('store.url is memory://')
-    const other = captureIo()
+    const other = captureIo(ENV, dir)
     expect(await authorize(['nope', '--config', file], other)).toBe(1)
     expect(other.errLines.join('\n')).toContain('connection "nope" is not in')
   })

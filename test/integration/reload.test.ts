@@ -22,6 +22,7 @@ import { freePort } from '../helpers/free-port.js'
 import { connectClient, ERAS, textOf, type TestClient, type ToolCallResult } from '../helpers/mcp-clients.js'
 import { KEYWAY_BIN, runKeyway, spawnKeyway, type SpawnedKeyway } from '../helpers/spawn-keyway.js'
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js'
+import { until } from '../helpers/wait.js'
 
 const TOKEN = 'sk-CANARY-reload-token-0123456789'
 const POLL_MS = 10
@@ -125,14 +126,6 @@ const call = (c: TestClient): Promise<ToolCallResult> => c.callTool('issues', { 
 const isDenied = (r: ToolCallResult): boolean => r.isError === true && textOf(r).startsWith('PERMISSION_DENIED')
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
-async function until(check: () => boolean | Promise<boolean>, timeoutMs = 5_000, what = 'condition'): Promise<void> {
-  const start = Date.now()
-  while (!(await check())) {
-    if (Date.now() - start > timeoutMs) throw new Error(`${what} not met within ${timeoutMs} ms`)
-    await sleep(POLL_MS)
-  }
-}
-
 /** Calls every 10 ms until `done(result)`; returns ms from `t0` to that result. */
 async function pollUntil(c: TestClient, t0: number, done: (r: ToolCallResult) => boolean, timeoutMs = 10_000): Promise<number> {
   for (;;) {
@@ -214,7 +207,7 @@ describe.each<EditMode>(['in-place write', 'rename-over', 'symlink swap'])('REVO
       expect(await c.listToolNames()).toEqual([])
     }
     expect(upstream.requests.length).toBe(upstreamBefore)
-    await until(() => listener.changes >= 1, 5_000, 'notifications/tools/list_changed')
+    await until('notifications/tools/list_changed', () => listener.changes >= 1, 5_000)
     // Other grants are untouched by the reload.
     expect((await call(carol)).isError).toBeFalsy()
     expect(keyway.logs().some((l) => l.msg === 'config reloaded' && l.grants === 1)).toBe(true)
@@ -229,7 +222,7 @@ describe.each<EditMode>(['in-place write', 'rename-over', 'symlink swap'])('REVO
     const ms = await pollUntil(poller, t0, (r) => !r.isError)
     latencies.push({ mode, change: 'GRANT', ms })
     for (const c of bob) expect(await c.listToolNames()).toEqual(['issues'])
-    await until(() => listener.changes > changesBefore, 5_000, 'a second notifications/tools/list_changed')
+    await until('a second notifications/tools/list_changed', () => listener.changes > changesBefore, 5_000)
   })
 })
 
@@ -258,9 +251,9 @@ describe('bad edits keep the last good config [config:keep-last-good]', () => {
     const rejectionsBefore = keyway.logs().filter((l) => l.msg === 'config rejected; the last good config stays live').length
     await folder.edit(bad())
     await until(
+      'a config rejected log line',
       () => keyway.logs().filter((l) => l.msg === 'config rejected; the last good config stays live').length > rejectionsBefore,
       5_000,
-      'a config rejected log line',
     )
     const logged = keyway
       .logs()
@@ -277,7 +270,7 @@ describe('bad edits keep the last good config [config:keep-last-good]', () => {
 
   test('the next good edit applies', async () => {
     await folder.edit(configText(port, false))
-    await until(async () => isDenied(await call(bob)), 5_000, 'denied after the good edit')
+    await until('denied after the good edit', async () => isDenied(await call(bob)), 5_000)
   })
 })
 
@@ -368,11 +361,11 @@ describe('stdio [config:hot-reload]', () => {
     })
     await client.connect(transport)
     try {
-      await until(() => stderr.includes('serving MCP on stdio as bob@example.com'), 10_000, 'the ready line')
+      await until('the ready line', () => stderr.includes('serving MCP on stdio as bob@example.com'), 10_000)
       expect((await client.listTools()).tools.map((t) => t.name)).toEqual(['issues'])
       const t0 = performance.now()
       await folder.edit(configText(0, false).replace(/server: \{[^}]*\}/, 'server: { port: 0 }'))
-      await until(() => changes >= 1, 5_000, 'notifications/tools/list_changed on stdio')
+      await until('notifications/tools/list_changed on stdio', () => changes >= 1, 5_000)
       latencies.push({ mode: 'stdio', change: 'list_changed', ms: performance.now() - t0 })
       expect((await client.listTools()).tools.map((t) => t.name)).toEqual([])
       const r = (await client.callTool({ name: 'issues', arguments: { path: '/x' } })) as ToolCallResult

@@ -19,12 +19,12 @@ import { apiKeyLines, TEST_KEYS, writeTempConfig } from '../helpers/config.js'
 import { connectClient, textOf, type ToolCallResult } from '../helpers/mcp-clients.js'
 import { KEYWAY_BIN, spawnKeyway } from '../helpers/spawn-keyway.js'
 import { startUpstream, type RecordedRequest, type Upstream } from '../helpers/start-upstream.js'
+import { until } from '../helpers/wait.js'
 
 const DRAIN_MS = 2_000
 /** The acceptance bound: exit within the drain plus 2 s (README "Shutdown and readiness"). */
 const EXIT_BOUND_MS = DRAIN_MS + 2_000
 const SLOW_MS = 40_000
-const POLL_MS = 10
 
 let upstream: Upstream
 /** Upstream requests whose socket closed before the answer was sent (path → count). */
@@ -68,14 +68,6 @@ ${extra}connections:
     owner: { user: alice@example.com }
     auth: { type: bearer_token, token: { file: ./token.txt } }
 `
-}
-
-async function until(what: string, probe: () => boolean | Promise<boolean>, timeoutMs = 5_000): Promise<void> {
-  const end = performance.now() + timeoutMs
-  while (!(await probe())) {
-    if (performance.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, POLL_MS))
-  }
 }
 
 const arrived = (p: string): number => upstream.requests.filter((r) => r.path === p).length

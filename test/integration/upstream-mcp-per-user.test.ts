@@ -18,7 +18,6 @@ import { CALLBACK_PATH } from '../../src/credentials/redirect-uri.js'
 import { createMemoryLogger } from '../../src/log.js'
 import { startHttp, type HttpKeyway } from '../../src/start.js'
 import { run as authorize } from '../../tools/authorize.js'
-import type { CliIo } from '../../tools/cli.js'
 import { launchBrowser, skipBrowserTests, type TestBrowser } from '../helpers/browser.js'
 import { consentInBrowser as consentInBrowserAt, type BrowserRun } from '../helpers/consent-browser.js'
 import { apiKeyLines, loadTestConfig, TEST_KEYS } from '../helpers/config.js'
@@ -27,6 +26,8 @@ import { connectClient, textOf, type ToolCallResult } from '../helpers/mcp-clien
 import { startAuthorizationServer, type AuthorizationServer } from '../helpers/start-authorization-server.js'
 import { startProtectedMcpServer, type ProtectedMcpServer } from '../helpers/start-upstream-mcp.js'
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js'
+import { captureIo } from '../helpers/cli-io.js'
+import { waitFor } from '../helpers/wait.js'
 
 /** The notes servers' resource indicator (RFC 8707) and the `aud` they require; nothing listens there. */
 const API = 'https://notes.example.test/'
@@ -201,25 +202,9 @@ async function listNames(user: User): Promise<string[]> {
   }
 }
 
-function captureIo(): CliIo & { readonly outLines: string[]; readonly errLines: string[] } {
-  const outLines: string[] = []
-  const errLines: string[] = []
-  return { out: (l) => outLines.push(l), err: (l) => errLines.push(l), env: ENV, cwd: dir, outLines, errLines }
-}
-
-async function waitFor<T>(what: string, probe: () => T | undefined, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const v = probe()
-    if (v !== undefined) return v
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 25))
-  }
-}
-
 /** `keyway authorize <connection>` in-process; the owner opens the printed link as alice. Returns its output. */
 async function ownerConnects(connection: string): Promise<{ code: number; out: string[]; err: string; page: BrowserRun }> {
-  const io = captureIo()
+  const io = captureIo(ENV, dir)
   const exit = authorize([connection, '--config', file, '--timeout', '60s'], io)
   const link = await waitFor(
     'the link',
@@ -414,7 +399,7 @@ describe.skipIf(skipBrowserTests())('per-user OAuth MCP servers: owner catalog, 
     const hint =
       'with oauth_u2m_per_user each user connects on first use from their agent; only the owner of a protocol: mcp connection whose catalog.credential is owner signs in here'
     for (const name of ['drive', 'notes_each']) {
-      const io = captureIo()
+      const io = captureIo(ENV, dir)
       expect(await authorize([name, '--config', file], io)).toBe(1)
       expect(io.outLines).toEqual([])
       // The last line is the refusal (a config warning such as the private-network one may come first).

@@ -33,6 +33,7 @@ import {
   type EverythingServer,
   type ProtectedMcpServer,
 } from '../helpers/start-upstream-mcp.js'
+import { until } from '../helpers/wait.js'
 
 /** One bearer token per connection (the env secret of each bearer_token connection), all distinct. */
 const TOKENS = {
@@ -48,7 +49,6 @@ const SERVICE_USER = { modern: 'svc-modern', legacy: 'svc-legacy', twin: 'svc-tw
 const TOKEN_FILES = Object.fromEntries(Object.entries(TOKENS).map(([name, token]) => [`${name}.txt`, `${token}\n`]))
 const BUILT_IN = ['whoami', 'echo', 'slow_progress', LONG_TOOL_NAME]
 const EXPOSED_NAME = /^[A-Za-z0-9_-]{1,64}$/
-const POLL_MS = 10
 
 let everything: EverythingServer
 let modern: ProtectedMcpServer
@@ -144,23 +144,13 @@ beforeAll(async () => {
   keyway = await startHttp(await snapshotOf(), { audit, log })
   mcpUrl = `http://127.0.0.1:${port}/mcp`
   // Keyway lists every catalog once at start; wait until gone's has been read.
-  await until(() => gone.rec.methods.includes('tools/list'), 10_000, 'the first listing of gone')
+  await until('the first listing of gone', () => gone.rec.methods.includes('tools/list'), 10_000)
 }, 60_000)
 
 afterAll(async () => {
   await keyway?.close()
   for (const s of [everything, modern, legacy, twin, gone, api]) await s?.close()
 })
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-
-async function until(check: () => boolean | Promise<boolean>, timeoutMs = 5_000, what = 'condition'): Promise<void> {
-  const start = Date.now()
-  while (!(await check())) {
-    if (Date.now() - start > timeoutMs) throw new Error(`${what} not met within ${timeoutMs} ms`)
-    await sleep(POLL_MS)
-  }
-}
 
 async function client(user: keyof typeof TEST_KEYS, era: (typeof ERAS)[number] = 'modern'): Promise<TestClient> {
   return connectClient(era, mcpUrl, { bearer: TEST_KEYS[user] })
@@ -427,7 +417,7 @@ describe('upstream MCP servers behind Keyway', () => {
       expect(await alice.listToolNames()).not.toContain('modern__fresh')
       const changes = listener.changes
       modern.addTool({ name: 'fresh', description: 'added while Keyway runs', run: () => ({ content: [{ type: 'text', text: 'fresh' }] }) })
-      await until(() => listener.changes > changes, 10_000, 'notifications/tools/list_changed')
+      await until('notifications/tools/list_changed', () => listener.changes > changes, 10_000)
       expect(await alice.listToolNames()).toContain('modern__fresh')
       expect(textOf(await alice.callTool('modern__fresh', {}))).toBe('fresh')
       await alice.close()
@@ -504,7 +494,7 @@ describe('upstream MCP servers behind Keyway', () => {
       expect(textOf(r)).toMatch(/^PERMISSION_DENIED: user bob@example\.com does not hold USE CONNECTION on connection "modern"/)
       expect(toolCalls(modern.rec)).toBe(calls)
       expect((await bob.listToolNames()).filter((n) => n.startsWith('modern__'))).toEqual([])
-      await until(() => listener.changes > changes, 5_000, 'notifications/tools/list_changed')
+      await until('notifications/tools/list_changed', () => listener.changes > changes, 5_000)
     } finally {
       await listener.subscription.close()
       await listener.client.close()

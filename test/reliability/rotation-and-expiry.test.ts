@@ -15,6 +15,7 @@ import { startTokenEndpoint, type TokenEndpoint } from '../helpers/start-token-e
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js'
 import { startRedisChild, type RedisChild } from './redis-child.js'
 import { drillEnv, openDrillStore, startReplica, type Replica } from './replica-config.js'
+import { until } from '../helpers/wait.js'
 
 const env = drillEnv()
 const FREEZE_MS = 7_000
@@ -66,14 +67,6 @@ afterAll(async () => {
 const get = (tool: string): Promise<ToolCallResult> => client.callTool(tool, { method: 'GET', path: '/things' })
 const lastBearer = (): string => String(upstream.last()?.headers.authorization ?? '')
 const pause = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
-async function until(cond: () => Promise<boolean> | boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await pause(10)
-  }
-}
-
 describe('expiry', () => {
   test('JWT exp earlier than expires_in is the expiry, and past it a failing token endpoint is CREDENTIAL_UNAVAILABLE, not the upstream 401; expires_in counts from the send [refresh:expiry]', async () => {
     jwtIssuer.setIssue({ prefix: 'jwt', jwtExpIn: 3 })
@@ -87,7 +80,7 @@ describe('expiry', () => {
     // Past the JWT exp (long before expires_in), with the token endpoint failing: Keyway knows the
     // token is dead and says so; the expired token is never sent.
     jwtIssuer.setMode('fail')
-    await until(() => Date.now() > exp * 1000 + 20, 'the JWT to expire')
+    await until('the JWT to expire', () => Date.now() > exp * 1000 + 20)
     const sentBefore = upstream.requests.length
     const dead = await get('jwt')
     expect(textOf(dead)).toMatch(/^CREDENTIAL_UNAVAILABLE: connection "jwt": /)
@@ -98,7 +91,7 @@ describe('expiry', () => {
     jwtIssuer.setIssue({ prefix: 'opaque', jwtExpIn: undefined })
     jwtIssuer.setExpiresIn(5)
     jwtIssuer.setMode('hold')
-    await until(() => Date.now() > failedAt + 1_300, 'the back-off after the failure to end')
+    await until('the back-off after the failure to end', () => Date.now() > failedAt + 1_300)
     const asked = Date.now()
     const call = get('jwt')
     await jwtIssuer.held()
@@ -185,10 +178,10 @@ describe('rotation', () => {
     expect(r2.structuredContent?.status, textOf(r2)).toBe(200)
     expect(lastBearer()).toBe('Bearer tok-1')
     expect(Date.now() - frozeAt).toBeLessThan(FREEZE_MS)
-    await until(() => Date.now() - frozeAt >= FREEZE_MS, 'the end of the freeze')
+    await until('the end of the freeze', () => Date.now() - frozeAt >= FREEZE_MS)
     redis.thaw()
     const thawedAt = Date.now()
-    await until(async () => (await store.getToken(ref))?.refreshToken === 'rt-1-r1', 'the rotated refresh token to be saved', 10_000)
+    await until('the rotated refresh token to be saved', async () => (await store.getToken(ref))?.refreshToken === 'rt-1-r1', 10_000)
     const landedAfter = Date.now() - thawedAt
     const r3 = await get('crm')
     expect(r3.structuredContent?.status, textOf(r3)).toBe(200)

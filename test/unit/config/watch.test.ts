@@ -14,6 +14,7 @@ import type { ConfigEvent } from '../../../src/audit/events.js'
 import { loadConfigFile, loadConfigText, type ConfigSnapshot } from '../../../src/config/load.js'
 import { createConfigReloader, hashConfigFile, watchConfig, type ConfigWatcher, type WatchOptions } from '../../../src/config/watch.js'
 import { createMemoryLogger } from '../../../src/log.js'
+import { until } from '../../helpers/wait.js'
 
 const ENV = { T: 'token' }
 
@@ -36,14 +37,6 @@ ${grants.map((g) => `  - { privilege: USE CONNECTION, on: ${g}, to: { user: alic
 }
 
 const load = (text: string, file: string) => loadConfigText(text, file, { env: ENV })
-
-async function until(check: () => boolean, timeoutMs = 5_000): Promise<void> {
-  const start = Date.now()
-  while (!check()) {
-    if (Date.now() - start > timeoutMs) throw new Error('condition not met in time')
-    await new Promise((r) => setTimeout(r, 5))
-  }
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
@@ -120,7 +113,7 @@ describe('watchConfig [config:hot-reload]', () => {
   test('an in-place write is validated and handed over; config.reloaded is audited with counts', async () => {
     const h = await start(plainFile)
     await writeFile(h.file, config(['alpha']))
-    await until(() => h.loaded.length === 1)
+    await until('the watcher', () => h.loaded.length === 1)
     expect(grantsOf(h.loaded[0])).toEqual(['alpha'])
     expect(h.watcher.current()).toBe(h.loaded[0])
     expect(Object.isFrozen(h.loaded[0])).toBe(true)
@@ -134,7 +127,7 @@ describe('watchConfig [config:hot-reload]', () => {
       const tmp = path.join(h.dir, `.connections.yaml.tmp-${i}`)
       await writeFile(tmp, config(grants))
       await rename(tmp, h.file)
-      await until(() => h.loaded.length === i + 1)
+      await until('the watcher', () => h.loaded.length === i + 1)
       expect(grantsOf(h.loaded[i])).toEqual(grants)
     }
   })
@@ -142,7 +135,7 @@ describe('watchConfig [config:hot-reload]', () => {
   test('a Kubernetes ConfigMap `..data` symlink flip is seen, twice', async () => {
     const h = await start(configMapVolume)
     await flipConfigMap(h.dir, config(['beta']), '2026_01_01_00_01_00.000000002')
-    await until(() => h.loaded.length === 1)
+    await until('the watcher', () => h.loaded.length === 1)
     expect(grantsOf(h.loaded[0])).toEqual(['beta'])
     // The second flip removes the directory the first one created.
     const fresh = '..2026_01_01_00_02_00.000000003'
@@ -151,7 +144,7 @@ describe('watchConfig [config:hot-reload]', () => {
     await symlink(fresh, path.join(h.dir, '..data_tmp'))
     await rename(path.join(h.dir, '..data_tmp'), path.join(h.dir, '..data'))
     await rm(path.join(h.dir, '..2026_01_01_00_01_00.000000002'), { recursive: true })
-    await until(() => h.loaded.length === 2)
+    await until('the watcher', () => h.loaded.length === 2)
     expect(grantsOf(h.loaded[1])).toEqual([])
   })
 
@@ -164,21 +157,21 @@ describe('watchConfig [config:hot-reload]', () => {
       return path.join(dir, 'etc', 'connections.yaml')
     })
     await writeFile(path.join(h.dir, 'elsewhere', 'real.yaml'), config(['beta']))
-    await until(() => h.loaded.length === 1)
+    await until('the watcher', () => h.loaded.length === 1)
     expect(grantsOf(h.loaded[0])).toEqual(['beta'])
   })
 
   test('without file events, the poll still finds the change', async () => {
     const h = await start(plainFile, { fileEvents: false, pollMs: 50 })
     await writeFile(h.file, config([]))
-    await until(() => h.loaded.length === 1)
+    await until('the watcher', () => h.loaded.length === 1)
     expect(grantsOf(h.loaded[0])).toEqual([])
   })
 
   test('a burst of writes is debounced into one reload of the final content', async () => {
     const h = await start(plainFile, { debounceMs: 80 })
     for (const grants of [['alpha'], ['beta'], [], ['alpha', 'beta'], ['beta']]) await writeFile(h.file, config(grants))
-    await until(() => h.loaded.length === 1)
+    await until('the watcher', () => h.loaded.length === 1)
     await sleep(200)
     expect(h.loaded).toHaveLength(1)
     expect(grantsOf(h.loaded[0])).toEqual(['beta'])
@@ -199,7 +192,7 @@ describe('watchConfig [config:hot-reload]', () => {
   ])('%s is rejected with the validate problem lines; the last good config stays [config:keep-last-good]', async (_name, bad) => {
     const h = await start(plainFile)
     await writeFile(h.file, bad('alpha'))
-    await until(() => h.rejected.length === 1)
+    await until('the watcher', () => h.rejected.length === 1)
     const expected = await loadConfigFile(h.file, { env: ENV })
     expect(expected.ok).toBe(false)
     if (expected.ok) return
@@ -214,18 +207,18 @@ describe('watchConfig [config:hot-reload]', () => {
     expect(h.rejected).toHaveLength(1)
     // Fixing the file applies it.
     await writeFile(h.file, config(['beta']))
-    await until(() => h.loaded.length === 1)
+    await until('the watcher', () => h.loaded.length === 1)
     expect(grantsOf(h.loaded[0])).toEqual(['beta'])
   })
 
   test('a deleted file is rejected as "file not found" and the last good config stays', async () => {
     const h = await start(plainFile)
     await unlink(h.file)
-    await until(() => h.rejected.length === 1)
+    await until('the watcher', () => h.rejected.length === 1)
     expect(h.rejected[0]).toEqual([`${h.file}:1 (file): file not found`])
     expect(grantsOf(h.watcher.current())).toEqual(['alpha', 'beta'])
     await writeFile(h.file, config([]))
-    await until(() => h.loaded.length === 1)
+    await until('the watcher', () => h.loaded.length === 1)
   })
 
   test('an edit made between the initial load and arming the watch is not missed', async () => {
@@ -243,7 +236,7 @@ describe('watchConfig [config:hot-reload]', () => {
   test('removing or renaming a connection reports the old names through onConnectionsRemoved', async () => {
     const h = await start(plainFile)
     await writeFile(h.file, config(['alpha']).replace(/ {2}beta:/, '  gamma:'))
-    await until(() => h.loaded.length === 1 && h.removed.length === 1)
+    await until('the watcher', () => h.loaded.length === 1 && h.removed.length === 1)
     expect(h.removed[0]).toEqual(['beta'])
   })
 })
